@@ -1,0 +1,83 @@
+"""Agents log in with e-mail and password; admins see Settings."""
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField
+from wtforms.validators import DataRequired, Email
+
+from .extensions import db, login_manager
+from .models import Agent, normalize_email
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Email()])
+    password = PasswordField("Password", validators=[DataRequired()])
+    remember = BooleanField("Keep me signed in")
+
+
+def admin_required(view):
+    """Like ``login_required``, and the agent must be an admin (403 otherwise)."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        agent = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(form.email.data)))
+        if agent is None or not agent.check_password(form.password.data) or not agent.active:
+            flash("Wrong e-mail or password.", "error")
+        else:
+            login_user(agent, remember=form.remember.data)
+            target = request.args.get("next", "")
+            # Only local paths: an open redirect would let a link send agents anywhere.
+            if not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+                target = url_for("views.index")
+            return redirect(target)
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    logout_user()
+    return redirect(url_for("auth.login"))
+
+
+@login_manager.user_loader
+def load_agent(agent_id: str) -> Agent | None:
+    return db.session.get(Agent, int(agent_id))
+
+
+def create_agent(email: str, name: str, password: str, admin: bool = False) -> Agent:
+    """Create an agent; raises ValueError when the e-mail is taken or the password too short."""
+    email = normalize_email(email)
+    if len(password) < 8:
+        raise ValueError("the password must have at least 8 characters")
+    if db.session.scalar(db.select(Agent).where(Agent.email == email)):
+        raise ValueError(f"an agent with e-mail {email} already exists")
+    agent = Agent(email=email, name=name, is_admin=admin)
+    agent.set_password(password)
+    db.session.add(agent)
+    db.session.commit()
+    return agent
+
+
+def init_app(app) -> None:
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to see this page."
+    app.register_blueprint(bp)

@@ -1,0 +1,136 @@
+"""Runs automation rules for an event: set-based conditions, per-contact actions, a log row each."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from .api import Action, Condition, Event
+from .extensions import db
+from .models import AutomationRule, AutomationRun, Contact
+
+log = logging.getLogger(__name__)
+
+
+def conditions() -> dict[str, Condition]:
+    """Conditions offered by loaded plugins, by key (the first plugin to claim a key wins)."""
+    found: dict[str, Condition] = {}
+    for result in current_app.extensions["plugins"].hook.automation_conditions(app=current_app):
+        for condition in result or []:
+            found.setdefault(condition.key, condition)
+    return found
+
+
+def actions() -> dict[str, Action]:
+    """Actions offered by loaded plugins, by key."""
+    found: dict[str, Action] = {}
+    for result in current_app.extensions["plugins"].hook.automation_actions(app=current_app):
+        for action in result or []:
+            found.setdefault(action.key, action)
+    return found
+
+
+class RuleUnavailable(Exception):
+    """A rule uses a condition or action whose plugin is not loaded."""
+
+
+def matching_contacts(rule: AutomationRule, contact_ids: Iterable[int]) -> set[int]:
+    """Return the contacts among ``contact_ids`` for which the rule's conditions hold."""
+    ids = set(contact_ids)
+    if not rule.conditions:
+        return ids
+    available = conditions()
+    results = []
+    for item in rule.conditions:
+        condition = available.get(item["key"])
+        if condition is None:
+            raise RuleUnavailable(f"condition {item['key']!r} is not available (its plugin is disabled or missing)")
+        results.append(condition.evaluate_bulk(sorted(ids), item.get("params") or {}) & ids)
+    if rule.match == "any":
+        return set().union(*results)
+    return set.intersection(*results)
+
+
+def run_automations(event: Event) -> dict[str, int]:
+    """Evaluate every enabled rule triggered by ``event`` for the event's contacts."""
+    counts = {"fired": 0, "not_matched": 0, "failed": 0, "skipped": 0}
+    rules = db.session.scalars(
+        db.select(AutomationRule).where(AutomationRule.trigger == event.type, AutomationRule.enabled)
+    ).all()
+    for rule in rules:
+        for status, n in run_rule(rule, event).items():
+            counts[status] += n
+    return counts
+
+
+def run_rule(rule: AutomationRule, event: Event) -> dict[str, int]:
+    counts = {"fired": 0, "not_matched": 0, "failed": 0, "skipped": 0}
+    existing = set(db.session.scalars(db.select(Contact.id).where(Contact.id.in_(event.contact_ids))))
+    done = set(
+        db.session.scalars(
+            db.select(AutomationRun.contact_id).where(
+                AutomationRun.rule_id == rule.id,
+                AutomationRun.event_type == event.type,
+                AutomationRun.event_key == event.key,
+                AutomationRun.contact_id.in_(existing),
+            )
+        )
+    )
+    todo = existing - done
+    counts["skipped"] = len(done)
+    if not todo:
+        return counts
+    try:
+        matched = matching_contacts(rule, todo)
+    except Exception as exc:
+        log.exception("automation %s: conditions failed", rule.id)
+        _log_runs(rule, event, {cid: ("failed", f"conditions failed: {exc}") for cid in todo}, counts)
+        return counts
+    available_actions = actions()
+    outcome: dict[int, tuple[str, str]] = {}
+    for cid in sorted(todo):
+        if cid not in matched:
+            outcome[cid] = ("not_matched", "conditions not met")
+            continue
+        outcome[cid] = _run_actions(rule, db.session.get(Contact, cid), available_actions)
+    _log_runs(rule, event, outcome, counts)
+    return counts
+
+
+def _run_actions(rule: AutomationRule, contact: Contact, available: dict[str, Action]) -> tuple[str, str]:
+    notes = []
+    for item in rule.actions:
+        action = available.get(item["key"])
+        if action is None:
+            return "failed", f"action {item['key']!r} is not available (its plugin is disabled or missing)"
+        try:
+            notes.append(action.run(contact, item.get("params") or {}) or action.label)
+        except Exception as exc:
+            log.exception("automation %s: action %s failed", rule.id, item["key"])
+            return "failed", f"{action.label} failed: {exc}"
+    return "fired", "; ".join(notes)
+
+
+def _log_runs(rule: AutomationRule, event: Event, outcome: dict[int, tuple[str, str]], counts: dict) -> None:
+    for cid, (status, detail) in outcome.items():
+        db.session.add(
+            AutomationRun(
+                rule_id=rule.id,
+                contact_id=cid,
+                event_type=event.type,
+                event_key=event.key,
+                status=status,
+                detail=detail[:2000],
+            )
+        )
+        counts[status] += 1
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another worker handled the same event at the same time; its log and actions stand.
+        db.session.rollback()
+        counts["skipped"] += len(outcome)
+        for status, _ in outcome.values():
+            counts[status] -= 1

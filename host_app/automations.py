@@ -1,0 +1,164 @@
+"""Automations pages: the rule builder (each condition and action shows its own form) and the run log."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length
+
+from .auth import admin_required
+from .automation_engine import actions, conditions
+from .events import event_types
+from .extensions import db
+from .models import AutomationRule, AutomationRun
+
+bp = Blueprint("automations", __name__, url_prefix="/automations")
+
+
+class RuleForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    trigger = SelectField("When", validators=[DataRequired()])
+    match = SelectField(
+        "Conditions",
+        choices=[SelectChoice("all", "all must hold (AND)"), SelectChoice("any", "any may hold (OR)")],
+    )
+    enabled = BooleanField("Enabled", default=True)
+
+
+class Part:
+    """One condition or action row of the builder: its key, the plugin object and its bound form."""
+
+    def __init__(self, key, impl, form):
+        self.key, self.impl, self.form = key, impl, form
+
+
+def _parts(kind: str, saved: list[dict], available: dict, formdata) -> list[Part]:
+    """Build the rows of the builder, from the posted form or from the saved rule."""
+    prefix = "cond" if kind == "conditions" else "act"
+    if formdata is not None:
+        keys = []
+        i = 0
+        while f"{prefix}-{i}-key" in formdata:
+            keys.append(formdata[f"{prefix}-{i}-key"])
+            i += 1
+        saved = [{"key": k, "params": None} for k in keys]
+    parts = []
+    for i, item in enumerate(saved):
+        impl = available.get(item["key"])
+        form = None
+        if impl is not None:
+            form = impl.form_class(formdata=formdata, prefix=f"{prefix}-{i}-", data=item.get("params") or {})
+        parts.append(Part(item["key"], impl, form))
+    return parts
+
+
+@bp.route("/")
+@admin_required
+def rule_list():
+    rules = db.session.scalars(db.select(AutomationRule).order_by(AutomationRule.name)).all()
+    return render_template("automations/list.html", rules=rules, event_types=event_types(), form=FlaskForm())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@bp.route("/<int:rule_id>", methods=["GET", "POST"])
+@admin_required
+def rule_edit(rule_id: int | None = None):
+    rule = db.get_or_404(AutomationRule, rule_id) if rule_id else None
+    form = RuleForm(obj=rule)
+    types = event_types()
+    form.trigger.choices = [SelectChoice(k, t.label) for k, t in sorted(types.items(), key=lambda kv: kv[1].label)]
+    available_conditions, available_actions = conditions(), actions()
+    posted = request.method == "POST"
+    formdata = request.form if posted else None
+    cond_parts = _parts("conditions", rule.conditions if rule else [], available_conditions, formdata)
+    act_parts = _parts("actions", rule.actions if rule else [], available_actions, formdata)
+
+    if posted:
+        op = request.form.get("op", "save")
+        if op == "add_condition" and request.form.get("new_condition") in available_conditions:
+            key = request.form["new_condition"]
+            cond_parts.append(Part(key, available_conditions[key], available_conditions[key].form_class(prefix=f"cond-{len(cond_parts)}-")))
+        elif op == "add_action" and request.form.get("new_action") in available_actions:
+            key = request.form["new_action"]
+            act_parts.append(Part(key, available_actions[key], available_actions[key].form_class(prefix=f"act-{len(act_parts)}-")))
+        elif op.startswith("remove_condition_"):
+            del cond_parts[int(op.rsplit("_", 1)[1])]
+            cond_parts = _renumber(cond_parts, "cond")
+        elif op.startswith("remove_action_"):
+            del act_parts[int(op.rsplit("_", 1)[1])]
+            act_parts = _renumber(act_parts, "act")
+        elif op == "save":
+            if _save(form, rule, cond_parts, act_parts):
+                return redirect(url_for(".rule_list"))
+    return render_template(
+        "automations/edit.html",
+        form=form,
+        rule=rule,
+        cond_parts=cond_parts,
+        act_parts=act_parts,
+        available_conditions=available_conditions,
+        available_actions=available_actions,
+    )
+
+
+def _renumber(parts: list[Part], prefix: str) -> list[Part]:
+    """Rebuild forms after a removal so that prefixes stay 0..n-1 and values stay filled in."""
+    renumbered = []
+    for i, part in enumerate(parts):
+        form = part.impl.form_class(prefix=f"{prefix}-{i}-", data=part.form.data) if part.impl else None
+        renumbered.append(Part(part.key, part.impl, form))
+    return renumbered
+
+
+def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], act_parts: list[Part]) -> bool:
+    valid = form.validate_on_submit()
+    for part in cond_parts + act_parts:
+        if part.impl is None:
+            form.name.errors = list(form.name.errors) + [f"'{part.key}' is not available (plugin disabled?); remove it."]
+            valid = False
+        elif not part.form.validate():
+            valid = False
+    if not act_parts:
+        flash("Add at least one action.", "error")
+        valid = False
+    if not valid:
+        return False
+    rule = rule or AutomationRule()
+    rule.name = form.name.data
+    rule.trigger = form.trigger.data
+    rule.match = form.match.data
+    rule.enabled = form.enabled.data
+    rule.conditions = [{"key": p.key, "params": p.form.data} for p in cond_parts]
+    rule.actions = [{"key": p.key, "params": p.form.data} for p in act_parts]
+    db.session.add(rule)
+    db.session.commit()
+    flash(f"Automation “{rule.name}” saved.", "success")
+    return True
+
+
+@bp.route("/<int:rule_id>/delete", methods=["POST"])
+@admin_required
+def rule_delete(rule_id: int):
+    if not FlaskForm().validate_on_submit():
+        abort(400, "The form expired; please try again.")
+    rule = db.get_or_404(AutomationRule, rule_id)
+    db.session.delete(rule)
+    db.session.commit()
+    flash("Automation deleted.", "success")
+    return redirect(url_for(".rule_list"))
+
+
+@bp.route("/runs")
+@admin_required
+def run_log():
+    stmt = db.select(AutomationRun).order_by(AutomationRun.created_at.desc(), AutomationRun.id.desc())
+    rule_id = request.args.get("rule", type=int)
+    if rule_id:
+        stmt = stmt.where(AutomationRun.rule_id == rule_id)
+    page = db.paginate(stmt, per_page=100, error_out=False)
+    return render_template("automations/runs.html", page=page)
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

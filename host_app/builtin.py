@@ -1,0 +1,91 @@
+"""What the host itself offers through its own hooks: basic events, tag conditions and actions."""
+from __future__ import annotations
+
+from wtforms import Form, StringField
+from wtforms.validators import DataRequired, Length
+
+from .api import Action, Condition, EventType
+from .extensions import db
+from .hookspecs import hookimpl
+from .models import ContactTag
+
+CONTACT_CREATED = "contact_created"
+MANUAL = "manual"
+
+
+class TagForm(Form):
+    tag = StringField("Tag", validators=[DataRequired(), Length(max=100)])
+
+
+class AttributeForm(Form):
+    name = StringField("Attribute", validators=[DataRequired(), Length(max=100)])
+    value = StringField("Value", validators=[Length(max=1000)])
+
+
+class HasTag(Condition):
+    key = "has_tag"
+    label = "Has tag"
+    form_class = TagForm
+
+    def evaluate(self, contact, params):
+        return params["tag"] in contact.tags
+
+    def evaluate_bulk(self, contact_ids, params):
+        ids = list(contact_ids)
+        stmt = db.select(ContactTag.contact_id).where(ContactTag.tag == params["tag"], ContactTag.contact_id.in_(ids))
+        return set(db.session.scalars(stmt))
+
+
+class AddTag(Action):
+    key = "add_tag"
+    label = "Add tag"
+    form_class = TagForm
+
+    def run(self, contact, params):
+        contact.add_tag(params["tag"])
+        return f"tagged {params['tag']}"
+
+
+class RemoveTag(Action):
+    key = "remove_tag"
+    label = "Remove tag"
+    form_class = TagForm
+
+    def run(self, contact, params):
+        contact.remove_tag(params["tag"])
+        return f"removed tag {params['tag']}"
+
+
+class SetAttribute(Action):
+    key = "set_attribute"
+    label = "Set attribute"
+    form_class = AttributeForm
+
+    def run(self, contact, params):
+        # A new dict, so SQLAlchemy sees the JSON column change.
+        contact.attributes = {**(contact.attributes or {}), params["name"]: params.get("value", "")}
+        return f"set {params['name']}"
+
+
+@hookimpl
+def event_types():
+    return [EventType(CONTACT_CREATED, "Contact created"), EventType(MANUAL, "Run by hand")]
+
+
+@hookimpl
+def automation_conditions():
+    return [HasTag()]
+
+
+@hookimpl
+def automation_actions():
+    return [AddTag(), RemoveTag(), SetAttribute()]
+
+
+@hookimpl
+def contact_created(app, contacts):
+    from .events import emit
+
+    ids = [c.id for c in contacts]
+    if ids:
+        emit(CONTACT_CREATED, key="created", contact_ids=ids)

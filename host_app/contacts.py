@@ -1,0 +1,135 @@
+"""Contacts: list with search and paging, a contact page with its merged timeline."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import func, or_
+from wtforms import EmailField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+from .api import TimelineEntry
+from .extensions import db
+from .models import Agent, Contact, ContactTag, normalize_email
+
+bp = Blueprint("contacts", __name__, url_prefix="/contacts")
+
+
+class ContactForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired(), Email(), Length(max=320)])
+    name = StringField("Name", validators=[Optional(), Length(max=300)])
+    tags = StringField("Tags", description="Comma-separated", validators=[Optional()])
+    owner_id = SelectField("Owner", coerce=int, validators=[Optional()])
+
+
+def find_contact(email: str) -> Contact | None:
+    return db.session.scalar(db.select(Contact).where(Contact.email == normalize_email(email)))
+
+
+def search_contacts(query: str = "", tag: str = ""):
+    stmt = db.select(Contact)
+    if query:
+        like = f"%{query.strip().lower()}%"
+        stmt = stmt.where(or_(Contact.email.like(like), func.lower(Contact.name).like(like)))
+    if tag:
+        stmt = stmt.where(Contact.id.in_(db.select(ContactTag.contact_id).where(ContactTag.tag == tag)))
+    return stmt.order_by(Contact.name == "", func.lower(Contact.name), Contact.email)
+
+
+def timeline(contact: Contact, before: datetime | None = None, limit: int = 30) -> list[TimelineEntry]:
+    """Entries from every loaded timeline source, merged newest first, each shown once."""
+    hook = current_app.extensions["plugins"].hook
+    merged: dict[str, TimelineEntry] = {}
+    for entries in hook.timeline_entries(app=current_app, contact=contact, before=before, limit=limit):
+        for entry in entries or []:
+            merged.setdefault(entry.key, entry)
+    return sorted(merged.values(), key=lambda e: e.date, reverse=True)[:limit]
+
+
+def _owner_choices() -> list[tuple[int, str]]:
+    agents = db.session.scalars(db.select(Agent).where(Agent.active).order_by(Agent.name))
+    return [SelectChoice(0, "— nobody —")] + [SelectChoice(a.id, f"{a.name} <{a.email}>") for a in agents]
+
+
+@bp.route("/")
+@login_required
+def contact_list():
+    query = request.args.get("q", "")
+    tag = request.args.get("tag", "")
+    page = db.paginate(
+        search_contacts(query, tag), per_page=current_app.config["CONTACTS_PER_PAGE"], error_out=False
+    )
+    return render_template("contacts/list.html", page=page, q=query, tag=tag)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def contact_new():
+    form = ContactForm()
+    form.owner_id.choices = _owner_choices()
+    if form.validate_on_submit():
+        if find_contact(form.email.data):
+            form.email.errors.append("A contact with this e-mail already exists.")
+        else:
+            contact = Contact(email=normalize_email(form.email.data), name=form.name.data or "", source="manual")
+            _apply_form(contact, form)
+            db.session.add(contact)
+            db.session.commit()
+            current_app.extensions["plugins"].hook.contact_created(app=current_app, contacts=[contact])
+            flash("Contact created.", "success")
+            return redirect(url_for(".contact_detail", contact_id=contact.id))
+    return render_template("contacts/edit.html", form=form, contact=None)
+
+
+@bp.route("/<int:contact_id>/edit", methods=["GET", "POST"])
+@login_required
+def contact_edit(contact_id: int):
+    contact = db.get_or_404(Contact, contact_id)
+    form = ContactForm(obj=contact, tags=", ".join(contact.tags), owner_id=contact.owner_id or 0)
+    form.owner_id.choices = _owner_choices()
+    del form.email  # the address is the contact's identity
+    if form.validate_on_submit():
+        if (form.name.data or "") != contact.name:
+            contact.name = form.name.data or ""
+            contact.name_edited = True
+        _apply_form(contact, form)
+        db.session.commit()
+        flash("Contact saved.", "success")
+        return redirect(url_for(".contact_detail", contact_id=contact.id))
+    return render_template("contacts/edit.html", form=form, contact=contact)
+
+
+def _apply_form(contact: Contact, form: ContactForm) -> None:
+    contact.owner_id = form.owner_id.data or None
+    wanted = {t.strip() for t in (form.tags.data or "").split(",") if t.strip()}
+    for tag in set(contact.tags) - wanted:
+        contact.remove_tag(tag)
+    for tag in sorted(wanted - set(contact.tags)):
+        contact.add_tag(tag)
+
+
+@bp.route("/<int:contact_id>")
+@login_required
+def contact_detail(contact_id: int):
+    contact = db.get_or_404(Contact, contact_id)
+    before = None
+    if request.args.get("before"):
+        try:
+            before = datetime.fromisoformat(request.args["before"])
+        except ValueError:
+            abort(400, "The 'before' parameter must be an ISO 8601 date.")
+    limit = current_app.config["TIMELINE_PER_PAGE"]
+    entries = timeline(contact, before=before, limit=limit)
+    next_before = entries[-1].date.isoformat() if len(entries) == limit else None
+    hook = current_app.extensions["plugins"].hook
+    panels = [p for result in hook.contact_panels(app=current_app, contact=contact) for p in (result or [])]
+    return render_template(
+        "contacts/detail.html", contact=contact, entries=entries, next_before=next_before, panels=panels
+    )
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

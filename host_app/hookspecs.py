@@ -1,0 +1,177 @@
+"""The whole plugin contract of the CRM host.
+
+Every hook a plugin can implement is declared here, grouped by what it is for.
+Plugins implement hooks with :data:`hookimpl` (also exported as
+``host_app.hookimpl``)::
+
+    from host_app import hookimpl
+
+    @hookimpl
+    def settings_pages(app):
+        return [SettingsPage("Connected inboxes", "imap_inbox.inbox_list")]
+
+Rules that keep plugins working across host versions:
+
+* Hooks are always called with keyword arguments; an implementation may take
+  fewer arguments than the spec, so new arguments may be added later, never
+  removed or renamed.
+* Hooks returning lists are called on every plugin and the results are
+  concatenated (``None`` is ignored). Only hooks marked ``firstresult`` stop at
+  the first non-``None`` answer, and they say so.
+* The value types (``SettingsPage``, ``TimelineEntry``, ``Condition`` ...) live
+  in :mod:`host_app.api`.
+
+Each hook is documented with a runnable example in ``docs/plugins.md``; the
+test suite fails when a hook here is missing there or has no test.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "host_app"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# ---------------------------------------------------------------------------
+# Plumbing: routes, commands, jobs
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def register_blueprints(app):
+    """Return Flask blueprints (a list, or one) that the host registers on ``app``.
+
+    Called once while the app is built, after the plugin's models are imported.
+    Returns ``list[flask.Blueprint]``. The routes vanish when the plugin is
+    disabled because the blueprint is then never registered.
+    """
+
+
+@hookspec
+def register_commands(cli, app):
+    """Add click commands or groups to the ``manage.py`` command group ``cli``.
+
+    Called once while the app is built. ``cli`` is ``app.cli`` (a
+    ``flask.cli.AppGroup``); return value is ignored.
+    """
+
+
+@hookspec
+def recurring_jobs(app):
+    """Return jobs the host must run on a schedule: ``list[RecurringJob]``.
+
+    Called by the scheduler (``manage.py scheduler``/``manage.py run``) when it
+    starts. Each job is an importable module-level function taking no
+    arguments, run inside an app context on an RQ worker.
+    """
+
+
+@hookspec
+def app_ready(app):
+    """Called once when the app is fully built (all plugins registered).
+
+    Use it for set-up that needs other plugins or configuration, e.g. template
+    filters or context processors. Return value is ignored.
+    """
+
+
+# ---------------------------------------------------------------------------
+# User interface
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def settings_pages(app):
+    """Return pages the plugin adds under Settings: ``list[SettingsPage]``.
+
+    Called on every request that renders the Settings menu. Pages are
+    admin-only unless ``SettingsPage.admin_only`` is ``False``.
+    """
+
+
+@hookspec
+def contact_panels(app, contact):
+    """Return extra HTML panels for a contact page: ``list[ContactPanel]``.
+
+    Called when a contact page is rendered. ``contact`` is a
+    :class:`host_app.models.Contact`. HTML must already be escaped.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Contacts and their timeline
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def timeline_entries(app, contact, before, limit):
+    """Return up to ``limit`` timeline entries of ``contact`` older than ``before``.
+
+    ``before`` is a timezone-aware ``datetime`` or ``None`` for the newest
+    page. Returns ``list[TimelineEntry]``, newest first. The host merges the
+    answers of every enabled plugin, newest first, and pages through them
+    by date.
+    """
+
+
+@hookspec
+def contact_providers(app):
+    """Return sources of people the CRM may turn into contacts: ``list[ContactProvider]``.
+
+    Called by importers (e.g. the contacts_import plugin). A provider lists its
+    sources (one per mailbox, address book ...) and the people found in each.
+    """
+
+
+@hookspec
+def contact_created(app, contacts):
+    """Called after contacts were created (by the UI, the CLI or an importer).
+
+    ``contacts`` is a list of :class:`host_app.models.Contact`. Return value
+    is ignored.
+    """
+
+
+# ---------------------------------------------------------------------------
+# Automations: events, conditions, actions
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def event_types(app):
+    """Return the events (automation triggers) this plugin emits: ``list[EventType]``.
+
+    Called when the automation builder is shown and when an event is emitted;
+    only declared event types can be emitted.
+    """
+
+
+@hookspec
+def automation_conditions(app):
+    """Return automation conditions this plugin offers: ``list[Condition]``.
+
+    A condition has a unique ``key``, a ``label``, a WTForms parameter form,
+    ``evaluate(contact, params)`` for one contact and optionally
+    ``evaluate_bulk(contact_ids, params)`` for many.
+    """
+
+
+@hookspec
+def automation_actions(app):
+    """Return automation actions this plugin offers: ``list[Action]``.
+
+    An action has a unique ``key``, a ``label``, a WTForms parameter form and
+    ``run(contact, params)``. The host ships add tag, remove tag and set
+    attribute.
+    """
+
+
+@hookspec
+def event_emitted(app, event):
+    """Called after an event was emitted and the automations for it ran.
+
+    ``event`` is a :class:`host_app.api.Event`. Return value is ignored;
+    exceptions are logged, never raised to the emitter.
+    """

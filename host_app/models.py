@@ -1,0 +1,158 @@
+"""The host's own tables: agents, contacts and tags, automations, plugin state."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalize_email(address: str) -> str:
+    """Return the form an address is stored and compared in: trimmed, lower case."""
+    return (address or "").strip().strip("<>").strip().lower()
+
+
+class Agent(UserMixin, db.Model):
+    """A member of the team using the CRM."""
+
+    __tablename__ = "agent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive agents
+        return self.active
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def role(self) -> str:
+        return "admin" if self.is_admin else "agent"
+
+
+class Contact(db.Model):
+    """A person the team deals with; one per normalized e-mail address."""
+
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    # Set when an agent edits the name, so importers never overwrite it.
+    name_edited: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(200), default="manual")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"), index=True)
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    owner: Mapped[Agent | None] = relationship()
+    tag_rows: Mapped[list[ContactTag]] = relationship(
+        cascade="all, delete-orphan", order_by="ContactTag.tag", lazy="selectin"
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
+
+    def add_tag(self, tag: str) -> bool:
+        tag = tag.strip()
+        if not tag or tag in self.tags:
+            return False
+        self.tag_rows.append(ContactTag(tag=tag))
+        return True
+
+    def remove_tag(self, tag: str) -> bool:
+        for row in self.tag_rows:
+            if row.tag == tag:
+                self.tag_rows.remove(row)
+                return True
+        return False
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "source": self.source,
+            "owner": self.owner.email if self.owner else None,
+            "tags": self.tags,
+            "attributes": self.attributes or {},
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+class ContactTag(db.Model):
+    __tablename__ = "contact_tag"
+
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+
+
+class AutomationRule(db.Model):
+    """Trigger (event type) + conditions (all or any) + actions."""
+
+    __tablename__ = "automation_rule"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(100), index=True)
+    match: Mapped[str] = mapped_column(String(3), default="all")  # "all" (AND) or "any" (OR)
+    conditions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
+    actions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AutomationRun(db.Model):
+    """One evaluation of a rule for one contact and one event occurrence.
+
+    The unique constraint is what makes a rule fire at most once per contact
+    per triggering event, even when an event is emitted twice.
+    """
+
+    __tablename__ = "automation_run"
+    __table_args__ = (UniqueConstraint("rule_id", "contact_id", "event_type", "event_key", name="uq_automation_run_once"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    event_key: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))  # fired | not_matched | failed
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+    rule: Mapped[AutomationRule] = relationship()
+    contact: Mapped[Contact] = relationship()
+
+
+class PluginState(db.Model):
+    """Enabled/disabled as set with ``manage.py plugins enable|disable`` or the Plugins page."""
+
+    __tablename__ = "plugin_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,99 @@
+"""``manage.py run``: database, Redis, web server, worker and scheduler in one command."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from . import migrating
+from .extensions import db
+from .models import Agent
+
+FIRST_ADMIN = "admin@example.com"
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def ensure_redis(children: list[subprocess.Popen]) -> None:
+    """Start a throw-away local redis-server when REDIS_URL is unset and nothing listens on 6379."""
+    if os.environ.get("REDIS_URL") or port_open("127.0.0.1", 6379):
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise click.ClickException("Redis is not running and redis-server is not installed: run `make install`.")
+    children.append(
+        subprocess.Popen(
+            [binary, "--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    for _ in range(50):
+        if port_open("127.0.0.1", 6379):
+            click.echo("Started a local redis-server for this session on 127.0.0.1:6379.")
+            return
+        time.sleep(0.1)
+    raise click.ClickException("redis-server did not start")
+
+
+def ensure_first_admin() -> str | None:
+    """Create an admin on an empty database; return its one-time password (shown once, kept 0600)."""
+    if db.session.scalar(db.select(Agent.id).limit(1)) is not None:
+        return None
+    from .auth import create_agent
+
+    password = secrets.token_urlsafe(12)
+    create_agent(FIRST_ADMIN, "Administrator", password, admin=True)
+    path = Path(current_app.instance_path) / "first_admin_password"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--no-worker", is_flag=True, help="Do not start a worker and a scheduler.")
+@with_appcontext
+def run_command(host: str, port: int, no_worker: bool):
+    """Upgrade the database, then serve the app with a worker and a scheduler."""
+    app = current_app._get_current_object()
+    children: list[subprocess.Popen] = []
+    try:
+        migrating.upgrade(app)
+        password = ensure_first_admin()
+        if not no_worker:
+            ensure_redis(children)
+            manage = str(Path(__file__).resolve().parent.parent / "manage.py")
+            for command in ("worker", "scheduler"):
+                children.append(subprocess.Popen([sys.executable, manage, command]))
+        click.echo(f"\n  CRM running at http://{host}:{port}/")
+        if password:
+            click.echo(f"  Log in as {FIRST_ADMIN} with password {password}")
+            click.echo("  (shown once; also in instance/first_admin_password, delete it after changing the password)")
+        else:
+            click.echo("  Log in with your agent account (python manage.py agents create --help).")
+        click.echo()
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,196 @@
+"""Pytest fixtures for the host and for plugin authors (loaded as a pytest plugin, ``-p host_app.testing``).
+
+A plugin's test suite gets a migrated database, Redis and a logged-in client::
+
+    def test_my_condition(crm_app_factory):
+        app = crm_app_factory(plugins={"my_plugin": "my_plugin"})
+        with app.app_context():
+            ...
+
+Fixtures:
+
+* ``crm_database_url``: a migrated database for the session. SQLite by
+  default; PostgreSQL when ``TEST_DATABASE_URL`` is set (a database of its own is
+  created on that server and dropped at the end).
+* ``crm_app_factory(**config)``: builds apps on that database, emptied
+  before each test. ``plugins={name: module}`` replaces entry-point discovery;
+  ``disabled=[...]`` disables plugins.
+* ``app``, ``client``, ``runner``: the flaskr trio, with every installed plugin.
+* ``admin``/``agent``: agents; ``admin_client``/``agent_client``: logged in.
+* ``redis_url``: a Redis database emptied before each test.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from . import create_app, migrating
+from .extensions import db
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+ADMIN_PASSWORD = "admin-password-1"
+AGENT_PASSWORD = "agent-password-1"
+
+
+def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": url,
+        "REDIS_URL": TEST_REDIS_URL,
+        "RQ_QUEUE": "test",
+        "WTF_CSRF_ENABLED": False,
+        "INSTANCE_PATH": str(instance),
+    }
+    config.update(extra)
+    return config
+
+
+def _create_postgres_database(server_url: str) -> str:
+    name = f"crm_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(server_url: str, url: str) -> None:
+    name = sa.engine.make_url(url).database
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def crm_database_url(tmp_path_factory) -> Iterator[str]:
+    """A database migrated with the host and every installed plugin, for the whole session."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if server_url:
+        url = _create_postgres_database(server_url)
+    else:
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "template.sqlite")
+    app = create_app(_all_plugins_config(url, tmp_path_factory.mktemp("instance")))
+    migrating.upgrade(app)
+    with app.app_context():
+        db.engine.dispose()
+    yield url
+    if server_url:
+        _drop_postgres_database(server_url, url)
+
+
+def _empty_database(url: str) -> None:
+    """Delete every row (schema and Alembic versions stay) so each test starts clean."""
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    tables = [t for t in meta.sorted_tables if not t.name.startswith("alembic_version")]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            if tables:
+                names = ", ".join(f'"{t.name}"' for t in tables)
+                conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                conn.execute(table.delete())
+            if any(t.name == "sqlite_sequence" for t in meta.sorted_tables):
+                conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+    engine.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database for tests, emptied before each test."""
+    from redis import Redis
+
+    conn = Redis.from_url(TEST_REDIS_URL)
+    conn.flushdb()
+    conn.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def crm_app_factory(crm_database_url, redis_url, tmp_path) -> Iterator[Callable[..., Flask]]:
+    """Return ``make(plugins=None, disabled=(), **config) -> Flask`` on a clean database."""
+    if crm_database_url.startswith("sqlite"):
+        # A copy of the migrated template: faster than deleting rows, and fully isolated.
+        path = tmp_path / "crm.sqlite"
+        shutil.copy(sa.engine.make_url(crm_database_url).database, path)
+        url = f"sqlite:///{path}"
+    else:
+        _empty_database(crm_database_url)
+        url = crm_database_url
+    apps: list[Flask] = []
+
+    def make(plugins: dict[str, str] | None = None, disabled=(), **config) -> Flask:
+        instance = tmp_path / "instance"
+        instance.mkdir(exist_ok=True)
+        app = create_app(
+            _all_plugins_config(url, instance, PLUGINS=plugins, DISABLED_PLUGINS=list(disabled), **config)
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(crm_app_factory) -> Flask:
+    """The app with every installed plugin."""
+    return crm_app_factory()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_agent(app: Flask, email: str, password: str, admin: bool = False, name: str | None = None):
+    from .auth import create_agent
+
+    with app.app_context():
+        agent = create_agent(email, name or email.split("@")[0].title(), password, admin=admin)
+        return agent.id
+
+
+@pytest.fixture
+def admin(app) -> int:
+    return make_agent(app, "admin@team.example", ADMIN_PASSWORD, admin=True, name="Ada Admin")
+
+
+@pytest.fixture
+def agent(app) -> int:
+    return make_agent(app, "agent@team.example", AGENT_PASSWORD, name="Alan Agent")
+
+
+def log_in(client, email: str, password: str):
+    response = client.post("/login", data={"email": email, "password": password})
+    assert response.status_code == 302, f"login failed for {email}"
+    return client
+
+
+@pytest.fixture
+def admin_client(app, admin):
+    return log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def agent_client(app, agent):
+    return log_in(app.test_client(), "agent@team.example", AGENT_PASSWORD)

@@ -1,0 +1,1 @@
+"""reply_condition: the "IMAP email" automation condition — did the contact respond to our e-mail."""
