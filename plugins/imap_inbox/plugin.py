@@ -1,1 +1,2 @@
-"""Hook implementations of the plugin (see host_app/hookspecs.py)."""
+"""Hook implementations of imap_inbox (see host_app/hookspecs.py)."""
+from . import models  # noqa: F401  (registers the plugin's tables)
