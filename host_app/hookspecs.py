@@ -170,8 +170,10 @@ def automation_actions(app):
 
 @hookspec
 def event_emitted(app, event):
-    """Called after an event was emitted and the automations for it ran.
+    """Called for every emitted event, before the automations it triggers run.
 
-    ``event`` is a :class:`host_app.api.Event`. Return value is ignored;
-    exceptions are logged, never raised to the emitter.
+    ``event`` is a :class:`host_app.api.Event`. Listeners may create the
+    contacts that automations then act on (use ``tryfirst=True`` to run before
+    other listeners). Return value is ignored; exceptions are logged, never
+    raised to the emitter.
     """
