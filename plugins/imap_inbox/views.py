@@ -1,5 +1,295 @@
-"""Settings > Connected inboxes (placeholder blueprint; the pages are being written)."""
-from flask import Blueprint
+"""Settings > Connected inboxes: list, connect via IMAP, edit, sync now, disable/enable, delete.
 
-bp = Blueprint("imap_inbox", __name__, url_prefix="/settings/inboxes", template_folder="templates",
-               static_folder="static", static_url_path="/static/imap_inbox")
+Every page is admin-only and every POST is a FlaskForm (CSRF). Connection
+problems come back on the form in plain words, never as a 500. Passwords are
+write-only: never rendered, never in the status JSON.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
+from flask_wtf import FlaskForm
+from wtforms.fields.choices import SelectChoice
+
+from host_app.auth import admin_required
+from host_app.extensions import db
+from host_app.models import Agent
+
+from . import models, service
+from .connection import ImapConnectError
+from .forms import DeleteInboxForm, InboxForm
+from .models import Inbox
+from .presets import get_preset, preset_for_host, presets_data
+
+bp = Blueprint(
+    "imap_inbox",
+    __name__,
+    url_prefix="/settings/inboxes",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/imap_inbox",
+)
+
+# What an admin reads in the Status column, per Inbox.status.
+STATUS_LABELS = {
+    models.NEW: "Waiting for the first sync",
+    models.QUEUED: "Queued, starting soon",
+    models.SYNCING: "Syncing",
+    models.OK: "OK",
+    models.NEEDS_ATTENTION: "Needs attention",
+    models.ERROR: "Temporary error",
+    models.DISABLED: "Disabled",
+}
+ACTIVE_STATUSES = (models.QUEUED, models.SYNCING)
+
+# The status JSON carries exactly these keys: progress and health, never settings or secrets.
+STATUS_JSON_KEYS = (
+    "status",
+    "progress_done",
+    "progress_total",
+    "error",
+    "error_hint",
+    "last_synced_at",
+    "next_sync_at",
+    "message_count",
+)
+
+# Which form field a connection failure is about, by ImapConnectError.kind.
+FIELDS_BY_ERROR_KIND = {
+    "auth": ("password",),
+    "login": ("password",),
+    "authentication": ("password",),
+    "dns": ("host",),
+    "host": ("host",),
+    "host_not_found": ("host",),
+    "refused": ("host", "port"),
+    "unreachable": ("host", "port"),
+    "timeout": ("host", "port"),
+    "network": ("host", "port"),
+    "protocol": ("port", "security"),
+    "not_imap": ("port", "security"),
+    "starttls": ("security",),
+    "tls": ("host", "ca_file"),
+    "certificate": ("host", "ca_file"),
+    "ca_file": ("ca_file",),
+}
+CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def _aware(value) -> datetime | None:
+    """A timezone-aware datetime (SQLite hands back naive UTC ones), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _iso(value) -> str | None:
+    value = _aware(value)
+    return value.isoformat() if value else None
+
+
+def relative_time(value, now: datetime | None = None) -> str:
+    """'5 min ago', 'in 2 h', 'just now' (inbox_list.js says the same in the browser)."""
+    value = _aware(value)
+    if value is None:
+        return ""
+    seconds = int(((now or datetime.now(timezone.utc)) - value).total_seconds())
+    past = seconds >= 0
+    seconds = abs(seconds)
+    if seconds < 45:
+        return "just now" if past else "in a moment"
+    if seconds < 3600:
+        amount = f"{max(1, round(seconds / 60))} min"
+    elif seconds < 86400:
+        amount = f"{round(seconds / 3600)} h"
+    else:
+        days = round(seconds / 86400)
+        amount = f"{days} day{'s' if days != 1 else ''}"
+    return f"{amount} ago" if past else f"in {amount}"
+
+
+def absolute_time(value) -> str:
+    value = _aware(value)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def public_status(inbox: Inbox) -> dict:
+    """The inbox's sync status for the list page and its JSON: whitelisted keys, ISO dates."""
+    raw = service.inbox_status(inbox)
+    status = {key: raw.get(key) for key in STATUS_JSON_KEYS}
+    for key in ("progress_done", "progress_total", "message_count"):
+        status[key] = int(status[key] or 0)
+    for key in ("last_synced_at", "next_sync_at"):
+        status[key] = _iso(status[key])
+    status["id"] = inbox.id
+    return status
+
+
+def _get_inbox(inbox_id: int) -> Inbox:
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is None:
+        abort(404)
+    return inbox
+
+
+def _owner_choices(current_owner_id: int | None = None) -> list[SelectChoice]:
+    """Active agents (and the current owner, so an edit never drops them silently)."""
+    query = db.select(Agent).where(Agent.active)
+    if current_owner_id:
+        query = db.select(Agent).where(db.or_(Agent.active, Agent.id == current_owner_id))
+    agents = db.session.scalars(query.order_by(Agent.name, Agent.email))
+    choices = [SelectChoice("", "Choose an agent…")]
+    choices += [SelectChoice(str(a.id), f"{a.name} <{a.email}>") for a in agents]
+    return choices
+
+
+def _show_connect_error(form: InboxForm, exc: ImapConnectError) -> None:
+    """Put a failed connection test on the form: a box at the top and a note on the field it is about."""
+    form.connect_error = exc
+    for name in FIELDS_BY_ERROR_KIND.get(getattr(exc, "kind", ""), ()):
+        field = getattr(form, name)
+        field.errors = list(field.errors) + [exc.message]
+
+
+def _render_form(form: InboxForm, inbox: Inbox | None = None, status: int = 200):
+    preset = get_preset(form.provider.data) or preset_for_host(form.host.data)
+    return (
+        render_template(
+            "imap_inbox/form.html",
+            form=form,
+            inbox=inbox,
+            presets=presets_data(),
+            preset=preset,
+            connect_error=getattr(form, "connect_error", None),
+        ),
+        status,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Pages
+# ---------------------------------------------------------------------------
+
+
+@bp.route("/")
+@admin_required
+def inbox_list():
+    inboxes = db.session.scalars(db.select(Inbox).order_by(Inbox.name, Inbox.id)).all()
+    rows = [(inbox, public_status(inbox)) for inbox in inboxes]
+    return render_template(
+        "imap_inbox/list.html",
+        rows=rows,
+        form=FlaskForm(),
+        status_labels=STATUS_LABELS,
+        active_statuses=ACTIVE_STATUSES,
+        relative_time=relative_time,
+        absolute_time=absolute_time,
+    )
+
+
+@bp.route("/status.json")
+@admin_required
+def inbox_status_json():
+    inboxes = db.session.scalars(db.select(Inbox).order_by(Inbox.name, Inbox.id))
+    response = jsonify([public_status(inbox) for inbox in inboxes])
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@admin_required
+def inbox_new():
+    form = InboxForm(require_password=True)
+    form.owner_id.choices = _owner_choices()
+    if form.validate_on_submit():
+        try:
+            inbox = service.create_inbox(
+                **form.inbox_fields(), password=form.password.data, check=True
+            )
+        except ImapConnectError as exc:
+            _show_connect_error(form, exc)
+        else:
+            flash(
+                f"Connected to {inbox.username}. The first sync has started; progress shows below.",
+                "success",
+            )
+            return redirect(url_for(".inbox_list"))
+    return _render_form(form)
+
+
+@bp.route("/<int:inbox_id>/edit", methods=["GET", "POST"])
+@admin_required
+def inbox_edit(inbox_id: int):
+    inbox = _get_inbox(inbox_id)
+    form = InboxForm(obj=inbox, require_password=False)
+    form.owner_id.choices = _owner_choices(inbox.owner_id)
+    if not form.is_submitted():
+        form.provider.data = preset_for_host(inbox.host).key
+        form.owner_id.data = inbox.owner_id
+        form.extra_folders.data = ", ".join(inbox.extra_folders or [])
+    if form.validate_on_submit():
+        fields = form.inbox_fields()
+        # Re-test the login only when something it depends on changed.
+        changed = bool(form.password.data) or any(
+            (getattr(inbox, name) or None) != (fields[name] or None) for name in CONNECTION_FIELDS
+        )
+        try:
+            service.update_inbox(inbox, password=form.password.data or None, check=changed, **fields)
+        except ImapConnectError as exc:
+            db.session.rollback()
+            _show_connect_error(form, exc)
+        else:
+            flash(f"Saved {inbox.name}.", "success")
+            return redirect(url_for(".inbox_list"))
+    return _render_form(form, inbox)
+
+
+@bp.route("/<int:inbox_id>/sync", methods=["POST"])
+@admin_required
+def inbox_sync(inbox_id: int):
+    inbox = _get_inbox(inbox_id)
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    if not inbox.enabled:
+        flash(f"{inbox.name} is disabled; enable it to sync.", "error")
+    elif service.enqueue_sync(inbox.id):
+        flash(f"Sync of {inbox.name} queued.", "success")
+    else:
+        flash(f"A sync of {inbox.name} is already queued or running.", "info")
+    return redirect(url_for(".inbox_list"))
+
+
+@bp.route("/<int:inbox_id>/<any(enable, disable):action>", methods=["POST"])
+@admin_required
+def inbox_toggle(inbox_id: int, action: str):
+    inbox = _get_inbox(inbox_id)
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    service.set_enabled(inbox, action == "enable")
+    if action == "enable":
+        flash(f"{inbox.name} enabled; it syncs again.", "success")
+    else:
+        flash(f"{inbox.name} disabled; it will not sync until you enable it. Its stored e-mails stay.", "success")
+    return redirect(url_for(".inbox_list"))
+
+
+@bp.route("/<int:inbox_id>/delete", methods=["GET", "POST"])
+@admin_required
+def inbox_delete(inbox_id: int):
+    """GET asks for confirmation; POST deletes only with the confirm box ticked."""
+    inbox = _get_inbox(inbox_id)
+    form = DeleteInboxForm()
+    if form.validate_on_submit():
+        name = inbox.name
+        service.delete_inbox(inbox.id)
+        flash(f"Deleted {name} and the e-mails the CRM stored from it.", "success")
+        return redirect(url_for(".inbox_list"))
+    return render_template("imap_inbox/delete.html", inbox=inbox, form=form, status=public_status(inbox))
