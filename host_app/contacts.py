@@ -19,7 +19,9 @@ bp = Blueprint("contacts", __name__, url_prefix="/contacts")
 
 
 class ContactForm(FlaskForm):
-    email = EmailField("E-mail", validators=[DataRequired(), Email(), Length(max=320)])
+    email = EmailField(
+        "E-mail", validators=[DataRequired(), Email(), Length(max=320)], filters=[lambda v: v.strip() if v else v]
+    )
     name = StringField("Name", validators=[Optional(), Length(max=300)])
     tags = StringField("Tags", description="Comma-separated", validators=[Optional()])
     owner_id = SelectField("Owner", coerce=int, validators=[Optional()])
