@@ -1,0 +1,42 @@
+"""When imports run: right after an inbox sync (Create users on), or queued when an admin switches it on."""
+from __future__ import annotations
+
+import logging
+
+from host_app.api import Event
+from host_app.extensions import db
+from host_app.jobs import app_job, enqueue
+from plugins.imap_inbox.models import Inbox
+
+from .importer import import_inbox, inbox_state
+from .models import QUEUED
+
+log = logging.getLogger(__name__)
+
+INBOX_SYNCED = "inbox_synced"
+
+
+def on_inbox_synced(event: Event) -> dict | None:
+    """Import the newcomers of a freshly synced inbox whose Create users option is on."""
+    inbox_id = event.payload.get("inbox_id")
+    if inbox_id is None:
+        return None
+    inbox = db.session.get(Inbox, int(inbox_id))
+    if inbox is None or not inbox.create_users:
+        return None
+    return import_inbox(inbox.id)
+
+
+@app_job
+def run_import(inbox_id: int, full: bool = False) -> dict:
+    """RQ job: import one inbox (``full``: the whole mailbox)."""
+    return import_inbox(inbox_id, full=full)
+
+
+def queue_import(inbox_id: int, full: bool = True) -> None:
+    """Put an import on the queue and show it as queued."""
+    state = inbox_state(inbox_id)
+    state.status = QUEUED
+    state.progress_done = state.progress_total = 0
+    db.session.commit()
+    enqueue(run_import, inbox_id, full, description=f"contacts import of inbox {inbox_id}")
