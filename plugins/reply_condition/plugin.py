@@ -1,1 +1,91 @@
-"""Hook implementations of the plugin (see host_app/hookspecs.py)."""
+"""Hook implementations of reply_condition (see host_app/hookspecs.py)."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from host_app import hookimpl
+from host_app.api import EventType
+from host_app.extensions import db
+from host_app.models import Contact
+
+from . import models  # noqa: F401  (registers the plugin's tables)
+from .condition import RepliedCondition
+from .matcher import NewResponse, process_inbox, rebuild
+
+log = logging.getLogger(__name__)
+
+INBOX_SYNCED = "inbox_synced"
+CONTACT_REPLIED = "contact_replied"
+# Replies older than this when first seen (a first sync's history) raise no event; see the docs.
+DEFAULT_EVENT_MAX_AGE_DAYS = 14
+
+
+@hookimpl
+def event_types(app):
+    return [EventType(CONTACT_REPLIED, "Contact replied to our e-mail")]
+
+
+@hookimpl
+def automation_conditions(app):
+    return [RepliedCondition()]
+
+
+@hookimpl
+def event_emitted(app, event):
+    """After each sync, store the responses it brought and announce them."""
+    if event.type != INBOX_SYNCED or "inbox_id" not in event.payload:
+        return
+    found = process_inbox(int(event.payload["inbox_id"]))
+    announce(found, sync_run_id=event.payload.get("sync_run_id"))
+
+
+def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
+    """Emit one ``contact_replied`` event per new reply (keyed by its Message-ID); return how many."""
+    from host_app.events import emit
+
+    max_age = current_app.config.get("REPLY_CONDITION_EVENT_MAX_AGE_DAYS", DEFAULT_EVENT_MAX_AGE_DAYS)
+    oldest = datetime.now(timezone.utc) - timedelta(days=max_age) if max_age else None
+    by_reply: dict[str, list[NewResponse]] = defaultdict(list)
+    for response in found:
+        if oldest is None or response.replied_at >= oldest:
+            by_reply[response.reply_key].append(response)
+    if not by_reply:
+        return 0
+    emails = {r.contact_email for responses in by_reply.values() for r in responses}
+    contact_ids = dict(db.session.execute(db.select(Contact.email, Contact.id).where(Contact.email.in_(emails))).all())
+    for reply_key, responses in sorted(by_reply.items()):
+        first = responses[0]
+        emit(
+            CONTACT_REPLIED,
+            key=reply_key,
+            contact_ids=[contact_ids[first.contact_email]] if first.contact_email in contact_ids else [],
+            payload={
+                "contact_email": first.contact_email,
+                "reply_message_pk": first.reply_pk,
+                "reply_inbox_id": first.reply_inbox_id,
+                "our_message_pks": sorted({r.our_pk for r in responses}),
+                "our_inbox_ids": sorted({r.our_inbox_id for r in responses}),
+                "replied_at": first.replied_at.isoformat(),
+                "sync_run_id": sync_run_id,
+            },
+        )
+    return len(by_reply)
+
+
+@hookimpl
+def register_commands(cli):
+    group = AppGroup("reply-condition", help="Responses to our e-mails (the 'IMAP email' condition).")
+
+    @group.command("rebuild")
+    def rebuild_command():
+        """Forget the stored responses and find them again in every synced message (no events)."""
+        count = rebuild()
+        click.echo(f"{count} responses stored", err=True)
+
+    cli.add_command(group)

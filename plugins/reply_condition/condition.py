@@ -1,0 +1,178 @@
+"""The "IMAP email" automation condition: did the contact respond to one of our e-mails?"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from flask import has_app_context
+from wtforms import Form, IntegerField, SelectField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import NumberRange, StopValidation
+
+from host_app.api import Condition
+from host_app.extensions import db
+from host_app.models import Contact, normalize_email
+
+from .models import Response
+
+KEY = "imap_email"
+LABEL = "IMAP email"
+SECONDS_PER_DAY = 86400
+BULK_CHUNK = 10000  # contacts per query: stays below the bound-parameter limits of SQLite and PostgreSQL
+MAX_DAYS = 36500
+
+
+def parse_bool(value: Any) -> bool | None:
+    """``True``/``False`` from a form value ("true", "false") or JSON (true, false); ``None`` when unreadable."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    return None
+
+
+def parse_inbox_id(value: Any) -> int | None:
+    """An inbox id from a form value or JSON; ``None`` (any inbox) for empty values."""
+    if value is None or value == "" or value == "None":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("Choose an inbox from the list.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("Choose an inbox from the list.") from None
+
+
+class OptionalValue:
+    """Like ``wtforms.validators.Optional``, but also right for forms filled from ``data=`` (JSON parameters).
+
+    WTForms' ``Optional`` looks only at the posted text, so parameters given as
+    data (the CLI, a saved rule) would skip every check, even ``-1`` or ``"x"``.
+    """
+
+    field_flags = {"optional": True}
+
+    def __call__(self, form, field):
+        posted_empty = field.raw_data is not None and (not field.raw_data or not str(field.raw_data[0]).strip())
+        given_empty = field.raw_data is None and field.data is None and not field.process_errors
+        if posted_empty or given_empty:
+            field.errors[:] = []
+            raise StopValidation()
+
+
+def readable_inbox(form, field) -> None:
+    """Refuse an inbox id that could not be read (``SelectField`` would quietly turn it into "any inbox")."""
+    if field.data is None and field.object_data not in (None, "") and field.raw_data is None:
+        raise StopValidation("Choose an inbox from the list.")
+
+
+def inbox_choices() -> list[SelectChoice]:
+    """"Any team inbox" and every connected inbox, shown as its owner's name and address.
+
+    The inbox's own name is for admins only, so it is never used here.
+    """
+    choices = [SelectChoice("", "Any team inbox")]
+    if not has_app_context():
+        return choices
+    from host_app.models import Agent
+    from plugins.imap_inbox.models import Inbox
+
+    rows = db.session.execute(
+        sa.select(Inbox.id, Inbox.email, Inbox.username, Agent.name, Agent.email.label("owner_email"))
+        .outerjoin(Agent, Agent.id == Inbox.owner_id)
+        .order_by(Agent.name, Inbox.email, Inbox.id)
+    ).all()
+    for row in rows:
+        address = row.email or row.username
+        owner = row.name or row.owner_email
+        choices.append(SelectChoice(row.id, f"{owner} <{address}>" if owner else address))
+    return choices
+
+
+class RepliedForm(Form):
+    """Parameters of the condition. A plain ``wtforms.Form``: the builder embeds it with a prefix."""
+
+    responded = SelectField(
+        "The contact",
+        choices=[
+            SelectChoice(True, "has responded to one of our e-mails"),
+            SelectChoice(False, "has not responded to any of our e-mails"),
+        ],
+        coerce=parse_bool,
+        default=True,
+    )
+    within_days = IntegerField(
+        "Within (days)",
+        description="Optional: the response came at most this many days after our e-mail.",
+        validators=[OptionalValue(), NumberRange(min=0, max=MAX_DAYS, message="Enter a number of days from 0 to %(max)s.")],
+    )
+    inbox_id = SelectField(
+        "Our e-mail sent from",
+        description="Only our e-mails from this connected inbox count.",
+        coerce=parse_inbox_id,
+        default=None,
+        validators=[readable_inbox],
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inbox_id.choices = inbox_choices()
+
+
+def response_exists(contact_email: sa.ColumnElement, params: dict[str, Any]) -> sa.Exists:
+    """EXISTS a stored response of ``contact_email`` that fits ``within_days`` and ``inbox_id``."""
+    query = sa.select(Response.id).where(Response.contact_email == contact_email)
+    inbox_id = parse_inbox_id(params.get("inbox_id"))
+    if inbox_id is not None:
+        query = query.where(Response.our_inbox_id == inbox_id)
+    within_days = params.get("within_days")
+    if within_days not in (None, ""):
+        query = query.where(Response.delay_seconds <= int(within_days) * SECONDS_PER_DAY)
+    return query.exists()
+
+
+def _wants_response(params: dict[str, Any]) -> bool:
+    wanted = parse_bool(params.get("responded", True))
+    if wanted is None:
+        raise ValueError(f"responded must be true or false, not {params.get('responded')!r}")
+    return wanted
+
+
+class RepliedCondition(Condition):
+    """Holds when the contact responded (or did not) to one of our e-mails; see docs/writing-condition-plugins.md."""
+
+    key = KEY
+    label = LABEL
+    description = "Whether the contact responded to one of our e-mails (optionally within N days, from one inbox)."
+    form_class = RepliedForm
+
+    def evaluate(self, contact, params: dict[str, Any]) -> bool:
+        found = response_exists(sa.literal(normalize_email(contact.email)), params)
+        query = sa.select(found if _wants_response(params) else ~found)
+        return bool(db.session.scalar(query))
+
+    def evaluate_bulk(self, contact_ids: Iterable[int], params: dict[str, Any]) -> set[int]:
+        ids = sorted(set(contact_ids))
+        if not ids:
+            return set()
+        found = response_exists(Contact.email, params)
+        wanted = found if _wants_response(params) else ~found
+        result: set[int] = set()
+        for start in range(0, len(ids), BULK_CHUNK):
+            chunk = ids[start:start + BULK_CHUNK]
+            result.update(db.session.scalars(sa.select(Contact.id).where(Contact.id.in_(chunk), wanted)))
+        return result
+
+    def describe(self, params: dict[str, Any]) -> str:
+        text = "has responded to one of our e-mails" if _wants_response(params) else "has not responded to our e-mails"
+        if params.get("within_days") not in (None, ""):
+            text += f" within {int(params['within_days'])} days"
+        inbox_id = parse_inbox_id(params.get("inbox_id"))
+        if inbox_id is not None:
+            labels = {c.value: c.label for c in inbox_choices()}
+            text += f" sent from {labels.get(inbox_id, f'inbox #{inbox_id} (removed)')}"
+        return f"{self.label}: {text}"
