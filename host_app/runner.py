@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from werkzeug.serving import run_simple
 
 from . import migrating
 from .extensions import db
@@ -88,7 +89,7 @@ def run_command(host: str, port: int, no_worker: bool):
         else:
             click.echo("  Log in with your agent account (python manage.py agents create --help).")
         click.echo()
-        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
