@@ -77,11 +77,9 @@ def rule_edit(rule_id: int | None = None):
     if posted:
         op = request.form.get("op", "save")
         if op == "add_condition" and request.form.get("new_condition") in available_conditions:
-            key = request.form["new_condition"]
-            cond_parts.append(Part(key, available_conditions[key], available_conditions[key].form_class(prefix=f"cond-{len(cond_parts)}-")))
+            cond_parts.append(_new_part(request.form["new_condition"], available_conditions, "cond", len(cond_parts)))
         elif op == "add_action" and request.form.get("new_action") in available_actions:
-            key = request.form["new_action"]
-            act_parts.append(Part(key, available_actions[key], available_actions[key].form_class(prefix=f"act-{len(act_parts)}-")))
+            act_parts.append(_new_part(request.form["new_action"], available_actions, "act", len(act_parts)))
         elif op.startswith("remove_condition_"):
             del cond_parts[int(op.rsplit("_", 1)[1])]
             cond_parts = _renumber(cond_parts, "cond")
@@ -102,6 +100,11 @@ def rule_edit(rule_id: int | None = None):
     )
 
 
+def _new_part(key: str, available: dict, prefix: str, index: int) -> Part:
+    impl = available[key]
+    return Part(key, impl, impl.form_class(prefix=f"{prefix}-{index}-"))
+
+
 def _renumber(parts: list[Part], prefix: str) -> list[Part]:
     """Rebuild forms after a removal so that prefixes stay 0..n-1 and values stay filled in."""
     renumbered = []
@@ -115,7 +118,8 @@ def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], a
     valid = form.validate_on_submit()
     for part in cond_parts + act_parts:
         if part.impl is None:
-            form.name.errors = list(form.name.errors) + [f"'{part.key}' is not available (plugin disabled?); remove it."]
+            message = f"'{part.key}' is not available (plugin disabled?); remove it."
+            form.name.errors = [*form.name.errors, message]
             valid = False
         elif not part.form.validate():
             valid = False

@@ -12,7 +12,7 @@ from flask.cli import AppGroup
 
 from . import migrating
 from .extensions import db
-from .models import Agent, AutomationRule, AutomationRun, Contact
+from .models import Agent, AutomationRule, AutomationRun
 
 
 def echo_json(data: Any) -> None:

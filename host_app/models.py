@@ -1,10 +1,10 @@
 """The host's own tables: agents, contacts and tags, automations, plugin state."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -12,7 +12,7 @@ from .extensions import db
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def normalize_email(address: str) -> str:
@@ -133,7 +133,9 @@ class AutomationRun(db.Model):
     """
 
     __tablename__ = "automation_run"
-    __table_args__ = (UniqueConstraint("rule_id", "contact_id", "event_type", "event_key", name="uq_automation_run_once"),)
+    __table_args__ = (
+        UniqueConstraint("rule_id", "contact_id", "event_type", "event_key", name="uq_automation_run_once"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 import re
 import types
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -65,7 +65,7 @@ def test_documented_example_runs(hook, crm_app_factory):
             from host_app.extensions import db
             from host_app.models import Contact
 
-            contact = Contact(email="doc@example.org", name="Doc", created_at=datetime.now(timezone.utc))
+            contact = Contact(email="doc@example.org", name="Doc", created_at=datetime.now(UTC))
             db.session.add(contact)
             db.session.commit()
             kwargs = {"app": app, "cli": click.Group("cli"), "contact": contact, "contacts": [contact],

@@ -1,8 +1,9 @@
 """One test per hook of host_app/hookspecs.py, each with a throwaway plugin (tests/test_docs.py checks the names)."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
@@ -129,7 +130,7 @@ def test_hook_contact_panels(crm_app_factory):
 
 def test_hook_timeline_entries(crm_app_factory):
     """Entries of two sources are merged newest first, shown once per key, and paged by date."""
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
     source_template = """
         from datetime import datetime, timedelta, timezone
         from host_app import hookimpl
@@ -143,8 +144,10 @@ def test_hook_timeline_entries(crm_app_factory):
             entries = [e for e in entries if before is None or e.date < before]
             return sorted(entries, key=lambda e: e.date, reverse=True)[:limit]
     """
-    with throwaway_plugin("notes", source_template.format(kind="note", days=[0, 2, 4])) as p1, \
-            throwaway_plugin("calls", source_template.format(kind="call", days=[1, 3, 4, 5])) as p2:
+    with (
+        throwaway_plugin("notes", source_template.format(kind="note", days=[0, 2, 4])) as p1,
+        throwaway_plugin("calls", source_template.format(kind="call", days=[1, 3, 4, 5])) as p2,
+    ):
         app = crm_app_factory(plugins={**p1, **p2})
         with app.app_context():
             from host_app.contacts import timeline
@@ -291,20 +294,50 @@ def test_hook_automation_conditions(crm_app_factory):
             assert sys.modules["throwaway_domains.plugin"].CALLS == [3, 3]  # one bulk call per rule
             runs = db.session.scalars(db.select(AutomationRun).where(AutomationRun.rule_id == both.id)).all()
             assert sorted(r.status for r in runs) == ["fired", "not_matched", "not_matched"]
-            assert len(db.session.scalars(db.select(AutomationRun).where(AutomationRun.rule_id == either.id)).all()) == 3
+            assert (
+                len(db.session.scalars(db.select(AutomationRun).where(AutomationRun.rule_id == either.id)).all()) == 3
+            )
         client = _admin(app)
-        page = client.post("/automations/new", data={"name": "x", "trigger": MANUAL, "match": "all",
-                                                      "op": "add_condition", "new_condition": "email_domain"})
+        page = client.post(
+            "/automations/new",
+            data={
+                "name": "x",
+                "trigger": MANUAL,
+                "match": "all",
+                "op": "add_condition",
+                "new_condition": "email_domain",
+            },
+        )
         html = page.get_data(as_text=True)
         assert 'name="cond-0-domain"' in html and "E-mail domain is" in html
-        saved = client.post("/automations/new", data={
-            "name": "Acme", "trigger": MANUAL, "match": "all", "enabled": "y", "op": "save",
-            "cond-0-key": "email_domain", "cond-0-domain": "acme.example",
-            "act-0-key": "add_tag", "act-0-tag": "acme"})
+        saved = client.post(
+            "/automations/new",
+            data={
+                "name": "Acme",
+                "trigger": MANUAL,
+                "match": "all",
+                "enabled": "y",
+                "op": "save",
+                "cond-0-key": "email_domain",
+                "cond-0-domain": "acme.example",
+                "act-0-key": "add_tag",
+                "act-0-tag": "acme",
+            },
+        )
         assert saved.status_code == 302
-        missing = client.post("/automations/new", data={
-            "name": "Bad", "trigger": MANUAL, "match": "all", "op": "save",
-            "cond-0-key": "email_domain", "cond-0-domain": "", "act-0-key": "add_tag", "act-0-tag": "x"})
+        missing = client.post(
+            "/automations/new",
+            data={
+                "name": "Bad",
+                "trigger": MANUAL,
+                "match": "all",
+                "op": "save",
+                "cond-0-key": "email_domain",
+                "cond-0-domain": "",
+                "act-0-key": "add_tag",
+                "act-0-tag": "x",
+            },
+        )
         assert missing.status_code == 200 and "This field is required." in missing.get_data(as_text=True)
         log = client.get("/automations/runs").get_data(as_text=True)
         assert "fired" in log and "b@acme.example" in log
@@ -353,7 +386,9 @@ def test_hook_automation_actions(crm_app_factory):
         app2 = crm_app_factory(plugins=plugins, disabled=["notes"])
         with app2.app_context():
             emit(MANUAL, key="k2", contact_ids=[contact_id])
-            details = [r.detail for r in db.session.scalars(db.select(AutomationRun).where(AutomationRun.event_key == "k2"))]
+            details = [
+                r.detail for r in db.session.scalars(db.select(AutomationRun).where(AutomationRun.event_key == "k2"))
+            ]
             assert all("not available" in d for d in details) and len(details) == 2
 
 

@@ -1,4 +1,5 @@
 """Agents, contacts, access rules, CSRF and background jobs of the host."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,23 @@ from host_app.testing import log_in
 
 
 def test_agents_create_reads_password_from_stdin(runner, app):
-    result = runner.invoke(args=["agents", "create", "--email", "Boss@Team.example", "--name", "Boss", "--admin",
-                                 "--password-stdin"], input="correct horse battery\n")
+    result = runner.invoke(
+        args=["agents", "create", "--email", "Boss@Team.example", "--name", "Boss", "--admin", "--password-stdin"],
+        input="correct horse battery\n",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"id": 1, "email": "boss@team.example", "role": "admin"}
     with app.app_context():
         agent = db.session.scalar(db.select(Agent))
         assert agent.check_password("correct horse battery") and "correct horse" not in agent.password_hash
-    again = runner.invoke(args=["agents", "create", "--email", "boss@team.example", "--name", "B",
-                                "--password-stdin"], input="another password\n")
+    again = runner.invoke(
+        args=["agents", "create", "--email", "boss@team.example", "--name", "B", "--password-stdin"],
+        input="another password\n",
+    )
     assert again.exit_code == 1 and "already exists" in again.output
-    short = runner.invoke(args=["agents", "create", "--email", "x@team.example", "--name", "X", "--password-stdin"],
-                          input="short\n")
+    short = runner.invoke(
+        args=["agents", "create", "--email", "x@team.example", "--name", "X", "--password-stdin"], input="short\n"
+    )
     assert short.exit_code == 1 and "at least 8 characters" in short.output
 
 
@@ -37,8 +43,9 @@ def test_login_logout_and_bad_password(client, admin):
 
 
 def test_login_never_redirects_off_site(client, admin):
-    response = client.post("/login?next=//evil.example/x",
-                           data={"email": "admin@team.example", "password": "admin-password-1"})
+    response = client.post(
+        "/login?next=//evil.example/x", data={"email": "admin@team.example", "password": "admin-password-1"}
+    )
     assert response.headers["Location"] == "/"
 
 
@@ -68,7 +75,10 @@ def test_agent_navigation_hides_settings(agent_client):
 
 
 def test_contacts_are_unique_per_normalized_address(admin_client, app):
-    assert admin_client.post("/contacts/new", data={"email": "Ann@Example.org", "name": "Ann", "owner_id": 0}).status_code == 302
+    assert (
+        admin_client.post("/contacts/new", data={"email": "Ann@Example.org", "name": "Ann", "owner_id": 0}).status_code
+        == 302
+    )
     dup = admin_client.post("/contacts/new", data={"email": " ann@EXAMPLE.org", "name": "Ann 2", "owner_id": 0})
     assert "A contact with this e-mail already exists." in dup.get_data(as_text=True)
     with app.app_context():
@@ -144,10 +154,14 @@ def test_csrf_is_enforced_on_every_form(crm_app_factory):
     app = crm_app_factory(WTF_CSRF_ENABLED=True)
     make_agent(app, "admin@team.example", "admin-password-1", admin=True)
     client = app.test_client()
-    assert client.post("/login", data={"email": "admin@team.example", "password": "admin-password-1"}).status_code == 400
+    assert (
+        client.post("/login", data={"email": "admin@team.example", "password": "admin-password-1"}).status_code == 400
+    )
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
-    ok = client.post("/login", data={"email": "admin@team.example", "password": "admin-password-1", "csrf_token": token})
+    ok = client.post(
+        "/login", data={"email": "admin@team.example", "password": "admin-password-1", "csrf_token": token}
+    )
     assert ok.status_code == 302
     for path in ("/logout", "/settings/plugins/imap_inbox/disable", "/contacts/new", "/automations/new"):
         assert client.post(path, data={}).status_code == 400, path
