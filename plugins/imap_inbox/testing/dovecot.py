@@ -19,6 +19,7 @@ is stored as an unprivileged system user (``mail`` by default).
 from __future__ import annotations
 
 import atexit
+import calendar
 import datetime as dt
 import email.utils
 import grp
@@ -52,6 +53,12 @@ INSTALL_HINT = "apt-get install dovecot-imapd"
 _MAX_BASE_DIR_LEN = 70
 _USERNAME_RE = re.compile(r"^[a-z0-9._%+@=-]+$")
 _DATE_RE = re.compile(rb"^Date:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+# The common RFC 5322 shape, parsed without email.utils for write_maildir speed.
+_FAST_DATE_RE = re.compile(
+    rb"(?:[A-Za-z]{3}, )?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
+)
+_MONTHS = {m: i for i, m in enumerate(
+    (b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec"), 1)}
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
 _FLAG_LETTERS = {b"\\Draft": "D", b"\\Flagged": "F", b"\\Answered": "R", b"\\Seen": "S", b"\\Deleted": "T"}
 
@@ -99,6 +106,17 @@ def _which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
+def _check_traversable(directory: Path) -> None:
+    # pytest's tmp_path lives under a 0700 folder: Dovecot's auth and mail processes
+    # (non-root) could not reach the users file or Maildirs there.
+    for d in (directory, *directory.parents):
+        if not os.stat(d).st_mode & 0o001:
+            raise DovecotError(
+                f"{d} is not searchable by other users (needs o+x): Dovecot's unprivileged "
+                f"processes must reach files below it. Use a base_dir under /tmp or /dev/shm."
+            )
+
+
 def _conf_quote(value: str) -> str:
     if any(c in value for c in '"\\\n\r'):
         raise ValueError(f"unsupported character in Dovecot config value: {value!r}")
@@ -121,7 +139,7 @@ def _write_pem(path: Path, data: bytes, mode: int = 0o644) -> None:
 def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
@@ -150,7 +168,7 @@ def _make_server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, ips: Sequence[str]
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
@@ -198,18 +216,38 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _date_to_mtime(raw: bytes) -> float | None:
-    header_end = raw.find(b"\n\n")
-    crlf_end = raw.find(b"\r\n\r\n")
-    if header_end == -1 or (crlf_end != -1 and crlf_end < header_end):
-        header_end = crlf_end
-    m = _DATE_RE.search(raw, 0, header_end if header_end != -1 else len(raw))
-    if not m:
-        return None
+    """Epoch seconds of the Date header, or None if absent/unparseable/out of range."""
+    header_end = raw.find(b"\r\n\r\n")
+    if header_end == -1:
+        header_end = raw.find(b"\n\n")
+    if header_end == -1:
+        header_end = len(raw)
+    if raw.startswith(b"Date:"):
+        pos = 5
+    else:
+        pos = raw.find(b"\nDate:", 0, header_end)
+        if pos != -1:
+            pos += 6
+        else:
+            m = _DATE_RE.search(raw, 0, header_end)
+            if not m:
+                return None
+            pos = m.start(1)
+    eol = raw.find(b"\n", pos)
+    value = raw[pos:eol if eol != -1 else len(raw)].strip()
     try:
-        parsed = email.utils.parsedate_tz(m.group(1).decode("ascii", "replace"))
-        if parsed is None:
-            return None
-        ts = float(email.utils.mktime_tz(parsed))
+        f = _FAST_DATE_RE.match(value)
+        month = _MONTHS.get(f.group(2).lower()) if f else None
+        if f and month:
+            offset = (int(f.group(8)) * 60 + int(f.group(9))) * 60
+            ts = float(calendar.timegm((int(f.group(3)), month, int(f.group(1)), int(f.group(4)),
+                                        int(f.group(5)), int(f.group(6)), 0, 0, 0)))
+            ts += -offset if f.group(7) == b"+" else offset
+        else:
+            parsed = email.utils.parsedate_tz(value.decode("ascii", "replace"))
+            if parsed is None:
+                return None
+            ts = float(email.utils.mktime_tz(parsed))
     except (ValueError, OverflowError, TypeError):
         return None
     # Out-of-range dates are deliberate in malformed corpora; keep the file's own mtime then.
@@ -268,6 +306,8 @@ class DovecotServer:
         self.mail_gid = pw.pw_gid
         self.mail_group = grp.getgrgid(pw.pw_gid).gr_name
 
+        if base_dir is not None:
+            _check_traversable(Path(base_dir).resolve())
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-", dir=base_dir)).resolve()
         # Dovecot's auth process runs unprivileged and must read users + certs.
         self.root.chmod(0o755)
@@ -390,18 +430,16 @@ class DovecotServer:
         _running.discard(self)
         children = self._descendants(proc.pid)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            # TERM to the whole group: signalling only the master makes it wait for
+            # children, and a login process stuck on the stats socket delays that by 5s.
+            self._signal_group(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout)
+                proc.wait(min(timeout, 3.0))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
-        # A killed master leaves login/auth processes behind holding the ports;
-        # they share the master's process group since it was started in its own session.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # Anything left (e.g. after a master crash) would keep holding the ports.
+        self._signal_group(proc.pid, signal.SIGKILL)
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -412,6 +450,14 @@ class DovecotServer:
             if all(_port_is_free(h, p) for h in self.addresses for p in self._ports()):
                 break
             time.sleep(0.05)
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals) -> None:
+        # Dovecot was started in its own session, so its children share its process group.
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def restart(self) -> DovecotServer:
         """Stop and start again on the same ports with the same data."""
@@ -516,9 +562,19 @@ class DovecotServer:
         flags: Sequence[str | bytes] = (),
         internaldate: dt.datetime | None = None,
     ) -> int | None:
-        """APPEND one message over IMAP; returns its UID (from APPENDUID) if given."""
+        """APPEND one message over IMAP; returns its UID (from APPENDUID) if given.
+
+        A missing folder is created first (the server answers TRYCREATE).
+        """
         with self.client(username) as imap:
-            resp = imap.append(folder, raw, flags=tuple(flags), msg_time=internaldate)
+            try:
+                resp = imap.append(folder, raw, flags=tuple(flags), msg_time=internaldate)
+            except IMAPClient.Error as e:
+                if "TRYCREATE" not in str(e):
+                    raise
+                imap.create_folder(folder)
+                imap.subscribe_folder(folder)
+                resp = imap.append(folder, raw, flags=tuple(flags), msg_time=internaldate)
         m = _APPENDUID_RE.search(resp if isinstance(resp, bytes) else str(resp).encode())
         return int(m.group(2)) if m else None
 
@@ -560,27 +616,32 @@ class DovecotServer:
                 self._mkdir_owned(box, box / "cur", box / "new", box / "tmp")
         letters = "".join(sorted(_FLAG_LETTERS[f if isinstance(f, bytes) else f.encode()]
                                  for f in flags))
-        cur = box / "cur"
         stamp = time.time_ns() // 1000
-        pid = os.getpid()
+        # Fixed-width fields keep lexical order == write order (UID order).
+        prefix = f"{stamp // 1_000_000}.M{stamp % 1_000_000:06d}"
+        suffix = f"P{os.getpid()}.harness"
         uid, gid = self.mail_uid, self.mail_gid
         count = 0
-        o_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        for raw in messages:
-            self._file_seq += 1
-            # Fixed-width fields keep lexical order == write order (UID order).
-            name = f"{stamp // 1_000_000}.M{stamp % 1_000_000:06d}Q{self._file_seq:010d}P{pid}.harness,S={len(raw)}:2,{letters}"
-            fd = os.open(cur / name, o_flags, 0o600)
-            try:
-                os.write(fd, raw)
-                os.fchown(fd, uid, gid)
-                if mtime_from_date:
-                    ts = _date_to_mtime(raw)
-                    if ts is not None:
-                        os.utime(fd, (ts, ts))
-            finally:
-                os.close(fd)
-            count += 1
+        o_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # Opening relative to a directory fd skips path resolution per file.
+        dir_fd = os.open(box / "cur", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for raw in messages:
+                self._file_seq += 1
+                name = f"{prefix}Q{self._file_seq:010d}{suffix},S={len(raw)}:2,{letters}"
+                fd = os.open(name, o_flags, 0o600, dir_fd=dir_fd)
+                try:
+                    os.write(fd, raw)
+                    os.fchown(fd, uid, gid)
+                    if mtime_from_date:
+                        ts = _date_to_mtime(raw)
+                        if ts is not None:
+                            os.utime(fd, (ts, ts))
+                finally:
+                    os.close(fd)
+                count += 1
+        finally:
+            os.close(dir_fd)
         return count
 
     def create_folder(self, username: str, folder: str) -> None:
@@ -691,6 +752,8 @@ protocols = imap
 listen = {listen}
 shutdown_clients = yes
 verbose_proctitle = no
+# Tests of wrong passwords should not wait the default 2 s per attempt.
+auth_failure_delay = 0
 default_vsz_limit = 1G
 login_greeting = Dovecot test server ready.
 
@@ -733,6 +796,15 @@ service imap-login {{
     address = {listen}
     port = {self._imaps_port}
     ssl = yes
+  }}
+}}
+
+# No auth penalty: after a failed login Dovecot otherwise delays every later
+# login from the same IP by 2-15 s, which makes wrong-password tests poison
+# the rest of a suite. Without this socket the auth process disables it.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 
