@@ -1,0 +1,279 @@
+"""Real-browser fixtures: the app served over HTTP with real CSRF, a real RQ worker, headless Chromium.
+
+* ``app``: the app with every installed plugin, CSRF on, a fixed IMAP encryption key (shared with the worker).
+* ``live_server``: ``app`` served by werkzeug on 127.0.0.1 (a free port, background thread), plus an RQ
+  worker subprocess (``manage.py worker``) on the same database, Redis queue and encryption key.
+* ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800),
+  ``admin_page`` (logged in as the admin), ``log_in(page, email, password)``.
+* ``screenshot(name)``: a PNG of the page; into docs/screenshots/ when ``UPDATE_SCREENSHOTS=1``,
+  else into the test's temporary folder (so a normal run never dirties the working tree).
+
+Every test here is marked ``browser`` (``pytest -m browser`` selects them; the normal suite runs them too).
+Uncaught JavaScript errors on a page fail the test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+
+from host_app.testing import ADMIN_PASSWORD
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Generous: the CI machine has two cores and a sync runs alongside the browser.
+TIMEOUT_MS = 30_000
+SYNC_TIMEOUT_MS = 120_000
+VIEWPORT = {"width": 1280, "height": 800}
+
+ADMIN_EMAIL = "admin@team.example"  # the `admin` fixture of host_app.testing
+
+# One key for the web app and the worker: a password the form encrypts must decrypt in the worker.
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: end-to-end tests in headless Chromium (select with -m browser)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.browser_call_failed = report.failed
+    return report
+
+
+# ---------------------------------------------------------------------------
+# The app, served, with a worker
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(crm_app_factory) -> Flask:
+    """The app with every installed plugin and real CSRF protection (overrides host_app.testing's ``app``)."""
+    return crm_app_factory(WTF_CSRF_ENABLED=True, IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY)
+
+
+class RQWorkerProcess:
+    """``manage.py worker`` in a subprocess, configured like ``app`` through the environment."""
+
+    def __init__(self, app: Flask, log_path: Path):
+        self.app = app
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def environment(self) -> dict[str, str]:
+        config = self.app.config
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+        env.update(
+            DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"],
+            REDIS_URL=config["REDIS_URL"],
+            CRM_RQ_QUEUE=config["RQ_QUEUE"],
+            CRM_SECRET_KEY=config["SECRET_KEY"],
+            CRM_INSTANCE_PATH=self.app.instance_path,
+            CRM_IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY,
+            CRM_TESTING="true",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "manage.py"), "worker", "--with-scheduler"],
+                cwd=ROOT,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own process group, so the work horses it forks stop with it.
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finishes the current job
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no worker log)"
+
+    def failed_jobs(self) -> list[str]:
+        """Ids and errors of jobs that failed on the test queue."""
+        from rq import Queue
+        from rq.registry import FailedJobRegistry
+
+        from host_app.jobs import redis_connection
+
+        queue = Queue(self.app.config["RQ_QUEUE"], connection=redis_connection(self.app))
+        registry = FailedJobRegistry(queue=queue)
+        failed = []
+        for job_id in registry.get_job_ids():
+            job = queue.fetch_job(job_id)
+            failed.append(f"{job_id}: {job.func_name if job else '?'}\n{(job.latest_result().exc_string if job and job.latest_result() else '')}")
+        return failed
+
+
+@dataclasses.dataclass
+class LiveServer:
+    url: str
+    app: Flask
+    worker: RQWorkerProcess
+
+    def __call__(self, path: str = "/") -> str:
+        return self.url + path
+
+
+@pytest.fixture
+def live_server(app, admin, tmp_path) -> Iterator[LiveServer]:
+    """The app over HTTP on 127.0.0.1 (threaded werkzeug in the background) and an RQ worker for its queue."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    worker = RQWorkerProcess(app, tmp_path / "worker.log")
+    worker.start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app, worker)
+    finally:
+        worker.stop()
+        server.shutdown()
+        thread.join(timeout=30)
+        server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# Chromium
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="package")
+def browser():
+    """One headless Chromium for the browser tests.
+
+    Package-scoped rather than session-scoped: Playwright's sync API allows one
+    instance per thread, and other test modules start their own.
+    """
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (make system-packages installs it)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    playwright_api.expect.set_options(timeout=TIMEOUT_MS)
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server, request, tmp_path):
+    """A new browser context (no cookies) and page on the live server; JS errors fail the test."""
+    context = browser.new_context(
+        viewport=VIEWPORT, base_url=live_server.url, locale="en-US", timezone_id="UTC", color_scheme="light"
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    js_errors: list[str] = []
+    tab.on("pageerror", lambda error: js_errors.append(f"{tab.url}: {error}"))
+    yield tab
+    if getattr(request.node, "browser_call_failed", False):
+        try:
+            tab.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            (tmp_path / "failure.html").write_text(tab.content())
+            print(f"\nbrowser state at failure: {tmp_path / 'failure.png'}, {tmp_path / 'failure.html'}")
+            print(f"worker log ({live_server.worker.log_path}):\n{live_server.worker.log_tail()}")
+        except Exception as exc:  # the page may be gone; the test's own error is what matters
+            print(f"\ncould not save the failure screenshot: {exc}")
+    context.close()
+    assert not js_errors, f"uncaught JavaScript errors: {js_errors}"
+
+
+def log_in(page, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
+    """Log in through the login form and wait for the logged-in top bar."""
+    from playwright.sync_api import expect
+
+    page.goto("/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+@pytest.fixture
+def admin_page(page):
+    log_in(page)
+    return page
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOT_DIR
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def screenshot(page, screenshot_dir) -> Callable[..., Path]:
+    """``screenshot(name)`` saves the viewport as ``name.png`` (stable names, so docs can link them)."""
+
+    def take(name: str, full_page: bool = False) -> Path:
+        path = screenshot_dir / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="hide")
+        assert path.stat().st_size > 1000, f"screenshot {path} is empty"
+        return path
+
+    return take
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = SYNC_TIMEOUT_MS / 1000, what: str = "") -> object:
+    """Poll ``predicate`` (e.g. a database query) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+        time.sleep(0.2)
