@@ -71,10 +71,11 @@ def host_problem(host: str) -> str | None:
     return None
 
 
-def parse_folders(text: str | None) -> list[str]:
+def parse_folders(text: str | list | None) -> list[str]:
     """Split the comma-separated extra folders, dropping blanks and repeats, keeping order."""
+    parts = text if isinstance(text, list | tuple) else (text or "").split(",")
     folders: list[str] = []
-    for part in (text or "").split(","):
+    for part in parts:
         name = part.strip()
         if name and name not in folders:
             folders.append(name)

@@ -14,9 +14,9 @@ from wtforms.fields.choices import SelectChoice
 
 from host_app.auth import admin_required
 from host_app.extensions import db
-from host_app.models import Agent
+from host_app.models import Agent, normalize_email
 
-from . import models, service
+from . import connection, models, service
 from .connection import ImapConnectError
 from .forms import DeleteInboxForm, InboxForm
 from .models import Inbox
@@ -55,24 +55,15 @@ STATUS_JSON_KEYS = (
     "message_count",
 )
 
-# Which form field a connection failure is about, by ImapConnectError.kind.
+# Which form fields a connection failure is about, by ImapConnectError.kind (see connection.py).
 FIELDS_BY_ERROR_KIND = {
-    "auth": ("password",),
-    "login": ("password",),
-    "authentication": ("password",),
-    "dns": ("host",),
-    "host": ("host",),
-    "host_not_found": ("host",),
-    "refused": ("host", "port"),
-    "unreachable": ("host", "port"),
-    "timeout": ("host", "port"),
-    "network": ("host", "port"),
-    "protocol": ("port", "security"),
-    "not_imap": ("port", "security"),
-    "starttls": ("security",),
-    "tls": ("host", "ca_file"),
-    "certificate": ("host", "ca_file"),
-    "ca_file": ("ca_file",),
+    connection.AUTH_FAILED: ("password",),
+    connection.APP_PASSWORD_REQUIRED: ("password",),
+    connection.HOST_NOT_FOUND: ("host",),
+    connection.PRIVATE_HOST_BLOCKED: ("host",),
+    connection.TIMEOUT: ("host", "port"),
+    connection.CONNECTION_REFUSED: ("host", "port"),
+    connection.STARTTLS_UNAVAILABLE: ("security",),
 }
 CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
 
@@ -151,12 +142,27 @@ def _owner_choices(current_owner_id: int | None = None) -> list[SelectChoice]:
     return choices
 
 
+def _fields_about(exc: ImapConnectError) -> tuple[str, ...]:
+    if exc.kind == connection.TLS_ERROR:
+        # An untrusted certificate is about the server name or its CA; anything else about port/security.
+        return ("host", "ca_file") if "certificate" in exc.message.lower() else ("port", "security")
+    return FIELDS_BY_ERROR_KIND.get(exc.kind, ())
+
+
 def _show_connect_error(form: InboxForm, exc: ImapConnectError) -> None:
     """Put a failed connection test on the form: a box at the top and a note on the field it is about."""
     form.connect_error = exc
-    for name in FIELDS_BY_ERROR_KIND.get(getattr(exc, "kind", ""), ()):
+    for name in _fields_about(exc):
         field = getattr(form, name)
         field.errors = list(field.errors) + [exc.message]
+
+
+def _show_invalid_setting(form: InboxForm, exc: service.InvalidInboxSettings) -> None:
+    """The service refused a value (e.g. this mailbox is already connected): say so on that field."""
+    field = getattr(form, exc.field, None)
+    if field is None or exc.field == "email":
+        field = form.username
+    field.errors = list(field.errors) + [str(exc)]
 
 
 def _render_form(form: InboxForm, inbox: Inbox | None = None, status: int = 200):
@@ -214,6 +220,8 @@ def inbox_new():
             inbox = service.create_inbox(
                 **form.inbox_fields(), password=form.password.data, check=True
             )
+        except service.InvalidInboxSettings as exc:
+            _show_invalid_setting(form, exc)
         except ImapConnectError as exc:
             _show_connect_error(form, exc)
         else:
@@ -241,8 +249,13 @@ def inbox_edit(inbox_id: int):
         changed = bool(form.password.data) or any(
             (getattr(inbox, name) or None) != (fields[name] or None) for name in CONNECTION_FIELDS
         )
+        if "@" in fields["username"] and inbox.email == normalize_email(inbox.username):
+            fields["email"] = fields["username"]  # the address follows the username it came from
         try:
             service.update_inbox(inbox, password=form.password.data or None, check=changed, **fields)
+        except service.InvalidInboxSettings as exc:
+            db.session.rollback()
+            _show_invalid_setting(form, exc)
         except ImapConnectError as exc:
             db.session.rollback()
             _show_connect_error(form, exc)
