@@ -1,0 +1,1 @@
+"""email_domain: an automation condition on the domain of the contact's e-mail address."""
