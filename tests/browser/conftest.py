@@ -110,7 +110,7 @@ class RQWorkerProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "worker", "--with-scheduler"],
+                [sys.executable, str(ROOT / "manage.py"), "worker"],
                 cwd=ROOT,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
@@ -148,7 +148,8 @@ class RQWorkerProcess:
         failed = []
         for job_id in registry.get_job_ids():
             job = queue.fetch_job(job_id)
-            failed.append(f"{job_id}: {job.func_name if job else '?'}\n{(job.latest_result().exc_string if job and job.latest_result() else '')}")
+            result = job.latest_result() if job else None
+            failed.append(f"{job_id} {job.func_name if job else '?'}: {result.exc_string if result else ''}")
         return failed
 
 
