@@ -1,0 +1,105 @@
+"""Each measured phase runs in a child process of its own, so its peak RSS is its own.
+
+Parent side: :func:`run_phase` writes a spec file, starts ``python -m bench.child
+SPEC RESULT`` (optionally under ``py-spy record``) and reads the result file.
+Child side: builds the app when the phase needs one, notes the RSS before the
+phase, runs it, and adds ``peak_rss_mb`` (``ru_maxrss`` of the child itself).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PHASE_TIMEOUT = 900
+
+
+class PhaseFailed(RuntimeError):
+    """A child process exited with an error: ``summary`` is its last line, ``stderr`` the last lines."""
+
+    def __init__(self, phase: str, returncode: int, stderr: str):
+        lines = stderr.strip().splitlines()
+        self.summary = lines[-1] if lines else f"exit status {returncode}"
+        self.stderr = "\n".join(lines[-40:])
+        super().__init__(f"phase {phase} failed (exit {returncode}): {self.summary}")
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def py_spy() -> str | None:
+    """The py-spy binary next to our interpreter, or on PATH."""
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | None = None,
+              timeout: float = PHASE_TIMEOUT, **kwargs: Any) -> dict:
+    """Run ``bench.phases.<phase>(**kwargs)`` in a child; return its result dict.
+
+    With ``profile`` (a path without suffix) the child runs under ``py-spy
+    record`` and leaves ``<profile>.txt`` (collapsed stacks) behind.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-phase-") as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps({"phase": phase, "app_config": app_config, "kwargs": kwargs}))
+        command = [sys.executable, "-m", "bench.child", str(spec_path), str(result_path)]
+        spy = py_spy() if profile else None
+        if profile and spy:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            command = [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking",
+                       "-o", f"{profile}.txt", "--", *command]
+        started = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, timeout=timeout,
+                              cwd=Path(__file__).resolve().parent.parent, text=True)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0 or not result_path.exists():
+            raise PhaseFailed(phase, proc.returncode, proc.stderr)
+        result = json.loads(result_path.read_text())
+        result["process_seconds"] = wall
+        if profile and spy:
+            result["profile"] = f"{profile}.txt"
+        return result
+
+
+def _child_main(spec_path: str, result_path: str) -> None:
+    from bench import phases
+
+    spec = json.loads(Path(spec_path).read_text())
+    func = getattr(phases, spec["phase"])
+    kwargs = spec["kwargs"]
+    if spec["app_config"] is not None:
+        from host_app import create_app
+
+        app = create_app(spec["app_config"])
+        with app.app_context():
+            baseline = current_rss_mb()
+            result = func(app, **kwargs)
+    else:
+        baseline = current_rss_mb()
+        result = func(**kwargs)
+    result["rss_before_mb"] = round(baseline, 1)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    tmp = Path(result_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, result_path)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], sys.argv[2])

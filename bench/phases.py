@@ -1,0 +1,305 @@
+"""The measured phases; each runs in a child process (bench.child) and returns a JSON-ready dict.
+
+Phases taking ``app`` run inside its app context, built by the child from the
+benchmark's configuration. Nothing here asserts speed; results are facts and
+timings for the report.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+NOT_AVAILABLE = "not available"
+
+
+# --------------------------------------------------------------------------- IMAP only (no app)
+
+
+def wire(**kwargs: Any) -> dict:
+    from .wire import wire_fetch
+
+    return wire_fetch(**kwargs)
+
+
+def peer(**kwargs: Any) -> dict:
+    from .peer import imap_tools_fetch
+
+    return imap_tools_fetch(**kwargs)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sync_func() -> Callable[[int], dict] | None:
+    try:
+        from plugins.imap_inbox.jobs import sync_inbox
+    except ImportError:
+        return None
+    return sync_inbox
+
+
+class ListenerTimer:
+    """Times each plugin's ``event_emitted`` listener by wrapping the plugin manager's ``call_each``.
+
+    The sync emits "inbox_synced" and the listeners (contacts_import,
+    reply_condition) run inside it; this splits their time out of the sync's.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        manager = app.extensions["plugins"]
+        original = manager.call_each
+
+        def timed_call_each(hook_name: str, **kwargs):
+            event = kwargs.get("event")
+            label = getattr(event, "type", hook_name)
+            iterator = original(hook_name, **kwargs)
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                self.seconds[f"{label}:{item[0]}"] += time.perf_counter() - started
+                yield item
+
+        manager.call_each = timed_call_each
+
+    def report(self) -> dict[str, float]:
+        return {key: round(value, 4) for key, value in sorted(self.seconds.items())}
+
+
+def _message_counts(inbox_id: int) -> dict:
+    import sqlalchemy as sa
+
+    from host_app.extensions import db
+    from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress
+
+    by_folder = dict(db.session.execute(
+        sa.select(Folder.name, sa.func.count(Message.id)).join(Message, Message.folder_id == Folder.id)
+        .where(Folder.inbox_id == inbox_id).group_by(Folder.name)).all())
+    inbox = db.session.get(Inbox, inbox_id)
+    return {
+        "stored_messages": sum(by_folder.values()),
+        "stored_by_folder": by_folder,
+        "distinct_addresses": db.session.scalar(
+            sa.select(sa.func.count(sa.distinct(MessageAddress.email))).where(MessageAddress.inbox_id == inbox_id)),
+        "parse_errors": db.session.scalar(
+            sa.select(sa.func.count()).select_from(Message)
+            .where(Message.inbox_id == inbox_id, Message.parse_error.is_not(None))),
+        "inbox_status": inbox.status if inbox else None,
+        "inbox_error": inbox.error if inbox else None,
+    }
+
+
+def _timed_sync(app: Flask, inbox_id: int) -> tuple[float, dict, dict]:
+    sync_inbox = _sync_func()
+    timer = ListenerTimer(app)
+    started = time.perf_counter()
+    summary = sync_inbox(inbox_id)
+    seconds = time.perf_counter() - started
+    return seconds, summary if isinstance(summary, dict) else {"result": summary}, timer.report()
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def _latency(values: list[float]) -> dict:
+    return {
+        "runs": len(values),
+        "p50_ms": round(_percentile(values, 50) * 1000, 2),
+        "p95_ms": round(_percentile(values, 95) * 1000, 2),
+        "min_ms": round(min(values) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2),
+    }
+
+
+# --------------------------------------------------------------------------- database set-up
+
+
+def setup(app: Flask, *, host: str, port: int, ca_file: str, username: str, password: str,
+          agent_email: str, agent_password: str) -> dict:
+    """Migrate the fresh database, add an admin and an agent, connect the inbox (owned by the agent)."""
+    from host_app import migrating
+    from host_app.auth import create_agent
+
+    started = time.perf_counter()
+    migrating.upgrade(app)
+    migrate_seconds = time.perf_counter() - started
+    create_agent("admin@team.example", "Bench Admin", "bench-admin-password", admin=True)
+    agent = create_agent(agent_email, "Bench Agent", agent_password)
+    result = {"migrate_seconds": migrate_seconds, "agent_id": agent.id, "inbox_id": None}
+    try:
+        from plugins.imap_inbox.service import create_inbox
+    except ImportError:
+        result["note"] = "plugins.imap_inbox.service is not installed yet: no inbox connected"
+        return result
+    inbox = create_inbox(name="Bench inbox", host=host, port=port, security="ssl", username=username,
+                         password=password, owner_id=agent.id, create_users=False, ca_file=ca_file, check=True)
+    result["inbox_id"] = inbox.id
+    return result
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+def initial_sync(app: Flask, *, inbox_id: int) -> dict:
+    """The first sync of the whole mailbox, end to end through the worker's job function."""
+    seconds, summary, listeners = _timed_sync(app, inbox_id)
+    result = {"seconds": seconds, "summary": summary, "listener_seconds": listeners}
+    result.update(_message_counts(inbox_id))
+    result["messages_per_second"] = result["stored_messages"] / seconds if seconds else None
+    return result
+
+
+def noop_sync(app: Flask, *, inbox_id: int, runs: int = 9) -> dict:
+    """Syncs with nothing new on the server: the first in a fresh process, then ``runs`` more."""
+    first, _, _ = _timed_sync(app, inbox_id)
+    times, listeners = [], {}
+    for _ in range(runs):
+        seconds, summary, listeners = _timed_sync(app, inbox_id)
+        times.append(seconds)
+    result = {"first_run_ms": round(first * 1000, 2), "median_ms": round(statistics.median(times) * 1000, 2),
+              "last_summary": summary, "listener_seconds": listeners, **_latency(times)}
+    result.update(_message_counts(inbox_id))
+    return result
+
+
+def incremental_sync(app: Flask, *, inbox_id: int) -> dict:
+    """One sync after new messages arrived (written to Maildir and indexed beforehand)."""
+    before = _message_counts(inbox_id)["stored_messages"]
+    seconds, summary, listeners = _timed_sync(app, inbox_id)
+    result = {"seconds": seconds, "summary": summary, "listener_seconds": listeners}
+    result.update(_message_counts(inbox_id))
+    result["new_messages"] = result["stored_messages"] - before
+    return result
+
+
+# --------------------------------------------------------------------------- what builds on the sync
+
+
+def contacts_import(app: Flask, *, inbox_id: int) -> dict:
+    """The Create users preview (dry run), then the import of the whole mailbox."""
+    try:
+        from plugins.contacts_import import importer
+    except ImportError:
+        return {"available": False, "note": NOT_AVAILABLE}
+    from host_app.extensions import db
+    from plugins.imap_inbox.models import Inbox
+
+    inbox = db.session.get(Inbox, inbox_id)
+    started = time.perf_counter()
+    preview = importer.dry_run(inbox)
+    dry_run_seconds = time.perf_counter() - started
+    db.session.rollback()  # the preview may have started a transaction; the import starts clean
+    started = time.perf_counter()
+    outcome = importer.import_inbox(inbox_id, full=True)
+    seconds = time.perf_counter() - started
+    return {"available": True, "seconds": seconds, "dry_run_seconds": dry_run_seconds,
+            "would_create": preview.get("would_create"), "result": outcome}
+
+
+def timeline(app: Flask, *, contact_email: str, contact_name: str, agent_email: str, agent_password: str,
+             requests: int = 50) -> dict:
+    """Server-side latency of the contact page (first page and an older page) as a logged-in agent."""
+    import sqlalchemy as sa
+
+    from host_app.extensions import db
+    from host_app.models import Contact
+
+    contact = db.session.scalar(sa.select(Contact).where(Contact.email == contact_email))
+    created_here = contact is None
+    if contact is None:  # the contacts import is not installed, or did not run
+        contact = Contact(email=contact_email, name=contact_name, source="bench")
+        db.session.add(contact)
+        db.session.commit()
+    contact_id = contact.id
+    db.session.remove()
+    client = app.test_client()
+    login = client.post("/login", data={"email": agent_email, "password": agent_password})
+    if login.status_code != 302:
+        raise RuntimeError(f"agent login failed with HTTP {login.status_code}")
+
+    def measure(url: str) -> tuple[list[float], int, int]:
+        for _ in range(3):  # warm-up: templates compiled, caches filled
+            client.get(url)
+        times, status, size = [], 0, 0
+        for _ in range(requests):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append(time.perf_counter() - started)
+            status, size = response.status_code, len(response.data)
+        return times, status, size
+
+    first_url = f"/contacts/{contact_id}"
+    times, status, size = measure(first_url)
+    page = client.get(first_url).get_data(as_text=True)
+    entries = page.count('<article class="entry')
+    result = {"contact_id": contact_id, "contact_created_by_bench": created_here, "status": status,
+              "entries_on_page": entries, "page_bytes": size, "first_page": _latency(times)}
+    older = _older_page_url(page)
+    if older:
+        times, status, _ = measure(older)
+        result["older_page"] = {"url": older, "status": status, **_latency(times)}
+    result.update(_contact_message_count(contact_email))
+    return result
+
+
+def _older_page_url(page: str) -> str | None:
+    import html
+    import re
+
+    match = re.search(r'href="(/contacts/\d+\?before=[^"]+)"', page)
+    return html.unescape(match.group(1)) if match else None
+
+
+def _contact_message_count(email: str) -> dict:
+    import sqlalchemy as sa
+
+    from host_app.extensions import db
+    from plugins.imap_inbox.models import MessageAddress
+
+    count = db.session.scalar(sa.select(sa.func.count(sa.distinct(MessageAddress.message_pk)))
+                              .where(MessageAddress.email == email))
+    return {"contact_messages_stored": count}
+
+
+def condition(app: Flask, *, runs: int = 5) -> dict:
+    """``imap_email`` evaluated in bulk over every contact: "responded" and "not responded"."""
+    import sqlalchemy as sa
+
+    from host_app.automation_engine import conditions
+    from host_app.extensions import db
+    from host_app.models import Contact
+
+    found = conditions().get("imap_email")
+    if found is None:
+        return {"available": False, "note": NOT_AVAILABLE}
+    ids = list(db.session.scalars(sa.select(Contact.id)))
+    found.evaluate_bulk(ids, {"responded": True})  # warm-up
+    times, matched = [], set()
+    for _ in range(runs):
+        started = time.perf_counter()
+        matched = found.evaluate_bulk(ids, {"responded": True})
+        times.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    not_matched = found.evaluate_bulk(ids, {"responded": False})
+    negated = time.perf_counter() - started
+    started = time.perf_counter()
+    within = found.evaluate_bulk(ids, {"responded": True, "within_days": 7})
+    within_seconds = time.perf_counter() - started
+    return {
+        "available": True, "contacts": len(ids), "responded": len(matched), "not_responded": len(not_matched),
+        "responded_within_7_days": len(within),
+        "median_seconds": statistics.median(times), "max_seconds": max(times), "runs": runs,
+        "not_responded_seconds": negated, "within_7_days_seconds": within_seconds,
+    }

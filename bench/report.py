@@ -1,0 +1,271 @@
+"""Results as JSON and Markdown (per database and ``latest.md``), targets and ratios."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SECTIONS = (
+    "Mailbox",
+    "Wire limit and peer",
+    "Initial sync",
+    "Incremental sync",
+    "Contacts import",
+    "Timeline",
+    "Condition",
+    "Targets",
+    "Notes",
+)
+NA = "not available"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One goal from the brief, stated for N = 100,000 on the 2-core benchmark machine."""
+
+    name: str
+    goal: str
+    value: Callable[[dict, dict], float | None]  # (run results, one database's results) -> measured
+    met: Callable[[float, dict], bool]  # (measured, run results) -> met?
+    unit: str
+
+
+def _get(data: dict, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+TARGETS = (
+    Target("initial sync throughput", ">= 8,000 msg/s",
+           lambda r, d: _get(d, "initial_sync", "messages_per_second"), lambda v, r: v >= 8000, "msg/s"),
+    Target("initial sync faster than imap-tools", "> peer msg/s",
+           lambda r, d: _get(d, "initial_sync", "messages_per_second"),
+           lambda v, r: v > (_get(r, "peer", "messages_per_second") or float("inf")), "msg/s"),
+    Target("initial sync peak RSS", "<= 150 MB",
+           lambda r, d: _get(d, "initial_sync", "peak_rss_mb"), lambda v, r: v <= 150, "MB"),
+    Target("no-op incremental sync (median)", "<= 50 ms",
+           lambda r, d: _get(d, "noop_sync", "median_ms"), lambda v, r: v <= 50, "ms"),
+    Target("incremental sync of 1,000 new messages", "<= 1 s",
+           lambda r, d: _get(d, "incremental_sync", "seconds"), lambda v, r: v <= 1.0, "s"),
+    Target("contacts import of the whole mailbox", "<= 5 s",
+           lambda r, d: _get(d, "contacts_import", "seconds"), lambda v, r: v <= 5.0, "s"),
+    Target("timeline page p95", "<= 100 ms",
+           lambda r, d: _get(d, "timeline", "first_page", "p95_ms"), lambda v, r: v <= 100, "ms"),
+    Target("bulk imap_email condition over all contacts", "<= 1 s",
+           lambda r, d: _get(d, "condition", "median_seconds"), lambda v, r: v <= 1.0, "s"),
+)
+
+
+def evaluate_targets(results: dict, database: str) -> list[dict]:
+    data = results["databases"].get(database, {})
+    rows = []
+    for target in TARGETS:
+        value = target.value(results, data)
+        rows.append({"target": target.name, "goal": target.goal, "measured": value, "unit": target.unit,
+                     "met": None if value is None else bool(target.met(value, results))})
+    return rows
+
+
+def ratios(results: dict, database: str) -> dict:
+    """Initial sync throughput relative to the wire limit and to imap-tools (higher is better)."""
+    sync = _get(results, "databases", database, "initial_sync", "messages_per_second")
+    wire = _get(results, "wire", "messages_per_second")
+    peer = _get(results, "peer", "messages_per_second")
+    return {
+        "sync_to_wire": sync / wire if sync and wire else None,
+        "sync_to_peer": sync / peer if sync and peer else None,
+        "peer_to_wire": peer / wire if peer and wire else None,
+    }
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value: Any, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return NA
+    if isinstance(value, str):
+        return value
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+def _ms(seconds: float | None) -> str:
+    return NA if seconds is None else f"{seconds * 1000:,.1f} ms"
+
+
+def _s(seconds: float | None) -> str:
+    return NA if seconds is None else f"{seconds:,.2f} s"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(results: dict, databases: list[str]) -> str:
+    """A Markdown report of one run; one value column per database in ``databases``."""
+    meta, box = results["meta"], results["mailbox"]
+    dbs = [d for d in databases if d in results["databases"]]
+    out = [f"# Benchmark: N = {meta['n']:,} ({', '.join(dbs) or 'no database'})", "",
+           f"Run {meta['started_at']} on {meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, "
+           f"{meta['machine']['dovecot']}, commit {meta['git_commit']}. Wall time {meta.get('wall_seconds', 0):.0f} s.",
+           "Targets are stated for N = 100,000 (warm server cache); at other sizes they are indicative.", ""]
+
+    out += ["## Mailbox", ""]
+    new = results.get("new_mail") or {}
+    out += _table(["what", "value"], [
+        ["INBOX messages", _num(box["inbox"])], ["Sent messages", _num(box["sent"])],
+        ["correspondent pool (generator)", _num(box["correspondent_pool"])],
+        ["timeline contact messages", _num(box["timeline_contact_messages"])],
+        ["mailbox size", _num(box["bytes"] / 1e6, 1, "MB")],
+        ["build (generate + write Maildir)", _s(box["build_seconds"])],
+        ["Dovecot index warm-up", _s(box["warm_seconds"])],
+        ["new messages for the incremental sync", _num(new.get("inbox", 0) + new.get("sent", 0)) if new else NA],
+    ])
+
+    out += ["## Wire limit and peer", ""]
+    wire, wire_peer, peer = results.get("wire") or {}, results.get("wire_peer_items") or {}, results.get("peer") or {}
+    rows = []
+    for label, data in (("wire limit, sync's FETCH items", wire), ("wire limit, imap-tools' FETCH items", wire_peer)):
+        rows.append([label, _num(data.get("messages")), _num((data.get("bytes") or 0) / 1e6, 1, "MB"),
+                     _s(data.get("seconds")), _num(data.get("messages_per_second"), 0, "msg/s"), "—"])
+    rows.append([f"imap-tools {peer.get('version', '')} peer (headers_only, bulk)", _num(peer.get("messages")), "—",
+                 _s(peer.get("seconds")), _num(peer.get("messages_per_second"), 0, "msg/s"),
+                 _num(peer.get("peak_rss_mb"), 0, "MB")])
+    out += _table(["reader", "messages", "bytes", "time", "throughput", "peak RSS"], rows)
+    out += [f"FETCH items of the sync ({meta.get('fetch_items_source', '?')}): `{meta.get('fetch_items', '?')}`", ""]
+
+    def per_db(label: str, getter: Callable[[dict], str]) -> list[str]:
+        return [label] + [getter(results["databases"][d]) for d in dbs]
+
+    header = ["measure"] + dbs
+
+    out += ["## Initial sync", ""]
+    rows = [
+        per_db("messages stored", lambda d: _num(_get(d, "initial_sync", "stored_messages"))),
+        per_db("time (sync_inbox, end to end)", lambda d: _s(_get(d, "initial_sync", "seconds"))),
+        per_db("throughput", lambda d: _num(_get(d, "initial_sync", "messages_per_second"), 0, "msg/s")),
+        per_db("of which after-sync listeners", lambda d: _s(_listeners(d, "initial_sync"))),
+        per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
+        per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
+        per_db("distinct addresses stored", lambda d: _num(_get(d, "initial_sync", "distinct_addresses"))),
+        per_db("messages with parse errors", lambda d: _num(_get(d, "initial_sync", "parse_errors"))),
+        per_db("÷ wire limit", lambda d: _num(_get(d, "ratios", "sync_to_wire"), 2, "×")),
+        per_db("÷ imap-tools peer", lambda d: _num(_get(d, "ratios", "sync_to_peer"), 2, "×")),
+        per_db("schema migration (fresh database)", lambda d: _s(_get(d, "setup", "migrate_seconds"))),
+    ]
+    out += _table(header, rows)
+
+    out += ["## Incremental sync", ""]
+    rows = [
+        per_db("no-op, median", lambda d: _num(_get(d, "noop_sync", "median_ms"), 1, "ms")),
+        per_db("no-op, p95 / max", lambda d: f"{_num(_get(d, 'noop_sync', 'p95_ms'), 1)} / "
+               f"{_num(_get(d, 'noop_sync', 'max_ms'), 1, 'ms')}"),
+        per_db("no-op, first in a fresh process", lambda d: _num(_get(d, "noop_sync", "first_run_ms"), 1, "ms")),
+        per_db("1,000 new messages", lambda d: _s(_get(d, "incremental_sync", "seconds"))),
+        per_db("new messages stored", lambda d: _num(_get(d, "incremental_sync", "new_messages"))),
+        per_db("of which after-sync listeners", lambda d: _s(_listeners(d, "incremental_sync"))),
+    ]
+    out += _table(header, rows)
+
+    out += ["## Contacts import", ""]
+    rows = [
+        per_db("import of the whole mailbox", lambda d: _s(_get(d, "contacts_import", "seconds"))),
+        per_db("preview (dry run)", lambda d: _s(_get(d, "contacts_import", "dry_run_seconds"))),
+        per_db("contacts created", lambda d: _num(_get(d, "contacts_import", "result", "created"))),
+        per_db("peak RSS", lambda d: _num(_get(d, "contacts_import", "peak_rss_mb"), 0, "MB")),
+    ]
+    out += _table(header, rows)
+
+    out += ["## Timeline", ""]
+    rows = [
+        per_db("contact's messages stored", lambda d: _num(_get(d, "timeline", "contact_messages_stored"))),
+        per_db("entries on the first page", lambda d: _num(_get(d, "timeline", "entries_on_page"))),
+        per_db("first page p50 / p95", lambda d: f"{_num(_get(d, 'timeline', 'first_page', 'p50_ms'), 1)} / "
+               f"{_num(_get(d, 'timeline', 'first_page', 'p95_ms'), 1, 'ms')}"),
+        per_db("older page p50 / p95", lambda d: f"{_num(_get(d, 'timeline', 'older_page', 'p50_ms'), 1)} / "
+               f"{_num(_get(d, 'timeline', 'older_page', 'p95_ms'), 1, 'ms')}"),
+    ]
+    out += _table(header, rows)
+
+    out += ["## Condition", ""]
+    rows = [
+        per_db("contacts evaluated", lambda d: _num(_get(d, "condition", "contacts"))),
+        per_db("responded / not", lambda d: f"{_num(_get(d, 'condition', 'responded'))} / "
+               f"{_num(_get(d, 'condition', 'not_responded'))}"),
+        per_db("imap_email responded=true, median", lambda d: _s(_get(d, "condition", "median_seconds"))),
+        per_db("responded=false", lambda d: _s(_get(d, "condition", "not_responded_seconds"))),
+        per_db("responded within 7 days", lambda d: _s(_get(d, "condition", "within_7_days_seconds"))),
+    ]
+    out += _table(header, rows)
+
+    out += ["## Targets", ""]
+    rows = []
+    for i, target in enumerate(TARGETS):
+        row = [target.name, target.goal]
+        for d in dbs:
+            item = results["databases"][d]["targets"][i]
+            mark = "—" if item["met"] is None else ("met" if item["met"] else "**missed**")
+            row.append(f"{_num(item['measured'], 1, item['unit'])} ({mark})")
+        rows.append(row)
+    out += _table(["target", "goal"] + dbs, rows)
+
+    out += ["## Notes", ""]
+    notes = list(results.get("notes") or [])
+    out += [f"- {note}" for note in notes] or ["- none"]
+    out.append("")
+    return "\n".join(out)
+
+
+def _listeners(data: dict, phase: str) -> float | None:
+    found = _get(data, phase, "listener_seconds")
+    if not found:
+        return None
+    return sum(v for k, v in found.items() if k.startswith("inbox_synced:"))
+
+
+def write(results: dict, out_dir: Path) -> list[Path]:
+    """Write ``n<N>-<db>.json``/``.md`` per database, plus ``latest.md`` and ``latest.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = results["meta"]["n"]
+    written = []
+    dbs = list(results["databases"])
+    for database in dbs or ["none"]:
+        one = dict(results, databases={k: v for k, v in results["databases"].items() if k == database})
+        stem = out_dir / f"n{n}-{database}"
+        stem.with_suffix(".json").write_text(json.dumps(one, indent=2, default=str) + "\n")
+        stem.with_suffix(".md").write_text(markdown(one, [database]))
+        written += [stem.with_suffix(".json"), stem.with_suffix(".md")]
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out_dir / "latest.md").write_text(markdown(results, dbs))
+    return written + [out_dir / "latest.json", out_dir / "latest.md"]
+
+
+def summary_lines(results: dict) -> list[str]:
+    """What the command prints at the end: throughput and the ratios to the wire limit and the peer."""
+    lines = []
+    wire, peer = results.get("wire") or {}, results.get("peer") or {}
+    lines.append(f"wire limit: {_num(wire.get('messages_per_second'), 0, 'msg/s')}; "
+                 f"imap-tools peer: {_num(peer.get('messages_per_second'), 0, 'msg/s')}")
+    for database, data in results["databases"].items():
+        r = data.get("ratios") or {}
+        lines.append(
+            f"{database}: initial sync {_num(_get(data, 'initial_sync', 'messages_per_second'), 0, 'msg/s')} = "
+            f"{_num(r.get('sync_to_wire'), 2, '×')} the wire limit, {_num(r.get('sync_to_peer'), 2, '×')} the peer; "
+            f"peak RSS {_num(_get(data, 'initial_sync', 'peak_rss_mb'), 0, 'MB')}; "
+            f"no-op {_num(_get(data, 'noop_sync', 'median_ms'), 1, 'ms')}; "
+            f"+1,000 {_s(_get(data, 'incremental_sync', 'seconds'))}; "
+            f"import {_s(_get(data, 'contacts_import', 'seconds'))}; "
+            f"timeline p95 {_num(_get(data, 'timeline', 'first_page', 'p95_ms'), 1, 'ms')}; "
+            f"condition {_s(_get(data, 'condition', 'median_seconds'))}")
+        missed = [t["target"] for t in data.get("targets", []) if t["met"] is False]
+        if missed:
+            lines.append(f"{database}: targets missed: {', '.join(missed)}")
+    return lines

@@ -1,0 +1,229 @@
+"""``python -m bench``: build the mailbox, run every phase on every database, write the results."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import report
+from .child import PhaseFailed, py_spy, run_phase
+from .databases import BACKENDS, DEFAULT_PG_URL, app_config, fresh_database, postgres_reachable
+from .mailbox import OWNER, SENT_FOLDER, TIMELINE_CONTACT, TIMELINE_CONTACT_NAME, add_new_mail, build_mailbox
+from .wire import PEER_ITEMS, fetch_items
+
+PHASES = ("wire", "peer", "sync", "noop", "incremental", "import", "timeline", "condition")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MAILBOX_PASSWORD = "bench-mailbox-password"
+AGENT_EMAIL = "agent@team.example"
+AGENT_PASSWORD = "bench-agent-password"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--n", type=int, default=2000, help="INBOX messages (Sent gets N/10); default 2000")
+    parser.add_argument("--db", default="sqlite,postgresql",
+                        help="comma-separated databases: sqlite, postgresql (default both; PostgreSQL is "
+                             "skipped with a note when not reachable)")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
+                        help="PostgreSQL server URL; a bench database is created there and dropped")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the result files go")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated subset of {', '.join(PHASES)} (sync always runs when a later "
+                             "database phase needs it)")
+    parser.add_argument("--noop-runs", type=int, default=9)
+    parser.add_argument("--timeline-requests", type=int, default=50)
+    parser.add_argument("--new-messages", type=int, default=1000)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="directory: run the sync phases under py-spy and keep collapsed stacks there")
+    parser.add_argument("--base-dir", default=None, help="parent folder of the throwaway Dovecot (default /tmp)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.n < 10:
+        parser.error("--n must be at least 10")
+    args.db = [d.strip() for d in args.db.split(",") if d.strip()]
+    unknown = set(args.db) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown database(s) {', '.join(sorted(unknown))}; use {', '.join(BACKENDS)}")
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(args.phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}; use {', '.join(PHASES)}")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _command_output(*command: str) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _meta(args: argparse.Namespace) -> dict:
+    dovecot = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/usr/bin")
+    commit = _command_output("git", "rev-parse", "--short", "HEAD")
+    if _command_output("git", "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {
+        "n": args.n,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": commit or "unknown",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "dovecot": f"Dovecot {_command_output(dovecot, '--version')}" if dovecot else "Dovecot ?",
+        },
+        "phases": args.phases,
+    }
+
+
+class Bench:
+    """One benchmark run: the shared mailbox, then each phase on each database."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.results: dict = {"meta": _meta(args), "databases": {}, "notes": []}
+        self.configs: dict[str, dict] = {}
+        self.inbox_ids: dict[str, int] = {}
+
+    def note(self, text: str) -> None:
+        log(f"note: {text}")
+        self.results["notes"].append(text)
+
+    def phase(self, name: str, database: str | None = None, profile: bool = False, **kwargs) -> dict | None:
+        """Run one phase in a child; failures become a note and an ``error`` entry, never an abort."""
+        label = f"{name}" + (f" [{database}]" if database else "")
+        log(f"{label} ...")
+        config = self.configs[database] if database else None
+        profile_path = None
+        if profile and self.args.profile:
+            profile_path = self.args.profile / f"n{self.args.n}-{database}-{name}"
+        try:
+            result = run_phase(name, app_config=config, profile=profile_path, **kwargs)
+        except PhaseFailed as exc:
+            self.note(f"{label} failed: {exc.summary}")
+            return {"error": exc.summary, "stderr": exc.stderr}
+        log(f"{label} done in {result['process_seconds']:.1f} s")
+        return result
+
+    def store(self, database: str, key: str, value: dict | None) -> None:
+        if value is not None:
+            self.results["databases"].setdefault(database, {})[key] = value
+
+    def imap_kwargs(self, server) -> dict:
+        return {"host": server.host, "port": server.imaps_port, "ca_file": server.ca_file,
+                "username": OWNER, "password": MAILBOX_PASSWORD}
+
+    def run(self) -> dict:
+        from plugins.imap_inbox.testing.dovecot import DovecotServer
+
+        args, phases = self.args, set(self.args.phases)
+        started = time.perf_counter()
+        items, source = fetch_items()
+        self.results["meta"].update(fetch_items=items, fetch_items_source=source)
+        with DovecotServer(args.base_dir) as server, contextlib.ExitStack() as stack:
+            server.add_user(OWNER, MAILBOX_PASSWORD)
+            log(f"building the mailbox: {args.n:,} INBOX + {args.n // 10:,} Sent messages")
+            facts = build_mailbox(server, OWNER, args.n, seed=args.seed)
+            self.results["mailbox"] = {**vars(facts), "total": facts.total}
+            log(f"mailbox built in {facts.build_seconds:.1f} s, warmed in {facts.warm_seconds:.1f} s")
+            imap = self.imap_kwargs(server)
+            folders = ["INBOX", SENT_FOLDER]
+            if "wire" in phases:
+                self.results["wire"] = self.phase("wire", **imap, folders=folders, items=items)
+                self.results["wire_peer_items"] = self.phase("wire", **imap, folders=folders, items=PEER_ITEMS)
+            if "peer" in phases:
+                self.results["peer"] = self.phase("peer", **imap, folders=folders)
+
+            databases = self.open_databases(stack)
+            for database in databases:
+                setup = self.phase("setup", database, **imap, agent_email=AGENT_EMAIL,
+                                   agent_password=AGENT_PASSWORD)
+                self.store(database, "setup", setup)
+                if setup and setup.get("inbox_id"):
+                    self.inbox_ids[database] = setup["inbox_id"]
+                elif setup and setup.get("note"):
+                    self.note(f"{database}: {setup['note']}")
+            synced = [d for d in databases if d in self.inbox_ids]
+            needs_sync = phases & {"sync", "noop", "incremental", "import", "timeline", "condition"}
+            if needs_sync:
+                for database in synced:
+                    self.store(database, "initial_sync", self.phase(
+                        "initial_sync", database, profile=True, inbox_id=self.inbox_ids[database]))
+            if "noop" in phases:
+                for database in synced:
+                    self.store(database, "noop_sync", self.phase(
+                        "noop_sync", database, profile=True, inbox_id=self.inbox_ids[database],
+                        runs=args.noop_runs))
+            if "incremental" in phases and synced:
+                log(f"adding {args.new_messages:,} new messages")
+                new = add_new_mail(server, OWNER, args.new_messages, seed=args.seed + 1)
+                self.results["new_mail"] = vars(new)
+                for database in synced:
+                    self.store(database, "incremental_sync", self.phase(
+                        "incremental_sync", database, profile=True, inbox_id=self.inbox_ids[database]))
+            for database in databases:
+                if "import" in phases:
+                    if database in self.inbox_ids:
+                        self.store(database, "contacts_import", self.phase(
+                            "contacts_import", database, profile=True, inbox_id=self.inbox_ids[database]))
+                    else:
+                        self.store(database, "contacts_import", {"available": False, "note": "no synced inbox"})
+                if "timeline" in phases:
+                    self.store(database, "timeline", self.phase(
+                        "timeline", database, contact_email=TIMELINE_CONTACT, contact_name=TIMELINE_CONTACT_NAME,
+                        agent_email=AGENT_EMAIL, agent_password=AGENT_PASSWORD,
+                        requests=args.timeline_requests))
+                if "condition" in phases:
+                    self.store(database, "condition", self.phase("condition", database, profile=True))
+        for database in self.results["databases"]:
+            data = self.results["databases"][database]
+            data["ratios"] = report.ratios(self.results, database)
+            data["targets"] = report.evaluate_targets(self.results, database)
+        self.results["meta"]["wall_seconds"] = time.perf_counter() - started
+        return self.results
+
+    def open_databases(self, stack: contextlib.ExitStack) -> list[str]:
+        opened = []
+        instance = self.workdir / "instance"
+        for database in self.args.db:
+            if database == "postgresql" and not postgres_reachable(self.args.pg_url):
+                self.note(f"PostgreSQL is not reachable at {self.args.pg_url}: skipped")
+                continue
+            url = stack.enter_context(fresh_database(database, self.workdir, self.args.pg_url))
+            self.configs[database] = app_config(url, instance, self.args.redis_url, queue=f"bench-{database}")
+            self.results["databases"][database] = {}
+            opened.append(database)
+        return opened
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile and not py_spy():
+        log("--profile needs py-spy: .venv/bin/pip install py-spy; running without profiles")
+    workdir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+    workdir.chmod(0o755)
+    try:
+        results = Bench(args, workdir).run()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for path in report.write(results, args.out):
+        log(f"wrote {path}")
+    for line in report.summary_lines(results):
+        print(line)
+    return 0

@@ -1,0 +1,146 @@
+"""The wire limit: one ``UID FETCH 1:*`` read off a raw TLS socket, bytes counted, nothing parsed.
+
+No client can sync faster than the server can send the same items over the
+same connection, so this is the ceiling the sync is compared with.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+# What the sync fetches until the engine publishes its own list (see fetch_items()).
+DEFAULT_HEADER_FIELDS = (
+    "FROM TO CC REPLY-TO DATE SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES AUTO-SUBMITTED X-AUTOREPLY "
+    "X-AUTORESPOND PRECEDENCE LIST-ID LIST-UNSUBSCRIBE CONTENT-TYPE"
+)
+DEFAULT_ITEMS = f"UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS ({DEFAULT_HEADER_FIELDS})]"
+# What imap-tools asks for with fetch(headers_only=True, mark_seen=False).
+PEER_ITEMS = "BODY.PEEK[HEADER] UID FLAGS RFC822.SIZE"
+_FETCH_MARK = b" FETCH ("
+_RECV_SIZE = 1 << 20
+
+
+class WireError(RuntimeError):
+    """The server answered a raw command with NO/BAD."""
+
+
+def fetch_items() -> tuple[str, str]:
+    """``(items, where they came from)``: the engine's metadata FETCH items once it publishes them."""
+    try:
+        from plugins.imap_inbox import fetch
+    except ImportError:
+        return DEFAULT_ITEMS, "default list (plugins.imap_inbox.fetch not installed)"
+    items = getattr(fetch, "METADATA_ITEMS", None)
+    if not items:
+        return DEFAULT_ITEMS, "default list (plugins.imap_inbox.fetch has no METADATA_ITEMS)"
+    return items, "plugins.imap_inbox.fetch.METADATA_ITEMS"
+
+
+class RawImap:
+    """Just enough IMAP over TLS to send tagged commands and read replies as bytes."""
+
+    def __init__(self, host: str, port: int, ca_file: str, timeout: float = 120.0):
+        context = ssl.create_default_context(cafile=ca_file)
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock = context.wrap_socket(raw, server_hostname=host)
+        self.tag_number = 0
+        self.buffer = b""
+        self._read_line()  # greeting
+
+    def _read_line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def _next_tag(self) -> bytes:
+        self.tag_number += 1
+        return b"W%04d" % self.tag_number
+
+    def command(self, text: str) -> list[bytes]:
+        """Send a command without literals; return its reply lines (small replies only)."""
+        tag = self._next_tag()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = self._read_line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise WireError(line.decode("utf-8", "replace"))
+                return lines
+
+    def login(self, username: str, password: str) -> None:
+        self.command(f"LOGIN {_quote(username)} {_quote(password)}")
+
+    def count_reply(self, text: str) -> tuple[int, int]:
+        """Send a command and read its whole reply as bytes; return ``(bytes, FETCH responses)``."""
+        tag = self._next_tag()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        end = b"\r\n" + tag + b" "
+        total = len(self.buffer)
+        fetches = self.buffer.count(_FETCH_MARK)
+        keep = 512  # longer than the tagged status line
+        # The line before the reply ended with CRLF, which _read_line consumed.
+        tail = b"\r\n" + self.buffer[-keep:]
+        self.buffer = b""
+        recv = self.sock.recv
+        while True:
+            if end in tail:
+                status = tail[tail.index(end) + len(end):]
+                if b"\r\n" in status:
+                    if not status.startswith(b"OK"):
+                        raise WireError(status.split(b"\r\n")[0].decode("utf-8", "replace"))
+                    return total, fetches
+            chunk = recv(_RECV_SIZE)
+            if not chunk:
+                raise ConnectionError("server closed the connection during FETCH")
+            total += len(chunk)
+            # The overlap with the previous chunk catches marks split across reads.
+            window = tail[-(len(_FETCH_MARK) - 1):] + chunk
+            fetches += window.count(_FETCH_MARK)
+            tail = (tail + chunk)[-keep:] if len(chunk) < keep else chunk[-keep:]
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"Z LOGOUT\r\n")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wire_fetch(host: str, port: int, ca_file: str, username: str, password: str,
+               folders: list[str], items: str, passes: int = 2) -> dict:
+    """Time ``UID FETCH 1:* (items)`` per folder on one logged-in connection (EXAMINE: read-only).
+
+    Dovecot caches header fields the first time a client asks for them, so
+    the first pass warms that cache and the last pass is the measurement
+    (the first pass's time is kept as ``first_pass_seconds``).
+    """
+    conn = RawImap(host, port, ca_file)
+    try:
+        conn.login(username, password)
+        result: dict = {"items": items, "passes": passes, "folders": {}}
+        for folder in folders:
+            conn.command(f"EXAMINE {_quote(folder)}")
+            times = []
+            for _ in range(max(1, passes)):
+                started = time.perf_counter()
+                size, count = conn.count_reply(f"UID FETCH 1:* ({items})")
+                times.append(time.perf_counter() - started)
+            result["folders"][folder] = {"messages": count, "bytes": size, "seconds": times[-1],
+                                         "first_pass_seconds": times[0]}
+        for key in ("messages", "bytes", "seconds", "first_pass_seconds"):
+            result[key] = sum(f[key] for f in result["folders"].values())
+        result["messages_per_second"] = result["messages"] / result["seconds"] if result["seconds"] else None
+        return result
+    finally:
+        conn.close()
