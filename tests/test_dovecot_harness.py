@@ -282,7 +282,7 @@ def test_startup_failure_reports_log_path(monkeypatch: pytest.MonkeyPatch) -> No
 def test_restart_fails_clearly_when_port_taken() -> None:
     srv = DovecotServer().start()
     try:
-        srv.stop()
+        srv.stop(grace=0)  # like a crash
         with socket.socket() as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             squatter.bind((srv.host, srv.imap_port))

@@ -307,7 +307,8 @@ class DovecotServer:
         self.mail_group = grp.getgrgid(pw.pw_gid).gr_name
 
         if base_dir is not None:
-            _check_traversable(Path(base_dir).resolve())
+            Path(base_dir).mkdir(parents=True, exist_ok=True)
+        _check_traversable(Path(base_dir or tempfile.gettempdir()).resolve())
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-", dir=base_dir)).resolve()
         # Dovecot's auth process runs unprivileged and must read users + certs.
         self.root.chmod(0o755)
@@ -421,30 +422,29 @@ class DovecotServer:
         self._start_once()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the master and every child process; data and ports are kept."""
+    def stop(self, grace: float = 1.5, timeout: float = 10.0) -> None:
+        """Stop the master and every child process; data and ports are kept.
+
+        ``grace`` seconds for a clean shutdown, then everything is killed;
+        ``grace=0`` kills at once, like a crash (Dovecot's indexes survive that).
+        """
         proc = self._proc
         if proc is None:
             return
         self._proc = None
         _running.discard(self)
-        children = self._descendants(proc.pid)
-        if proc.poll() is None:
-            # TERM to the whole group: signalling only the master makes it wait for
-            # children, and a login process stuck on the stats socket delays that by 5s.
-            self._signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(min(timeout, 3.0))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        # Anything left (e.g. after a master crash) would keep holding the ports.
+        # Dovecot runs in its own session, so its children share the master's process
+        # group. The master shuts down cleanly on TERM in about a second, but can hang
+        # for 5 s (a login process waiting on the stats socket) or more if its children
+        # got TERM too; so TERM the master alone, then KILL the group after a grace period.
+        # The master is not reaped until the end, so its pid (= the group id) cannot
+        # be reused by an unrelated process while we signal the group.
+        if grace > 0:
+            proc.send_signal(signal.SIGTERM)
+            self._wait_exit(proc.pid, grace)
         self._signal_group(proc.pid, signal.SIGKILL)
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self._wait_exit(proc.pid, timeout)
+        proc.wait(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(_port_is_free(h, p) for h in self.addresses for p in self._ports()):
@@ -452,8 +452,21 @@ class DovecotServer:
             time.sleep(0.05)
 
     @staticmethod
+    def _wait_exit(pid: int, timeout: float) -> bool:
+        """Wait for ``pid`` to exit without reaping it; True if it did."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                    return True
+            except ChildProcessError:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+    @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        # Dovecot was started in its own session, so its children share its process group.
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
@@ -614,8 +627,10 @@ class DovecotServer:
                 self.create_folder(user, folder)
             else:
                 self._mkdir_owned(box, box / "cur", box / "new", box / "tmp")
-        letters = "".join(sorted(_FLAG_LETTERS[f if isinstance(f, bytes) else f.encode()]
-                                 for f in flags))
+        try:
+            letters = "".join(sorted(_FLAG_LETTERS[f if isinstance(f, bytes) else f.encode()] for f in flags))
+        except KeyError as e:
+            raise ValueError(f"write_maildir supports only system flags {list(_FLAG_LETTERS)}, not {e}") from None
         stamp = time.time_ns() // 1000
         # Fixed-width fields keep lexical order == write order (UID order).
         prefix = f"{stamp // 1_000_000}.M{stamp % 1_000_000:06d}"
@@ -889,24 +904,3 @@ protocol imap {{
             check=check,
             timeout=600,
         )
-
-    @staticmethod
-    def _descendants(pid: int) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            # Field 4 (ppid) follows the parenthesised command, which may contain spaces.
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        found: list[int] = []
-        stack = [pid]
-        while stack:
-            for child in children.get(stack.pop(), []):
-                found.append(child)
-                stack.append(child)
-        return found
