@@ -135,7 +135,8 @@ class MessageAddress(db.Model):
     """One address of a message (From, To, Cc, Reply-To), normalized: the join key to contacts."""
 
     __tablename__ = "imap_message_address"
-    __table_args__ = (Index("ix_imap_message_address_email_role", "email", "role"),)
+    # (email, role, date): a contact's timeline is a backwards range scan that stops after one page.
+    __table_args__ = (Index("ix_imap_message_address_email_role_date", "email", "role", "date"),)
 
     message_pk: Mapped[int] = mapped_column(
         ForeignKey("imap_message.id", ondelete="CASCADE"), primary_key=True
@@ -144,6 +145,7 @@ class MessageAddress(db.Model):
     email: Mapped[str] = mapped_column(String(320), primary_key=True)
     name: Mapped[str] = mapped_column(String(300), default="")
     inbox_id: Mapped[int] = mapped_column(Integer, index=True)  # copied from the message for cheap filters
+    date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # copied from the message (keyset paging)
 
 
 class SyncRun(db.Model):
@@ -159,4 +161,6 @@ class SyncRun(db.Model):
     new_messages: Mapped[int] = mapped_column(Integer, default=0)
     removed_messages: Mapped[int] = mapped_column(Integer, default=0)
     flagged_messages: Mapped[int] = mapped_column(Integer, default=0)
+    updated_messages: Mapped[int] = mapped_column(Integer, default=0)  # flag changes, UIDs re-matched
     error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict | None] = mapped_column(JSON)  # per-folder counts of this run

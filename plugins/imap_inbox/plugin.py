@@ -1,2 +1,49 @@
 """Hook implementations of imap_inbox (see host_app/hookspecs.py)."""
+from __future__ import annotations
+
+from host_app import hookimpl
+from host_app.api import RecurringJob, SettingsPage
+
 from . import models  # noqa: F401  (registers the plugin's tables)
+
+
+@hookimpl
+def register_blueprints(app):
+    from .views import bp
+
+    return [bp]
+
+
+@hookimpl
+def settings_pages(app):
+    return [SettingsPage("Connected inboxes", "imap_inbox.inbox_list",
+                         "Team mailboxes synced read-only over IMAP onto contact timelines.")]
+
+
+@hookimpl
+def register_commands(cli, app):
+    from .cli import inboxes_cli
+
+    cli.add_command(inboxes_cli)
+
+
+@hookimpl
+def recurring_jobs(app):
+    from .jobs import schedule_due_syncs
+
+    return [RecurringJob("imap_inbox: enqueue due inbox syncs", schedule_due_syncs, 60,
+                         "Enqueues a sync of every enabled inbox whose next sync time has come.")]
+
+
+@hookimpl
+def timeline_entries(app, contact, before, limit):
+    from .timeline import timeline_entries as entries
+
+    return entries(contact, before, limit)
+
+
+@hookimpl
+def event_types(app):
+    from .events import EVENT_TYPES
+
+    return list(EVENT_TYPES)

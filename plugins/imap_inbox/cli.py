@@ -1,0 +1,135 @@
+"""``manage.py inboxes ...``: connect, sync, list, rotate-key. JSON on stdout; errors on stderr with exit 1."""
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import AppGroup
+
+from host_app.cli import echo_json
+from host_app.extensions import db
+from host_app.models import Agent, normalize_email
+
+from .connection import ImapConnectError
+from .models import Inbox
+
+inboxes_cli = AppGroup("inboxes", help="Team mailboxes connected over IMAP.")
+
+
+def _fail(message: str, hint: str = "") -> click.ClickException:
+    return click.ClickException(message + (f"\nHint: {hint}" if hint else ""))
+
+
+@inboxes_cli.command("connect")
+@click.option("--name", required=True, help="A name for admins (agents never see it).")
+@click.option("--host", required=True, help="IMAP server, e.g. imap.gmail.com.")
+@click.option("--port", type=int, default=None, help="Default: 993 (ssl) or 143 (starttls).")
+@click.option("--username", required=True)
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--owner", "owner_email", required=True, help="E-mail of the agent who owns the inbox.")
+@click.option("--security", type=click.Choice(["ssl", "starttls"]), default="ssl", show_default=True)
+@click.option("--ca-file", default=None, help="PEM file of a private CA that signed the server's certificate.")
+@click.option("--create-users", is_flag=True, help="Create contacts from the mailbox's correspondents.")
+@click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
+@click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")
+@click.option("--no-check", is_flag=True, help="Save without trying the login first.")
+def connect_command(name, host, port, username, password_stdin, owner_email, security, ca_file, create_users,
+                    email, folders, no_check):
+    """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}."""
+    from . import service
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise _fail("No password on standard input.", "Pipe it in: printf '%s\\n' \"$PASSWORD\" | manage.py inboxes connect ...")
+    owner = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(owner_email)))
+    if owner is None:
+        raise _fail(f"No agent with e-mail {owner_email}.", "Create one with `manage.py agents create`.")
+    try:
+        inbox = service.create_inbox(
+            name=name, host=host, port=port, security=security, username=username, password=password,
+            owner_id=owner.id, create_users=create_users, ca_file=ca_file, extra_folders=folders, email=email,
+            check=not no_check,
+        )
+    except ImapConnectError as exc:
+        raise _fail(f"Could not log in ({exc.kind}): {exc.message}", exc.hint) from None
+    except service.InvalidInboxSettings as exc:
+        raise _fail(str(exc)) from None
+    echo_json({"id": inbox.id, "name": inbox.name, "status": inbox.status})
+
+
+def _get_inbox(inbox_id: int) -> Inbox:
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is None:
+        raise _fail(f"No inbox #{inbox_id}.", "See `manage.py inboxes list`.")
+    return inbox
+
+
+@inboxes_cli.command("sync")
+@click.argument("inbox_id", type=int)
+@click.option("--enqueue", is_flag=True, help="Put the sync on the RQ queue instead of running it here.")
+def sync_command(inbox_id, enqueue):
+    """Sync inbox ID now, in the foreground (the same job code workers run); prints a JSON summary."""
+    from .jobs import enqueue_sync, sync_inbox
+
+    _get_inbox(inbox_id)
+    if enqueue:
+        job_id = enqueue_sync(inbox_id)
+        echo_json({"inbox_id": inbox_id, "job_id": job_id, "enqueued": job_id is not None})
+        return
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"inbox {inbox_id}: {done}/{total} messages", err=True)
+
+    try:
+        summary = sync_inbox(inbox_id, on_progress=progress)
+    except Exception as exc:  # noqa: BLE001 - already logged by the sync; say it plainly here
+        raise _fail(f"The sync failed unexpectedly ({type(exc).__name__}); see the log.") from None
+    echo_json(summary)
+    if summary["status"] not in ("ok", "already_running"):
+        click.echo(f"Error: {summary.get('error') or summary['status']}", err=True)
+        if summary.get("hint"):
+            click.echo(f"Hint: {summary['hint']}", err=True)
+        sys.exit(1)
+
+
+@inboxes_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_command(as_json):
+    """Every connected inbox with its sync health (never a password)."""
+    rows = []
+    for inbox in db.session.scalars(db.select(Inbox).order_by(Inbox.id)):
+        rows.append({
+            "id": inbox.id,
+            "name": inbox.name,
+            "host": inbox.host,
+            "port": inbox.port,
+            "username": inbox.username,
+            "owner": inbox.owner.email if inbox.owner else None,
+            "status": inbox.status,
+            "enabled": inbox.enabled,
+            "error": inbox.error,
+            "last_synced_at": inbox.last_synced_at.isoformat() if inbox.last_synced_at else None,
+            "messages": inbox.message_count or 0,
+        })
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['id']}\t{row['name']}\t{row['username']}@{row['host']}:{row['port']}\t"
+                   f"{row['status']}\t{row['messages']} messages" + (f"\t{row['error']}" if row["error"] else ""))
+
+
+@inboxes_cli.command("rotate-key")
+def rotate_key_command():
+    """Re-encrypt every stored password with the current key.
+
+    Put the new key first in IMAP_ENCRYPTION_KEYS and keep the old one after
+    it, run this, then drop the old key.
+    """
+    from .crypto import EncryptionKeyError, rotate_keys
+
+    try:
+        count = rotate_keys()
+    except EncryptionKeyError as exc:
+        raise _fail(str(exc)) from None
+    echo_json({"reencrypted": count})

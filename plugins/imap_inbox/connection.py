@@ -1,0 +1,413 @@
+"""Logging in to an IMAP server safely, and explaining failures in plain words.
+
+* TLS always, with certificate verification: implicit TLS ("ssl", port 993)
+  or STARTTLS ("starttls", port 143). A server that does not offer STARTTLS is
+  refused; there is no unencrypted login.
+* With ``IMAP_BLOCK_PRIVATE_HOSTS`` the host is resolved first, every address
+  is checked, and the socket connects to a checked address while TLS still
+  verifies the certificate against the host name (no DNS-rebinding window).
+* Every failure becomes an :class:`ImapConnectError` with a ``kind``, a plain
+  ``message``, a ``hint`` and whether it is ``permanent`` (settings or
+  credentials must change) or transient (retry later).
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import imaplib
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+
+from flask import current_app, has_app_context
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_exceptions
+from imapclient import tls as imap_tls
+
+log = logging.getLogger(__name__)
+
+# SEARCH replies of folders with 100k+ messages are one long line.
+imaplib._MAXLINE = max(imaplib._MAXLINE, 50_000_000)
+
+SECURITY_MODES = ("ssl", "starttls")
+DEFAULT_PORTS = {"ssl": 993, "starttls": 143}
+
+AUTH_FAILED = "auth_failed"
+APP_PASSWORD_REQUIRED = "app_password_required"
+IMAP_DISABLED = "imap_disabled"
+HOST_NOT_FOUND = "host_not_found"
+TLS_ERROR = "tls_error"
+TIMEOUT = "timeout"
+CONNECTION_REFUSED = "connection_refused"
+STARTTLS_UNAVAILABLE = "starttls_unavailable"
+PRIVATE_HOST_BLOCKED = "private_host_blocked"
+SERVER_ERROR = "server_error"
+
+KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, TIMEOUT,
+         CONNECTION_REFUSED, STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+
+
+@dataclasses.dataclass
+class ConnectionSettings:
+    """Where and how to log in. ``repr`` never shows the password."""
+
+    host: str
+    port: int = 993
+    security: str = "ssl"
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    ca_file: str | None = None
+    timeout: float = 30
+
+    def __post_init__(self) -> None:
+        self.host = (self.host or "").strip()
+        if not self.host:
+            raise ValueError("The IMAP server name is missing.")
+        if self.security not in SECURITY_MODES:
+            raise ValueError("Security must be 'ssl' (SSL/TLS) or 'starttls'; unencrypted IMAP is not allowed.")
+        try:
+            self.port = int(self.port)
+        except (TypeError, ValueError):
+            raise ValueError("The port must be a number, usually 993 (SSL/TLS) or 143 (STARTTLS).") from None
+        if not 0 < self.port < 65536:
+            raise ValueError("The port must be between 1 and 65535, usually 993 (SSL/TLS) or 143 (STARTTLS).")
+        self.ca_file = self.ca_file or None
+
+
+class ImapConnectError(Exception):
+    """Logging in failed; ``message`` and ``hint`` are plain words for the admin, never with the password."""
+
+    def __init__(self, kind: str, message: str, hint: str = "", permanent: bool | None = None):
+        self.kind = kind
+        self.message = message
+        self.hint = hint
+        self.permanent = _PERMANENT.get(kind, False) if permanent is None else permanent
+        super().__init__(message)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "hint": self.hint, "permanent": self.permanent}
+
+
+# Settings or credentials must change before trying again makes sense.
+_PERMANENT = {
+    AUTH_FAILED: True,
+    APP_PASSWORD_REQUIRED: True,
+    IMAP_DISABLED: True,
+    HOST_NOT_FOUND: True,
+    TLS_ERROR: True,
+    STARTTLS_UNAVAILABLE: True,
+    PRIVATE_HOST_BLOCKED: True,
+    TIMEOUT: False,
+    CONNECTION_REFUSED: False,
+    SERVER_ERROR: False,
+}
+
+
+class _PinnedTLS(imap_tls.IMAP4_TLS):
+    """Implicit TLS to a checked address, verifying the certificate against the host name."""
+
+    def __init__(self, host, port, address, ssl_context, timeout):
+        self._address = address
+        super().__init__(host, port, ssl_context, timeout)
+
+    def _create_socket(self, timeout=None):
+        sock = socket.create_connection((self._address, self.port), timeout=timeout or self._timeout)
+        try:
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class _PinnedPlain(imaplib.IMAP4):
+    """The plain connection STARTTLS upgrades; imaplib verifies against ``self.host`` (the name)."""
+
+    def __init__(self, host, port, address, timeout):
+        self._address = address
+        self._timeout = timeout
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout=None):
+        return socket.create_connection((self._address, self.port), timeout=timeout or self._timeout)
+
+
+class _Client(IMAPClient):
+    """IMAPClient connecting to one already-resolved (and checked) address."""
+
+    def __init__(self, host, port, address, *, ssl, ssl_context, timeout):
+        self._address = address
+        super().__init__(host, port=port, ssl=ssl, ssl_context=ssl_context, timeout=timeout)
+
+    def _create_IMAP4(self):
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _PinnedTLS(self.host, self.port, self._address, self.ssl_context, timeout)
+        return _PinnedPlain(self.host, self.port, self._address, timeout)
+
+
+def connect(settings: ConnectionSettings) -> IMAPClient:
+    """Return a logged-in IMAPClient over verified TLS; raises ImapConnectError."""
+    client = None
+    try:
+        context = _tls_context(settings.ca_file)
+        client = _open(settings, context)
+        if settings.security == "starttls":
+            if b"STARTTLS" not in client.capabilities():
+                raise ImapConnectError(
+                    STARTTLS_UNAVAILABLE,
+                    f"The server {settings.host} does not offer STARTTLS on port {settings.port}, "
+                    "so the connection cannot be encrypted.",
+                    "Use SSL/TLS (usually port 993) instead. The password is never sent unencrypted.",
+                )
+            client.starttls(context)
+        _login(client, settings)
+        return client
+    except Exception as exc:
+        if client is not None:
+            _close_quietly(client)
+        raise classify_error(exc, settings) from _without_secrets(exc)
+
+
+def check_login(settings: ConnectionSettings) -> None:
+    """Log in and out once; raises ImapConnectError with a plain reason when it fails."""
+    client = connect(settings)
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001 - the login worked, which is all we wanted to know
+        _close_quietly(client)
+
+
+def close(client: IMAPClient) -> None:
+    """Log out, or drop the connection when the server is already gone."""
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001
+        _close_quietly(client)
+
+
+def _close_quietly(client: IMAPClient) -> None:
+    try:
+        client.shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    if ca_file:
+        if not os.path.isfile(ca_file):
+            raise ImapConnectError(
+                TLS_ERROR,
+                f"The CA certificate file {ca_file} does not exist.",
+                "Upload the certificate of the CA that signed the mail server's certificate again.",
+            )
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise ImapConnectError(
+                TLS_ERROR,
+                f"The CA certificate file {ca_file} is not a valid PEM certificate.",
+                "Use the PEM file (text starting with -----BEGIN CERTIFICATE-----) of the server's CA.",
+            ) from exc
+    else:
+        context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _block_private_hosts() -> bool:
+    return bool(has_app_context() and current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False))
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a globally routable unicast address (not loopback, private, link-local ...)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order (no duplicates)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
+    addresses = resolve(settings.host, settings.port)
+    if _block_private_hosts():
+        blocked = [a for a in addresses if not is_public_address(a)]
+        if blocked:
+            raise ImapConnectError(
+                PRIVATE_HOST_BLOCKED,
+                f"{settings.host} points to a private or local network address ({blocked[0]}), "
+                "which this installation does not allow.",
+                "Use the mail server's public host name. An administrator can allow private hosts by "
+                "setting IMAP_BLOCK_PRIVATE_HOSTS to False.",
+            )
+    last_error: Exception | None = None
+    for address in addresses:
+        try:
+            client = _Client(settings.host, settings.port, address, ssl=settings.security == "ssl",
+                             ssl_context=context, timeout=settings.timeout)
+        except (ssl.SSLError, ssl.CertificateError):
+            raise  # the certificate is the same whichever address answered
+        except OSError as exc:
+            last_error = exc
+            continue
+        # imaplib logs every command line (the LOGIN line too) when debug is on; keep it off.
+        client._imap.debug = 0
+        return client
+    assert last_error is not None
+    raise last_error
+
+
+def _login(client: IMAPClient, settings: ConnectionSettings) -> None:
+    if (settings.username + settings.password).isascii():
+        client.login(settings.username, settings.password)
+        return
+    # LOGIN takes ASCII only; AUTHENTICATE PLAIN carries UTF-8.
+    if b"AUTH=PLAIN" not in client.capabilities():
+        raise ImapConnectError(
+            AUTH_FAILED,
+            "The user name or password contains characters this server cannot accept.",
+            "Use a password with plain ASCII characters, or an app password.",
+        )
+    client.plain_login(settings.username, settings.password)
+
+
+def _without_secrets(exc: BaseException) -> BaseException | None:
+    # A UnicodeEncodeError carries the whole string it failed on (the password): never chain it.
+    if isinstance(exc, UnicodeError):
+        return None
+    return exc
+
+
+# --------------------------------------------------------------------------- plain words
+
+
+def provider_hint(host: str, kind: str) -> str:
+    """Provider-specific advice for auth problems, by the IMAP host name."""
+    host = (host or "").lower()
+    if host.endswith(("gmail.com", "googlemail.com")):
+        if kind == IMAP_DISABLED:
+            return "Turn on IMAP in Gmail: Settings > See all settings > Forwarding and POP/IMAP > Enable IMAP."
+        return ("Gmail needs an app password: in your Google Account open Security > 2-Step Verification > "
+                "App passwords, create one and use it here instead of your normal password.")
+    if any(part in host for part in ("outlook.", "office365.", "hotmail.", "live.com")):
+        if kind == IMAP_DISABLED:
+            return "Ask your Microsoft 365 administrator to enable IMAP for this mailbox."
+        return ("Microsoft accounts with two-step verification need an app password "
+                "(account.microsoft.com > Security > Advanced security options > App passwords).")
+    if "yahoo." in host:
+        return "Yahoo needs an app password: Account Info > Account Security > Generate app password."
+    if host.endswith(("mail.me.com", "icloud.com")):
+        return "iCloud needs an app-specific password: appleid.apple.com > Sign-In and Security > App-Specific Passwords."
+    if kind == IMAP_DISABLED:
+        return "Enable IMAP access in the mailbox's settings at your e-mail provider."
+    if kind == APP_PASSWORD_REQUIRED:
+        return "Create an app password in your e-mail provider's security settings and use it here."
+    return ("Check the user name (often the full e-mail address) and the password. Providers with two-step "
+            "verification usually need an app password.")
+
+
+_APP_PASSWORD_SIGNS = ("application-specific password", "app password", "app-specific password",
+                       "apppassword", "webalert", "web login required", "log in via your web browser",
+                       "sign in via your web browser")
+_IMAP_DISABLED_SIGNS = ("not enabled for imap", "imap access is disabled", "imap is disabled",
+                        "imap access disabled", "enable imap", "imap use", "authenticated but not connected",
+                        "imap not enabled")
+
+
+def _server_text(exc: BaseException, password: str) -> str:
+    text = str(exc).strip()
+    # imapclient shows the server's bytes as b'...'.
+    if len(text) > 2 and text[0] == "b" and text[1] in "'\"" and text[-1] == text[1]:
+        text = text[2:-1]
+    if password:
+        text = text.replace(password, "***")
+    return text[:300]
+
+
+def classify_error(exc: BaseException, settings: ConnectionSettings | None = None) -> ImapConnectError:
+    """Turn any exception raised while talking to an IMAP server into an ImapConnectError."""
+    if isinstance(exc, ImapConnectError):
+        return exc
+    host = settings.host if settings else "the server"
+    port = settings.port if settings else 0
+    password = settings.password if settings else ""
+    where = f"{host}:{port}" if port else host
+
+    if isinstance(exc, imap_exceptions.LoginError):
+        said = _server_text(exc, password)
+        lowered = said.lower()
+        if any(sign in lowered for sign in _APP_PASSWORD_SIGNS):
+            return ImapConnectError(APP_PASSWORD_REQUIRED,
+                                    "The provider does not accept the normal password for mail programs; "
+                                    f"it requires an app password (server said: {said}).",
+                                    provider_hint(host, APP_PASSWORD_REQUIRED))
+        if any(sign in lowered for sign in _IMAP_DISABLED_SIGNS):
+            return ImapConnectError(IMAP_DISABLED,
+                                    f"IMAP access is turned off for this mailbox (server said: {said}).",
+                                    provider_hint(host, IMAP_DISABLED))
+        return ImapConnectError(AUTH_FAILED,
+                                f"The server rejected the user name or password (server said: {said}).",
+                                provider_hint(host, AUTH_FAILED))
+    if isinstance(exc, UnicodeError):
+        return ImapConnectError(AUTH_FAILED,
+                                "The user name or password contains characters this server cannot accept.",
+                                "Use a password with plain ASCII characters, or an app password.")
+    if isinstance(exc, socket.gaierror):
+        temporary = exc.errno in (socket.EAI_AGAIN, getattr(socket, "EAI_SYSTEM", None))
+        return ImapConnectError(HOST_NOT_FOUND,
+                                f"The server name {host} could not be found"
+                                + (" (the name server did not answer)." if temporary else "."),
+                                "Check the spelling of the IMAP server, e.g. imap.gmail.com or outlook.office365.com.",
+                                permanent=not temporary)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or "certificate verification failed"
+        return ImapConnectError(TLS_ERROR,
+                                f"The certificate of {host} could not be verified ({reason}).",
+                                "If the server uses a certificate from a private CA, add that CA's certificate "
+                                "file; make sure the server name matches its certificate.")
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or str(exc)
+        if "WRONG_VERSION_NUMBER" in str(reason).upper() or "UNKNOWN_PROTOCOL" in str(reason).upper():
+            return ImapConnectError(TLS_ERROR,
+                                    f"{where} did not answer with TLS (SSL/TLS was chosen).",
+                                    "Port 993 is usually SSL/TLS and port 143 STARTTLS; check the port and security.")
+        transient = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
+        return ImapConnectError(TLS_ERROR, f"The secure connection to {where} failed ({reason}).",
+                                "Check the port and the security setting; this may also be temporary.",
+                                permanent=not transient)
+    if isinstance(exc, imap_exceptions.CapabilityError) and "STARTTLS" in str(exc).upper():
+        return ImapConnectError(STARTTLS_UNAVAILABLE,
+                                f"The server {host} does not offer STARTTLS on port {port}.",
+                                "Use SSL/TLS (usually port 993) instead.")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return ImapConnectError(TIMEOUT,
+                                f"{where} did not answer in time.",
+                                "Check the server name and port; a firewall may block the port. "
+                                "If the server is just slow, the sync retries automatically.")
+    if isinstance(exc, ConnectionRefusedError):
+        return ImapConnectError(CONNECTION_REFUSED,
+                                f"{where} refused the connection.",
+                                "Check the port (993 for SSL/TLS, 143 for STARTTLS). If the server is down, "
+                                "the sync retries automatically.")
+    if isinstance(exc, (imap_exceptions.IMAPClientAbortError, imaplib.IMAP4.abort, EOFError,
+                        ConnectionError, BrokenPipeError)):
+        return ImapConnectError(SERVER_ERROR,
+                                f"The connection to {where} was lost ({_server_text(exc, password) or 'closed'}).",
+                                "This is usually temporary; the sync retries automatically.")
+    if isinstance(exc, OSError):
+        unreachable = exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+        reason = "the network or host is unreachable" if unreachable else (exc.strerror or str(exc))
+        return ImapConnectError(SERVER_ERROR, f"Could not talk to {where}: {reason}.",
+                                "This is usually temporary; the sync retries automatically.")
+    if isinstance(exc, (imap_exceptions.IMAPClientError, imaplib.IMAP4.error)):
+        return ImapConnectError(SERVER_ERROR,
+                                f"The mail server reported an error: {_server_text(exc, password)}.",
+                                "If this persists, check the mailbox with the provider.")
+    return ImapConnectError(SERVER_ERROR, f"Unexpected error while talking to {where}: {type(exc).__name__}.",
+                            "If this persists, check the server logs.")

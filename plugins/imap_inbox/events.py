@@ -1,0 +1,72 @@
+"""The automation events imap_inbox emits, always after the mail they describe is committed.
+
+* ``email_received``: per stored batch, the existing contacts who sent new inbound mail.
+* ``email_sent``: per stored batch, the existing contacts new outbound mail was addressed to.
+* ``inbox_synced``: once per sync run (key = the run id), with ``{"inbox_id", "new_messages",
+  "sync_run_id"}``; other plugins (contacts_import, reply_condition) listen to it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from host_app import events as host_events
+from host_app.api import EventType
+from host_app.extensions import db
+from host_app.models import Contact
+
+log = logging.getLogger(__name__)
+
+EMAIL_RECEIVED = "email_received"
+EMAIL_SENT = "email_sent"
+INBOX_SYNCED = "inbox_synced"
+
+EVENT_TYPES = [
+    EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
+    EventType(EMAIL_SENT, "E-mail sent to a contact (IMAP inbox)"),
+    EventType(INBOX_SYNCED, "Connected inbox synced"),
+]
+
+
+def contact_ids_for(emails: Iterable[str]) -> list[int]:
+    """Ids of existing contacts with these (normalized) addresses."""
+    wanted = sorted({e for e in emails if e})
+    ids: list[int] = []
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        ids.extend(db.session.scalars(db.select(Contact.id).where(Contact.email.in_(chunk))))
+    return ids
+
+
+def _emit(type_: str, key: str, contact_ids: Iterable[int], payload: dict[str, Any]) -> None:
+    # Automations and listeners belong to others: their failure must not fail the sync.
+    try:
+        host_events.emit(type_, key, contact_ids, payload)
+    except Exception:  # noqa: BLE001
+        db.session.rollback()
+        log.exception("emitting %s (%s) failed", type_, key)
+
+
+def emit_new_mail(*, inbox_id: int, folder_id: int, batch_key: str, senders: Iterable[str],
+                  recipients: Iterable[str], initial: bool) -> None:
+    """Emit email_received / email_sent for one committed batch (only when a contact is concerned)."""
+    received = contact_ids_for(senders)
+    if received:
+        _emit(EMAIL_RECEIVED, f"imap:{batch_key}:in", received,
+              {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial})
+    sent = contact_ids_for(recipients)
+    if sent:
+        _emit(EMAIL_SENT, f"imap:{batch_key}:out", sent,
+              {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial})
+
+
+def emit_inbox_synced(*, inbox_id: int, sync_run_id: int, new_messages: int, removed_messages: int,
+                      status: str) -> None:
+    _emit(INBOX_SYNCED, str(sync_run_id), (), {
+        "inbox_id": inbox_id,
+        "new_messages": new_messages,
+        "sync_run_id": sync_run_id,
+        "removed_messages": removed_messages,
+        "status": status,
+    })

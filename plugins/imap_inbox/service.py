@@ -1,0 +1,273 @@
+"""Connecting, changing and removing inboxes: the one place the UI, the CLI and tests go through."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from host_app.extensions import db
+from host_app.models import Agent, normalize_email
+
+from . import models
+from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
+from .crypto import decrypt_password, encrypt_password
+from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
+from .models import Folder, Inbox, Message, MessageAddress, SyncRun
+
+log = logging.getLogger(__name__)
+
+# Changing one of these means "log in somewhere else": the login is tried again.
+CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
+# Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
+MAILBOX_FIELDS = ("host", "port", "username")
+EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "create_users", "extra_folders", "email", "enabled")
+
+
+class InvalidInboxSettings(ValueError):
+    """A setting is missing or wrong; ``field`` names it (for forms), the message says why in plain words."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def settings_for(inbox: Inbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
+    """Connection settings of a stored inbox (the password decrypted, or ``password`` when given)."""
+    from flask import current_app
+
+    return ConnectionSettings(
+        host=inbox.host,
+        port=inbox.port,
+        security=inbox.security,
+        username=inbox.username,
+        password=password if password else decrypt_password(inbox.password_encrypted),
+        ca_file=inbox.ca_file,
+        timeout=timeout or current_app.config.get("IMAP_TIMEOUT", 30),
+    )
+
+
+def _clean_folders(extra_folders: Iterable[str] | str | None) -> list[str]:
+    if isinstance(extra_folders, str):
+        extra_folders = extra_folders.replace("\n", ",").split(",")
+    seen: dict[str, str] = {}
+    for name in extra_folders or ():
+        name = (name or "").strip()
+        if name and name.upper() != "INBOX" and name.lower() not in seen:
+            if len(name) > 1000:
+                raise InvalidInboxSettings("extra_folders", "A folder name is too long (at most 1000 characters).")
+            seen[name.lower()] = name
+    return list(seen.values())
+
+
+def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, Any]:
+    """Check and normalize inbox fields; raises InvalidInboxSettings."""
+    out = dict(values)
+    if "name" in out:
+        out["name"] = (out["name"] or "").strip()
+        if not out["name"]:
+            raise InvalidInboxSettings("name", "Give the inbox a name.")
+        if len(out["name"]) > 200:
+            raise InvalidInboxSettings("name", "The name is too long (at most 200 characters).")
+    if "host" in out:
+        out["host"] = (out["host"] or "").strip().lower()
+        if not out["host"] or any(c.isspace() for c in out["host"]) or "/" in out["host"]:
+            raise InvalidInboxSettings("host", "Enter the IMAP server name, e.g. imap.gmail.com.")
+    if "security" in out:
+        if out["security"] not in SECURITY_MODES:
+            raise InvalidInboxSettings("security", "Security must be SSL/TLS or STARTTLS; unencrypted IMAP is not allowed.")
+    if "port" in out:
+        port = out["port"]
+        if port in (None, ""):
+            port = DEFAULT_PORTS.get(out.get("security", "ssl"), 993)
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            raise InvalidInboxSettings("port", "The port must be a number, usually 993 (SSL/TLS) or 143 (STARTTLS).") from None
+        if not 0 < port < 65536:
+            raise InvalidInboxSettings("port", "The port must be between 1 and 65535, usually 993 or 143.")
+        out["port"] = port
+    if "username" in out:
+        out["username"] = (out["username"] or "").strip()
+        if not out["username"]:
+            raise InvalidInboxSettings("username", "Enter the user name, usually the full e-mail address.")
+        if len(out["username"]) > 320:
+            raise InvalidInboxSettings("username", "The user name is too long.")
+    if "ca_file" in out:
+        out["ca_file"] = (out["ca_file"] or "").strip() or None
+    if "owner_id" in out and out["owner_id"] not in (None, "", 0):
+        if db.session.get(Agent, int(out["owner_id"])) is None:
+            raise InvalidInboxSettings("owner_id", "The chosen owner does not exist.")
+        out["owner_id"] = int(out["owner_id"])
+    elif "owner_id" in out:
+        out["owner_id"] = None
+    if "extra_folders" in out:
+        out["extra_folders"] = _clean_folders(out["extra_folders"])
+    if "email" in out and out["email"] is not None:
+        out["email"] = normalize_email(out["email"])
+        if out["email"] and ("@" not in out["email"] or len(out["email"]) > 320):
+            raise InvalidInboxSettings("email", "Enter the mailbox's own e-mail address, e.g. sales@example.com.")
+    if "create_users" in out:
+        out["create_users"] = bool(out["create_users"])
+    if "enabled" in out:
+        out["enabled"] = bool(out["enabled"])
+    if "host" in out and "username" in out:
+        duplicate = db.session.scalar(
+            db.select(Inbox).where(Inbox.host == out["host"], db.func.lower(Inbox.username) == out["username"].lower())
+        )
+        if duplicate is not None and duplicate.id != inbox_id:
+            raise InvalidInboxSettings("username", f"This mailbox is already connected as “{duplicate.name}”.")
+    return out
+
+
+def create_inbox(
+    *,
+    name: str,
+    host: str,
+    port: int | None,
+    security: str,
+    username: str,
+    password: str,
+    owner_id: int | None,
+    create_users: bool = False,
+    ca_file: str | None = None,
+    extra_folders: Iterable[str] = (),
+    email: str | None = None,
+    check: bool = True,
+) -> Inbox:
+    """Try the login (unless ``check`` is False), save the inbox and enqueue its first sync at once.
+
+    Raises InvalidInboxSettings for bad input and ImapConnectError when the login fails.
+    """
+    values = _validate(dict(name=name, host=host, port=port, security=security, username=username,
+                            owner_id=owner_id, create_users=create_users, ca_file=ca_file,
+                            extra_folders=extra_folders, email=email))
+    if not password:
+        raise InvalidInboxSettings("password", "Enter the password (or app password) of the mailbox.")
+    if not values.get("email"):
+        values["email"] = normalize_email(values["username"]) if "@" in values["username"] else ""
+    if check:
+        check_login(_settings_from(values, password))
+    inbox = Inbox(**values, password_encrypted=encrypt_password(password), status=models.QUEUED,
+                  next_sync_at=_now(), enabled=True)
+    db.session.add(inbox)
+    db.session.commit()
+    log.info("inbox %s connected (%s@%s)", inbox.id, inbox.username, inbox.host)
+    enqueue_sync(inbox.id)
+    return inbox
+
+
+def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
+    from flask import current_app
+
+    return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
+                              username=values["username"], password=password, ca_file=values.get("ca_file"),
+                              timeout=current_app.config.get("IMAP_TIMEOUT", 30))
+
+
+def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = True, **fields: Any) -> Inbox:
+    """Change an inbox. A blank password keeps the stored one.
+
+    When connection fields or the password change, the login is tried again
+    (unless ``check`` is False); an inbox that needed attention is queued and
+    synced again.
+    """
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"update_inbox() got unknown fields: {', '.join(sorted(unknown))}")
+    merged = {f: getattr(inbox, f) for f in ("host", "port", "security", "username")}
+    merged.update(fields)
+    values = _validate(merged, inbox_id=inbox.id)
+    values = {k: v for k, v in values.items() if k in fields or k in merged}
+    changed = {k for k, v in values.items() if getattr(inbox, k) != v}
+    password = password or None
+    credentials_changed = bool(password) or bool(changed & set(CONNECTION_FIELDS))
+    if credentials_changed and check:
+        merged_values = {f: values.get(f, getattr(inbox, f)) for f in CONNECTION_FIELDS}
+        check_login(_settings_from(merged_values, password or decrypt_password(inbox.password_encrypted)))
+    enabled = values.pop("enabled", None)
+    for key, value in values.items():
+        setattr(inbox, key, value)
+    if password:
+        inbox.password_encrypted = encrypt_password(password)
+    if changed & set(MAILBOX_FIELDS):
+        # Possibly another mailbox: its UIDs mean nothing here, so re-match stored mail by Message-ID.
+        for folder in inbox.folders:
+            folder.uidvalidity = None
+    requeue = credentials_changed or "extra_folders" in changed
+    if credentials_changed and inbox.status in (models.NEEDS_ATTENTION, models.ERROR):
+        inbox.status = models.QUEUED
+        inbox.error = inbox.error_hint = None
+        inbox.failures = 0
+        inbox.next_sync_at = _now()
+    db.session.commit()
+    if enabled is not None and enabled != inbox.enabled:
+        set_enabled(inbox, enabled)
+    elif requeue and inbox.enabled:
+        enqueue_sync(inbox.id)
+    return inbox
+
+
+def set_enabled(inbox: Inbox, enabled: bool) -> Inbox:
+    """Pause or resume syncing (stored mail stays)."""
+    inbox.enabled = bool(enabled)
+    if enabled:
+        inbox.status = models.QUEUED
+        inbox.error = inbox.error_hint = None
+        inbox.failures = 0
+        inbox.next_sync_at = _now()
+    else:
+        inbox.status = models.DISABLED
+        inbox.next_sync_at = None
+    db.session.commit()
+    if enabled:
+        enqueue_sync(inbox.id)
+    else:
+        cancel_queued_sync(inbox.id)
+    return inbox
+
+
+def delete_inbox(inbox_id: int) -> bool:
+    """Remove the inbox and all its stored mail; returns False when there was no such inbox."""
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is None:
+        return False
+    cancel_queued_sync(inbox_id)
+    # Set-based, children first: far faster than ORM cascades on 100k messages.
+    db.session.execute(db.delete(MessageAddress).where(MessageAddress.inbox_id == inbox_id))
+    db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id))
+    db.session.execute(db.delete(Folder).where(Folder.inbox_id == inbox_id))
+    db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
+    db.session.execute(db.delete(Inbox).where(Inbox.id == inbox_id))
+    db.session.commit()
+    db.session.expunge_all()
+    log.info("inbox %s deleted with its stored mail", inbox_id)
+    return True
+
+
+def inbox_status(inbox: Inbox) -> dict[str, Any]:
+    """What the UI shows about an inbox's sync: no password, no secrets."""
+    return {
+        "id": inbox.id,
+        "status": inbox.status,
+        "enabled": inbox.enabled,
+        "progress_done": inbox.progress_done or 0,
+        "progress_total": inbox.progress_total or 0,
+        "error": inbox.error,
+        "error_hint": inbox.error_hint,
+        "last_synced_at": _iso(inbox.last_synced_at),
+        "next_sync_at": _iso(inbox.next_sync_at),
+        "message_count": inbox.message_count or 0,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()

@@ -1,0 +1,188 @@
+"""Set-based writes of synced mail: one executemany per table per batch, never a query per message.
+
+Everything here runs inside the caller's transaction; the sync commits once
+per batch, so a failed batch leaves nothing half-written.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from host_app.extensions import db
+
+from .models import Message, MessageAddress
+
+messages = Message.__table__
+addresses = MessageAddress.__table__
+
+CHUNK = 500  # ids per IN (...) list: far below every database's parameter limit
+
+
+def _chunks(items: Sequence, size: int = CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def stored_uids(folder_id: int) -> set[int]:
+    """UIDs of the folder's messages (stale rows awaiting a re-match have negative UIDs and are left out)."""
+    rows = db.session.execute(sa.select(messages.c.uid).where(messages.c.folder_id == folder_id, messages.c.uid > 0))
+    return {uid for (uid,) in rows}
+
+
+def stored_count(folder_id: int) -> int:
+    return db.session.execute(
+        sa.select(sa.func.count()).select_from(messages).where(messages.c.folder_id == folder_id, messages.c.uid > 0)
+    ).scalar_one()
+
+
+def inbox_message_count(inbox_id: int) -> int:
+    return db.session.execute(
+        sa.select(sa.func.count()).select_from(messages).where(messages.c.inbox_id == inbox_id, messages.c.uid > 0)
+    ).scalar_one()
+
+
+def uid_range(folder_id: int) -> tuple[int | None, int | None]:
+    low, high = db.session.execute(
+        sa.select(sa.func.min(messages.c.uid), sa.func.max(messages.c.uid))
+        .where(messages.c.folder_id == folder_id, messages.c.uid > 0)
+    ).one()
+    return low, high
+
+
+def existing_uids(folder_id: int, uids: Iterable[int]) -> set[int]:
+    """Which of ``uids`` are already stored (a guard against storing one message twice)."""
+    found: set[int] = set()
+    ordered = sorted(uids)
+    if not ordered:
+        return found
+    rows = db.session.execute(
+        sa.select(messages.c.uid).where(messages.c.folder_id == folder_id,
+                                        messages.c.uid.between(ordered[0], ordered[-1]))
+    )
+    wanted = set(ordered)
+    return {uid for (uid,) in rows if uid in wanted}
+
+
+def mark_stale(folder_id: int) -> int:
+    """After a UIDVALIDITY change: park every stored message under a negative UID until it is re-matched."""
+    result = db.session.execute(
+        sa.update(messages).where(messages.c.folder_id == folder_id, messages.c.uid > 0)
+        .values(uid=-messages.c.id)
+    )
+    return result.rowcount or 0
+
+
+def has_stale(folder_id: int) -> bool:
+    return db.session.execute(
+        sa.select(messages.c.id).where(messages.c.folder_id == folder_id, messages.c.uid < 0).limit(1)
+    ).first() is not None
+
+
+def stale_by_key(folder_id: int, keys: Iterable[str]) -> dict[str, list[int]]:
+    """Stale rows (negative UID) of the folder with these dedup keys: key -> message ids."""
+    found: dict[str, list[int]] = {}
+    for chunk in _chunks(sorted(set(keys))):
+        rows = db.session.execute(
+            sa.select(messages.c.dedup_key, messages.c.id)
+            .where(messages.c.folder_id == folder_id, messages.c.uid < 0, messages.c.dedup_key.in_(chunk))
+            .order_by(messages.c.id)
+        )
+        for key, message_pk in rows:
+            found.setdefault(key, []).append(message_pk)
+    return found
+
+
+def rematch(updates: Sequence[dict[str, Any]]) -> None:
+    """Give re-matched stale rows their new UID and flags: ``[{"pk": id, "new_uid": uid, "new_flags": flags}]``."""
+    if not updates:
+        return
+    db.session.execute(
+        sa.update(messages).where(messages.c.id == sa.bindparam("pk"))
+        .values(uid=sa.bindparam("new_uid"), flags=sa.bindparam("new_flags")),
+        list(updates),
+    )
+
+
+def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
+    """Insert messages and their addresses; returns the new message ids in the order of ``rows``."""
+    if not rows:
+        return []
+    ids = db.session.execute(
+        sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True), list(rows)
+    ).scalars().all()
+    flat = []
+    for message_pk, message_addresses in zip(ids, address_rows):
+        for row in message_addresses:
+            row["message_pk"] = message_pk
+            flat.append(row)
+    if flat:
+        db.session.execute(sa.insert(addresses), flat)
+    return list(ids)
+
+
+def delete_message_ids(ids: Sequence[int]) -> int:
+    """Delete messages (and their addresses) by primary key."""
+    count = 0
+    for chunk in _chunks(list(ids)):
+        db.session.execute(sa.delete(addresses).where(addresses.c.message_pk.in_(chunk)))
+        count += db.session.execute(sa.delete(messages).where(messages.c.id.in_(chunk))).rowcount or 0
+    return count
+
+
+def delete_uids(folder_id: int, uids: Iterable[int]) -> int:
+    """Delete the folder's messages with these UIDs (expunged on the server)."""
+    ids: list[int] = []
+    for chunk in _chunks(sorted(uids)):
+        ids.extend(db.session.execute(
+            sa.select(messages.c.id).where(messages.c.folder_id == folder_id, messages.c.uid.in_(chunk))
+        ).scalars())
+    return delete_message_ids(ids)
+
+
+def delete_stale(folder_id: int) -> int:
+    """Delete parked rows that were not found again after a UIDVALIDITY change."""
+    ids = db.session.execute(
+        sa.select(messages.c.id).where(messages.c.folder_id == folder_id, messages.c.uid < 0)
+    ).scalars().all()
+    return delete_message_ids(ids)
+
+
+def delete_folder_messages(folder_id: int) -> int:
+    ids = db.session.execute(sa.select(messages.c.id).where(messages.c.folder_id == folder_id)).scalars().all()
+    return delete_message_ids(ids)
+
+
+def update_flags(folder_id: int, flags_by_uid: dict[int, str]) -> int:
+    """Store changed flags (CONDSTORE); returns how many stored messages changed."""
+    if not flags_by_uid:
+        return 0
+    current = {}
+    for chunk in _chunks(sorted(flags_by_uid)):
+        current.update(db.session.execute(
+            sa.select(messages.c.uid, messages.c.flags)
+            .where(messages.c.folder_id == folder_id, messages.c.uid.in_(chunk))
+        ).all())
+    changes = [{"f": folder_id, "u": uid, "new_flags": flags}
+               for uid, flags in flags_by_uid.items() if uid in current and current[uid] != flags]
+    if changes:
+        db.session.execute(
+            sa.update(messages)
+            .where(messages.c.folder_id == sa.bindparam("f"), messages.c.uid == sa.bindparam("u"))
+            .values(flags=sa.bindparam("new_flags")),
+            changes,
+        )
+    return len(changes)
+
+
+def set_direction(folder_id: int, direction: str | None, own_addresses: Iterable[str] = ()) -> None:
+    """Re-derive direction after a folder's role changed (Sent: all out; else out only when we sent it)."""
+    if direction is not None:
+        db.session.execute(sa.update(messages).where(messages.c.folder_id == folder_id).values(direction=direction))
+        return
+    own = [a for a in own_addresses if a]
+    db.session.execute(
+        sa.update(messages).where(messages.c.folder_id == folder_id)
+        .values(direction=sa.case((messages.c.from_email.in_(own), "out"), else_="in") if own else "in")
+    )

@@ -1,0 +1,583 @@
+"""The sync of one inbox: read-only, incremental, resumable, set-based.
+
+Per folder (INBOX, Sent, extra folders):
+
+1. STATUS (MESSAGES UIDNEXT UIDVALIDITY [HIGHESTMODSEQ]). Nothing changed since
+   the last completed sync: done, without EXAMINE or FETCH.
+2. UIDVALIDITY changed: stored messages are parked under negative UIDs and
+   re-matched by dedup key (Message-ID) while the folder is read again, so
+   nothing is duplicated or lost; parked rows not found again are deleted.
+3. EXAMINE (read-only). Flags changed since the stored HIGHESTMODSEQ are
+   updated (CONDSTORE).
+4. Initial sync: UID SEARCH ALL, then every UID not stored yet, newest first,
+   in batches. Each batch is one FETCH of metadata (BODY.PEEK), one bulk
+   insert of messages and one of addresses, and one commit with the
+   checkpoint and progress; interrupted, the next run continues with what is
+   not stored yet.
+5. Incremental sync: UID SEARCH UID high+1:* for new mail; if the message
+   count does not add up, UID SEARCH ALL finds what was expunged (deleted
+   here) and any gap (fetched).
+
+Events are emitted after each committed batch and once at the end of the run.
+"""
+from __future__ import annotations
+
+import imaplib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import current_app
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_exceptions
+from sqlalchemy.exc import IntegrityError
+
+from host_app.extensions import db
+
+from . import events, store
+from .connection import ImapConnectError, classify_error, close, connect
+from .crypto import EncryptionKeyError
+from .fetch import (
+    FetchedMessage, FetchFailed, FolderState, examine, fetch_basic, fetch_changed_flags, fetch_metadata,
+    folder_status, has_capability, preview_item, search_uids, uids_above,
+)
+from .folders import plan_folders
+from .headers import dedup_key, parse_headers
+from .models import (
+    DISABLED, ERROR, NEEDS_ATTENTION, OK, ROLE_SENT, SYNCING, Folder, Inbox, SyncRun,
+)
+from .preview import clean_preview, preview_from_body
+from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 1000
+KEEP_SYNC_RUNS = 50
+Progress = Callable[[int, int], None]
+
+# Errors that mean "the conversation with the server failed", as opposed to bugs.
+NETWORK_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, FetchFailed)
+
+
+class SyncAborted(Exception):
+    """The sync stopped on purpose: the inbox was deleted or paused, or the lock was lost."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class FolderReport:
+    """What one run did to one folder (goes into the summary and SyncRun.details)."""
+
+    def __init__(self, name: str, role: str):
+        self.name = name
+        self.role = role
+        self.new = 0
+        self.removed = 0
+        self.updated = 0
+        self.flagged = 0
+        self.unchanged = False
+        self.uidvalidity_changed = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "new": self.new, "removed": self.removed, "updated": self.updated,
+                "flagged": self.flagged, "unchanged": self.unchanged,
+                "uidvalidity_changed": self.uidvalidity_changed}
+
+
+class InboxSync:
+    """Syncs the folders of one inbox over one logged-in connection."""
+
+    def __init__(self, inbox: Inbox, run_id: int, *, on_progress: Progress | None = None, lock=None):
+        config = current_app.config
+        self.inbox_id = inbox.id
+        self.run_id = run_id
+        self.extra_folders = list(inbox.extra_folders or [])
+        self.own_addresses = {a for a in (inbox.email, inbox.username.lower()) if a and "@" in a}
+        self.batch_size = max(1, int(config.get("IMAP_FETCH_BATCH", DEFAULT_BATCH)))
+        self.preview_mode = config.get("IMAP_PREVIEW", "server")
+        self.on_progress = on_progress
+        self.lock = lock
+        self.reports: dict[str, FolderReport] = {}
+        self.missing_folders: list[str] = []
+        self.sent_found = True
+        self.progress_done = 0
+        self.progress_total = 0
+        self.condstore = False
+        self.preview = ""
+
+    # ------------------------------------------------------------------ totals
+
+    @property
+    def new_messages(self) -> int:
+        return sum(r.new for r in self.reports.values())
+
+    @property
+    def removed_messages(self) -> int:
+        return sum(r.removed for r in self.reports.values())
+
+    @property
+    def updated_messages(self) -> int:
+        return sum(r.updated for r in self.reports.values())
+
+    @property
+    def flagged_messages(self) -> int:
+        return sum(r.flagged for r in self.reports.values())
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "folders": {name: report.to_dict() for name, report in self.reports.items()},
+            "missing_folders": self.missing_folders,
+            "sent_folder_found": self.sent_found,
+        }
+
+    # ------------------------------------------------------------------ run
+
+    def sync(self, client: IMAPClient) -> None:
+        self.condstore = has_capability(client, "CONDSTORE")
+        self.preview = preview_item(client, self.preview_mode)
+        plan = plan_folders(client, self.extra_folders)
+        self.missing_folders = plan.missing
+        self.sent_found = plan.sent_found
+        folders = self._folder_rows(plan)
+        states = {folder.id: folder_status(client, folder.name, self.condstore) for folder in folders}
+        self.progress_total = sum(state.messages for state in states.values())
+        self.progress_done = sum(folder.message_count or 0 for folder in folders)
+        self._save_progress()
+        for folder in folders:
+            self._sync_folder(client, folder, states[folder.id])
+        inbox = db.session.get(Inbox, self.inbox_id)
+        inbox.message_count = store.inbox_message_count(self.inbox_id)
+        inbox.progress_done = inbox.progress_total = inbox.message_count
+        db.session.commit()
+
+    def _folder_rows(self, plan) -> list[Folder]:
+        """Folder rows for the plan; rows of folders no longer synced go, with their mail."""
+        existing = {f.name: f for f in db.session.scalars(db.select(Folder).where(Folder.inbox_id == self.inbox_id))}
+        wanted = {choice.name: choice.role for choice in plan.folders}
+        for name, folder in existing.items():
+            if name not in wanted:
+                removed = store.delete_folder_messages(folder.id)
+                db.session.delete(folder)
+                self.reports[name] = report = FolderReport(name, folder.role)
+                report.removed = removed
+                log.info("inbox %s: folder %r is no longer synced; removed %s messages", self.inbox_id, name, removed)
+        rows = []
+        for choice in plan.folders:
+            folder = existing.get(choice.name)
+            if folder is None:
+                folder = Folder(inbox_id=self.inbox_id, name=choice.name, role=choice.role, high_uid=0,
+                                initial_done=False, message_count=0)
+                db.session.add(folder)
+            elif folder.role != choice.role:
+                store.set_direction(folder.id, "out" if choice.role == ROLE_SENT else None, self.own_addresses)
+                folder.role = choice.role
+            rows.append(folder)
+        db.session.commit()
+        return rows
+
+    def _check_alive(self) -> None:
+        if self.lock is not None and getattr(self.lock, "lost", False):
+            raise SyncAborted("lock_lost")
+        enabled = db.session.execute(db.select(Inbox.enabled).where(Inbox.id == self.inbox_id)).scalar()
+        if enabled is None:
+            raise SyncAborted("deleted")
+        if not enabled:
+            raise SyncAborted("disabled")
+
+    def _save_progress(self) -> None:
+        db.session.execute(
+            db.update(Inbox).where(Inbox.id == self.inbox_id)
+            .values(progress_done=min(self.progress_done, self.progress_total), progress_total=self.progress_total)
+        )
+        db.session.commit()
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(min(self.progress_done, self.progress_total), self.progress_total)
+
+    # ------------------------------------------------------------------ one folder
+
+    def _sync_folder(self, client: IMAPClient, folder: Folder, status: FolderState) -> None:
+        report = self.reports.setdefault(folder.name, FolderReport(folder.name, folder.role))
+        if status.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
+            if folder.uidvalidity is not None or store.stored_count(folder.id):
+                report.uidvalidity_changed = True
+                parked = store.mark_stale(folder.id)
+                self.progress_done -= folder.message_count or 0
+                folder.message_count = 0
+                log.info("inbox %s: UIDVALIDITY of %r changed; re-matching %s stored messages",
+                         self.inbox_id, folder.name, parked)
+            folder.uidvalidity = status.uidvalidity
+            folder.initial_done = False
+            folder.low_uid = None
+            folder.high_uid = 0
+            folder.uidnext = None
+            folder.highestmodseq = None
+            db.session.commit()
+
+        if (folder.initial_done and folder.uidnext == status.uidnext and folder.message_count == status.messages
+                and (not self.condstore or folder.highestmodseq == status.highestmodseq)):
+            report.unchanged = True
+            folder.last_synced_at = utcnow()
+            db.session.commit()
+            return
+
+        selected = examine(client, folder.name, status)
+        if self.condstore and folder.highestmodseq and selected.highestmodseq != folder.highestmodseq:
+            low, high = store.uid_range(folder.id)
+            if high:
+                changed = fetch_changed_flags(client, low, high, folder.highestmodseq)
+                report.updated += store.update_flags(folder.id, changed)
+        folder.highestmodseq = selected.highestmodseq
+        db.session.commit()
+
+        if not folder.initial_done:
+            self._initial(client, folder, report)
+        else:
+            self._incremental(client, folder, selected, report)
+
+        folder.uidnext = selected.uidnext
+        folder.message_count = store.stored_count(folder.id)
+        folder.last_synced_at = utcnow()
+        db.session.commit()
+
+    def _initial(self, client: IMAPClient, folder: Folder, report: FolderReport) -> None:
+        server_uids = search_uids(client, "ALL")
+        server_set = set(server_uids)
+        stored = store.stored_uids(folder.id)
+        gone = stored - server_set
+        if gone:
+            report.removed += store.delete_uids(folder.id, gone)
+            self.progress_done -= len(gone)
+            db.session.commit()
+        todo = sorted(server_set - stored, reverse=True)  # newest first
+        rematching = store.has_stale(folder.id)
+        for start in range(0, len(todo), self.batch_size):
+            self._store_batch(client, folder, todo[start:start + self.batch_size], report, rematching, initial=True)
+        if rematching:
+            report.removed += store.delete_stale(folder.id)
+        folder.initial_done = True
+        folder.high_uid = max(server_uids, default=folder.high_uid or 0)
+        if server_uids:
+            folder.low_uid = min(folder.low_uid or server_uids[0], min(server_uids))
+        db.session.commit()
+
+    def _incremental(self, client: IMAPClient, folder: Folder, selected: FolderState, report: FolderReport) -> None:
+        high = folder.high_uid or 0
+        new = uids_above(client, high)
+        stored_count = store.stored_count(folder.id)
+        if selected.messages != stored_count + len(new):
+            # Something was expunged (or a message is missing here): compare the full UID lists.
+            server_set = set(search_uids(client, "ALL"))
+            stored = store.stored_uids(folder.id)
+            gone = stored - server_set
+            if gone:
+                report.removed += store.delete_uids(folder.id, gone)
+                self.progress_done -= len(gone)
+                db.session.commit()
+            new = sorted((server_set - stored) | set(new))
+        todo = sorted(set(new), reverse=True)
+        for start in range(0, len(todo), self.batch_size):
+            self._store_batch(client, folder, todo[start:start + self.batch_size], report, False, initial=False)
+        if todo:
+            folder.high_uid = max(high, todo[0])
+            db.session.commit()
+
+    # ------------------------------------------------------------------ one batch
+
+    def _fetch(self, client: IMAPClient, uids: list[int]) -> dict[int, FetchedMessage]:
+        try:
+            return fetch_metadata(client, uids, self.preview)
+        except FetchFailed as exc:
+            log.warning("inbox %s: batch FETCH refused (%s); fetching one by one", self.inbox_id, exc)
+        fetched: dict[int, FetchedMessage] = {}
+        for uid in uids:
+            try:
+                fetched.update(fetch_metadata(client, [uid], self.preview))
+            except FetchFailed:
+                basic = fetch_basic(client, uid)
+                if basic is not None:
+                    basic.complete = False
+                    fetched[uid] = basic
+        return fetched
+
+    def _store_batch(self, client: IMAPClient, folder: Folder, uids: list[int], report: FolderReport,
+                     rematching: bool, initial: bool) -> None:
+        self._check_alive()
+        fetched = self._fetch(client, uids)
+        already = store.existing_uids(folder.id, fetched)
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        address_rows: list[list[dict[str, Any]]] = []
+        for uid in sorted(fetched, reverse=True):
+            if uid in already:
+                continue
+            row, addresses = self._message_row(folder, fetched[uid], now)
+            rows.append(row)
+            address_rows.append(addresses)
+
+        if rematching and rows:
+            rows, address_rows = self._rematch(folder, rows, address_rows, report)
+
+        store.insert_messages(rows, address_rows)
+        report.new += len(rows)
+        report.flagged += sum(1 for row in rows if row["parse_error"])
+        self.progress_done += len(fetched) - len(already)
+
+        low = min(uids)
+        folder.low_uid = low if folder.low_uid is None else min(folder.low_uid, low)
+        folder.high_uid = max(folder.high_uid or 0, max(uids))
+        folder.message_count = (folder.message_count or 0) + len(fetched) - len(already)
+        db.session.execute(
+            db.update(Inbox).where(Inbox.id == self.inbox_id)
+            .values(progress_done=min(self.progress_done, self.progress_total), progress_total=self.progress_total)
+        )
+        db.session.commit()  # the batch, its checkpoint and the progress: all or nothing
+        self._report_progress()
+
+        if rows:
+            senders = [r["from_email"] for r in rows if r["direction"] == "in" and r["from_email"]]
+            recipients = [a["email"] for r, addrs in zip(rows, address_rows) if r["direction"] == "out"
+                          for a in addrs if a["role"] in ("to", "cc")]
+            events.emit_new_mail(
+                inbox_id=self.inbox_id, folder_id=folder.id,
+                batch_key=f"{self.inbox_id}:{folder.id}:{folder.uidvalidity}:{min(uids)}-{max(uids)}",
+                senders=senders, recipients=recipients, initial=initial,
+            )
+
+    def _rematch(self, folder: Folder, rows, address_rows, report: FolderReport):
+        """Rows whose message was stored before the UIDVALIDITY change get their new UID instead of a copy."""
+        parked = store.stale_by_key(folder.id, (row["dedup_key"] for row in rows))
+        updates = []
+        keep_rows, keep_addresses = [], []
+        for row, addresses in zip(rows, address_rows):
+            candidates = parked.get(row["dedup_key"])
+            if candidates:
+                updates.append({"pk": candidates.pop(0), "new_uid": row["uid"], "new_flags": row["flags"]})
+            else:
+                keep_rows.append(row)
+                keep_addresses.append(addresses)
+        store.rematch(updates)
+        report.updated += len(updates)
+        return keep_rows, keep_addresses
+
+    def _message_row(self, folder: Folder, message: FetchedMessage, now: datetime):
+        parsed = parse_headers(message.header, message.internal_date)
+        errors = parsed.errors
+        if not message.complete:
+            errors.insert(0, "the server could not give this message's headers")
+        date = parsed.date or message.internal_date or now
+        direction = "out" if folder.role == ROLE_SENT or parsed.from_email in self.own_addresses else "in"
+        if message.preview is not None:
+            preview = clean_preview(message.preview)
+        elif message.text is not None:
+            preview = preview_from_body(message.text, parsed.content_type_raw, parsed.transfer_encoding)
+        else:
+            preview = None
+        row = {
+            "inbox_id": self.inbox_id,
+            "folder_id": folder.id,
+            "uid": message.uid,
+            "message_id": parsed.message_id,
+            "dedup_key": dedup_key(parsed.message_id, parsed.from_email, date, parsed.subject, message.size),
+            "direction": direction,
+            "subject": parsed.subject,
+            "from_email": parsed.from_email,
+            "from_name": parsed.from_name,
+            "date": date,
+            "internal_date": message.internal_date,
+            "size": message.size,
+            "flags": message.flags,
+            "in_reply_to": parsed.in_reply_to,
+            "references": parsed.references,
+            "auto_submitted": parsed.auto_submitted,
+            "precedence": parsed.precedence,
+            "list_id": parsed.list_id,
+            "list_unsubscribe": parsed.list_unsubscribe,
+            "x_autoreply": parsed.x_autoreply,
+            "content_type": parsed.content_type,
+            "automated": parsed.automated,
+            "preview": preview,
+            "parse_error": parsed.parse_error,
+            "created_at": now,
+        }
+        for key in ("message_id", "dedup_key", "in_reply_to", "references", "preview", "list_id"):
+            value = row[key]
+            if value and "\x00" in value:  # PostgreSQL refuses NUL in text
+                row[key] = value.replace("\x00", "")
+        addresses = [
+            {"role": role, "email": email, "name": name, "inbox_id": self.inbox_id, "date": date}
+            for role, email, name in parsed.addresses
+        ]
+        return row, addresses
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, run_id: int | None = None,
+             **extra: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"inbox_id": inbox_id, "status": status, "sync_run_id": run_id}
+    if syncer is not None:
+        summary.update(
+            new_messages=syncer.new_messages,
+            removed_messages=syncer.removed_messages,
+            updated_messages=syncer.updated_messages,
+            flagged_messages=syncer.flagged_messages,
+            **syncer.details(),
+        )
+    summary.update(extra)
+    return summary
+
+
+def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -> dict[str, Any]:
+    """Sync one inbox now (the caller holds its lock); returns a JSON-able summary. Never leaks the password."""
+    from .service import settings_for
+
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is None:
+        return _summary(inbox_id, "not_found")
+    if not inbox.enabled:
+        return _summary(inbox_id, "disabled")
+    started = time.monotonic()
+    run = SyncRun(inbox_id=inbox_id, status="running", started_at=utcnow())
+    db.session.add(run)
+    inbox.status = SYNCING
+    inbox.next_sync_at = utcnow() + _seconds(WATCHDOG)  # retried if this process dies without a word
+    db.session.commit()
+    run_id = run.id
+    syncer = InboxSync(inbox, run_id, on_progress=on_progress, lock=lock)
+    settings = None
+    try:
+        settings = settings_for(inbox)
+        client = connect(settings)
+        try:
+            syncer.sync(client)
+        finally:
+            close(client)
+    except EncryptionKeyError as exc:
+        error = ImapConnectError("auth_failed", str(exc), "Enter the mailbox password again in the inbox settings.",
+                                 permanent=True)
+        return _failed(inbox_id, run_id, syncer, error, started)
+    except ImapConnectError as exc:
+        return _failed(inbox_id, run_id, syncer, exc, started)
+    except SyncAborted as exc:
+        return _aborted(inbox_id, run_id, syncer, exc.reason, started)
+    except FetchFailed as exc:
+        error = ImapConnectError("server_error", f"The server refused to read messages ({exc}).",
+                                 "This is usually temporary; the sync retries automatically.")
+        return _failed(inbox_id, run_id, syncer, error, started)
+    except NETWORK_ERRORS as exc:
+        return _failed(inbox_id, run_id, syncer, classify_error(exc, settings), started)
+    except Exception as exc:
+        if isinstance(exc, IntegrityError):
+            db.session.rollback()
+            if db.session.get(Inbox, inbox_id) is None:  # deleted while a batch was being written
+                return _summary(inbox_id, "deleted", syncer, run_id)
+        log.exception("inbox %s: sync failed unexpectedly", inbox_id)
+        error = ImapConnectError("server_error", f"The sync failed unexpectedly ({type(exc).__name__}).",
+                                 "This is a bug; it has been logged. The sync retries automatically.")
+        _failed(inbox_id, run_id, syncer, error, started)
+        raise
+    return _succeeded(inbox_id, run_id, syncer, started)
+
+
+def _seconds(n: int):
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
+
+
+def _finish_run(run_id: int, syncer: InboxSync, status: str, error: str | None = None) -> None:
+    run = db.session.get(SyncRun, run_id)
+    if run is None:
+        return
+    run.status = status
+    run.finished_at = utcnow()
+    run.error = error
+    run.new_messages = syncer.new_messages
+    run.removed_messages = syncer.removed_messages
+    run.updated_messages = syncer.updated_messages
+    run.flagged_messages = syncer.flagged_messages
+    run.details = syncer.details()
+
+
+def _prune_runs(inbox_id: int) -> None:
+    keep = db.session.scalars(
+        db.select(SyncRun.id).where(SyncRun.inbox_id == inbox_id).order_by(SyncRun.id.desc())
+        .offset(KEEP_SYNC_RUNS).limit(1)
+    ).first()
+    if keep is not None:
+        db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id, SyncRun.id <= keep))
+
+
+def _succeeded(inbox_id: int, run_id: int, syncer: InboxSync, started: float) -> dict[str, Any]:
+    inbox = db.session.get(Inbox, inbox_id)
+    now = utcnow()
+    inbox.status = OK if inbox.enabled else DISABLED
+    inbox.error = inbox.error_hint = None
+    inbox.failures = 0
+    inbox.last_synced_at = now
+    inbox.next_sync_at = next_regular_sync(inbox_id, now) if inbox.enabled else None
+    if syncer.missing_folders:
+        inbox.error = "Folders not found on the server: " + ", ".join(syncer.missing_folders)[:500]
+        inbox.error_hint = "Check the folder names in the inbox settings (they are matched ignoring case)."
+    _finish_run(run_id, syncer, "ok")
+    _prune_runs(inbox_id)
+    db.session.commit()
+    events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
+                             removed_messages=syncer.removed_messages, status="ok")
+    log.info("inbox %s synced: %s new, %s removed, %s updated in %.1fs", inbox_id, syncer.new_messages,
+             syncer.removed_messages, syncer.updated_messages, time.monotonic() - started)
+    return _summary(inbox_id, "ok", syncer, run_id, message_count=inbox.message_count,
+                    seconds=round(time.monotonic() - started, 3))
+
+
+def _failed(inbox_id: int, run_id: int, syncer: InboxSync, error: ImapConnectError, started: float) -> dict[str, Any]:
+    db.session.rollback()  # the batch in flight, if any: nothing half-written
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is None:
+        return _summary(inbox_id, "deleted", syncer, run_id)
+    if error.permanent:
+        inbox.status = NEEDS_ATTENTION
+        inbox.next_sync_at = None  # no retries until the settings change
+        status = "needs_attention"
+    else:
+        inbox.failures = (inbox.failures or 0) + 1
+        inbox.status = ERROR
+        inbox.next_sync_at = next_retry(inbox.failures)
+        status = "failed"
+    inbox.error = error.message
+    inbox.error_hint = error.hint
+    inbox.message_count = store.inbox_message_count(inbox_id)
+    _finish_run(run_id, syncer, "failed", error.message)
+    _prune_runs(inbox_id)
+    db.session.commit()
+    log.warning("inbox %s: sync failed (%s): %s", inbox_id, error.kind, error.message)
+    if syncer.new_messages or syncer.removed_messages:
+        # What was committed before the failure is there for listeners to see.
+        events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
+                                 removed_messages=syncer.removed_messages, status="failed")
+    return _summary(inbox_id, status, syncer, run_id, error=error.message, error_kind=error.kind,
+                    hint=error.hint, retry_at=inbox.next_sync_at.isoformat() if inbox.next_sync_at else None,
+                    seconds=round(time.monotonic() - started, 3))
+
+
+def _aborted(inbox_id: int, run_id: int, syncer: InboxSync, reason: str, started: float) -> dict[str, Any]:
+    db.session.rollback()
+    if reason == "lock_lost":
+        error = ImapConnectError("server_error", "The sync lost its lock (Redis unreachable?) and stopped.",
+                                 "It resumes where it stopped on the next try.", permanent=False)
+        return _failed(inbox_id, run_id, syncer, error, started)
+    inbox = db.session.get(Inbox, inbox_id)
+    if inbox is not None:
+        _finish_run(run_id, syncer, "failed", f"stopped: inbox {reason}")
+        inbox.message_count = store.inbox_message_count(inbox_id)
+        db.session.commit()
+    log.info("inbox %s: sync stopped (inbox %s)", inbox_id, reason)
+    return _summary(inbox_id, reason, syncer, run_id, seconds=round(time.monotonic() - started, 3))
