@@ -308,6 +308,29 @@ def test_our_email_synced_after_the_reply_still_matches(sales, bob):
     assert sorted(db.session.scalars(db.select(Response.matched_by))) == ["header", "subject"]
 
 
+def test_folder_changing_role_is_matched_again(sales, bob):
+    """The sync rewrites directions in place when a folder becomes Sent: the inbox is matched again."""
+    archive = Folder(inbox_id=sales.id, name="Sent Items", role="other")
+    db.session.add(archive)
+    db.session.commit()
+    offer = our_offer(sales, subject="Offer A")
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: A", date=days_ago(9), in_reply_to=offer.message_id)
+    hidden = add_message(sales, from_email="assistant@team.example", to=BOB, subject="Offer B", date=days_ago(10),
+                         direction="in")
+    db.session.execute(db.update(Message).where(Message.id == hidden.id).values(folder_id=archive.id))
+    db.session.commit()
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: B", date=days_ago(9), in_reply_to=hidden.message_id)
+    assert len(process_inbox(sales.id)) == 1
+    # What the sync does when it recognizes the folder as Sent.
+    db.session.execute(db.update(Message).where(Message.folder_id == archive.id).values(direction="out"))
+    archive.role = ROLE_SENT
+    db.session.commit()
+    new = process_inbox(sales.id)
+    assert [(r.our_pk, r.contact_email) for r in new] == [(hidden.id, BOB)]  # the old pair is not news again
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 2
+    assert process_inbox(sales.id) == []
+
+
 def test_reply_received_in_another_inbox_counts(sales, bob):
     support = make_inbox(OTHER_TEAM)
     offer = our_offer(sales)

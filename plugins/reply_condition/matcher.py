@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
 from host_app.extensions import db
-from plugins.imap_inbox.models import Inbox, Message, MessageAddress
+from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
 from .subjects import reply_subject_key, subject_key
@@ -107,15 +107,17 @@ def process_inbox(inbox_id: int) -> list[NewResponse]:
     # The sync committed before emitting its event; end any read transaction so we see everything.
     db.session.commit()
     found: list[NewResponse] = []
+    known: set[tuple[int, int]] = set()  # pairs stored before a rematch: not new
     while True:
         try:
-            batch, more = _process_batch(inbox_id)
+            batch, more, forgotten = _process_batch(inbox_id)
         except Exception:
             db.session.rollback()
             raise
+        known |= forgotten
         found += batch
         if not more:
-            return found
+            return [r for r in found if (r.reply_pk, r.our_pk) not in known]
 
 
 def rebuild() -> int:
@@ -128,11 +130,15 @@ def rebuild() -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Response)) or 0
 
 
-def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
+def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool, set[tuple[int, int]]]:
+    """Match the next batch of the inbox's messages; return (stored, more to do, pairs forgotten by a rematch)."""
     _take_turns()
     if db.session.get(Inbox, inbox_id) is None:
-        return [], False
+        return [], False, set()
     last = _cursor_position(inbox_id)
+    forgotten = _rematch_if_roles_changed(inbox_id)
+    if forgotten is not None:
+        last = 0
     rows = db.session.execute(
         sa.select(
             Message.id,
@@ -152,7 +158,7 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
     ).all()
     if not rows:
         db.session.commit()
-        return [], False
+        return [], False, forgotten or set()
     _index_messages(rows)
     ids = [row.id for row in rows]
     stored = _store(_candidate_pairs(ids))
@@ -160,7 +166,7 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
         sa.update(Cursor).where(Cursor.inbox_id == inbox_id).values(last_message_pk=ids[-1], updated_at=datetime.now(timezone.utc))
     )
     db.session.commit()
-    return stored, len(rows) == BATCH_SIZE
+    return stored, len(rows) == BATCH_SIZE, forgotten or set()
 
 
 def _take_turns() -> None:
@@ -173,6 +179,29 @@ def _cursor_position(inbox_id: int) -> int:
     # A write first: on SQLite it takes the database's write lock for the whole batch.
     db.session.execute(_insert(Cursor).values(inbox_id=inbox_id, last_message_pk=0).on_conflict_do_nothing())
     return db.session.scalar(sa.select(Cursor.last_message_pk).where(Cursor.inbox_id == inbox_id)) or 0
+
+
+def _rematch_if_roles_changed(inbox_id: int) -> set[tuple[int, int]] | None:
+    """Start the inbox over when a folder changed role (the sync then rewrote message directions).
+
+    Returns the (reply, ours) pairs forgotten, so finding them again is not news,
+    or ``None`` when nothing changed.
+    """
+    roles = {str(folder_id): role for folder_id, role in
+             db.session.execute(sa.select(Folder.id, Folder.role).where(Folder.inbox_id == inbox_id))}
+    before = db.session.scalar(sa.select(Cursor.folder_roles).where(Cursor.inbox_id == inbox_id))
+    if before != roles:
+        db.session.execute(sa.update(Cursor).where(Cursor.inbox_id == inbox_id).values(folder_roles=roles))
+    if before is None or all(before.get(folder_id, role) == role for folder_id, role in roles.items()):
+        return None
+    log.info("inbox %s: a folder changed role; matching its messages again", inbox_id)
+    inbox_messages = sa.select(Message.id).where(Message.inbox_id == inbox_id)
+    involved = sa.or_(Response.reply_pk.in_(inbox_messages), Response.our_pk.in_(inbox_messages))
+    forgotten = {tuple(pair) for pair in db.session.execute(sa.select(Response.reply_pk, Response.our_pk).where(involved))}
+    db.session.execute(sa.delete(Response).where(involved))
+    db.session.execute(sa.delete(ReplyReference).where(ReplyReference.message_pk.in_(inbox_messages)))
+    db.session.execute(sa.delete(SubjectKey).where(SubjectKey.message_pk.in_(inbox_messages)))
+    return forgotten
 
 
 def _insert(model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from host_app.extensions import db
@@ -76,4 +76,7 @@ class Cursor(db.Model):
 
     inbox_id: Mapped[int] = mapped_column(ForeignKey("imap_inbox.id", ondelete="CASCADE"), primary_key=True)
     last_message_pk: Mapped[int] = mapped_column(BigInteger, default=0)
+    # {folder id: role} when last looked at. When a folder's role changes the sync rewrites the
+    # direction of its stored messages in place, so the inbox is then matched again from scratch.
+    folder_roles: Mapped[dict | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
