@@ -328,6 +328,10 @@ class DovecotServer:
             d.mkdir(mode=0o755)
         self.users_path.write_text("")
         self.users_path.chmod(0o644)
+        # One passwd-file per user: Dovecot re-reads a passwd-file at most once per second, so a
+        # user added to one shared file right after another login would be "unknown" until then.
+        self.users_dir = self.root / "users.d"
+        self.users_dir.mkdir(mode=0o755)
 
         self._users: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -507,6 +511,19 @@ class DovecotServer:
         tmp.chmod(0o644)
         # Atomic replace: the auth process re-reads the file whenever it changes.
         tmp.replace(self.users_path)
+        path = self.users_dir / user
+        old_mtime = int(path.stat().st_mtime) if path.exists() else None
+        own = self.users_dir / f".{user}.tmp"
+        own.write_text(f"{user}:{{PLAIN}}{password}:{self.mail_uid}:{self.mail_gid}::{self.home(user)}::\n")
+        own.chmod(0o644)
+        if old_mtime is not None:
+            # Dovecot reloads when mtime or size differ; a same-length password needs another mtime.
+            stamp = max(int(time.time()), old_mtime + 1)
+            os.utime(own, (stamp, stamp))
+        own.replace(path)
+        if old_mtime is not None:
+            # ... and it looks at the file at most once per second.
+            time.sleep(1.05 - time.time() % 1)
 
     def home(self, username: str) -> Path:
         return self.home_root / self._norm(username)
@@ -782,11 +799,11 @@ auth_verbose = yes
 
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu {self.users_path}
+  args = scheme=PLAIN username_format=%Lu {self.users_dir}/%Lu
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%Lu {self.users_path}
+  args = username_format=%Lu {self.users_dir}/%Lu
 }}
 
 mail_location = maildir:~/Maildir:LAYOUT=fs
