@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
 from flask_wtf import FlaskForm
+from sqlalchemy.orm import selectinload
 from wtforms.fields.choices import SelectChoice
 
 from host_app.auth import admin_required
@@ -188,7 +189,8 @@ def _render_form(form: InboxForm, inbox: Inbox | None = None, status: int = 200)
 @bp.route("/")
 @admin_required
 def inbox_list():
-    inboxes = db.session.scalars(db.select(Inbox).order_by(Inbox.name, Inbox.id)).all()
+    query = db.select(Inbox).options(selectinload(Inbox.owner)).order_by(Inbox.name, Inbox.id)
+    inboxes = db.session.scalars(query).all()
     rows = [(inbox, public_status(inbox)) for inbox in inboxes]
     return render_template(
         "imap_inbox/list.html",
