@@ -347,6 +347,9 @@ def test_list_shows_progress_and_problems_in_plain_words(app, admin_client, mail
     assert "Needs attention" in page
     assert "The server refused the password." in page and "Create a new app password." in page
     assert re.search(r'data-role="progress" hidden', page)
+    assert "1 inbox needs attention</strong>" in page
+    edit_page = admin_client.get(f"{BASE}/{inbox_id}/edit").text
+    assert "This inbox needs attention:" in edit_page and "The server refused the password." in edit_page
 
     set_inbox(app, inbox_id, status=models.ERROR, error="The server did not answer.", error_hint=None)
     page = admin_client.get(f"{BASE}/").text

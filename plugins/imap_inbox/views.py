@@ -195,6 +195,7 @@ def inbox_list():
     return render_template(
         "imap_inbox/list.html",
         rows=rows,
+        needing_attention=[inbox for inbox, s in rows if s["status"] == models.NEEDS_ATTENTION],
         form=FlaskForm(),
         status_labels=STATUS_LABELS,
         active_statuses=ACTIVE_STATUSES,
@@ -307,4 +308,7 @@ def inbox_delete(inbox_id: int):
         service.delete_inbox(inbox.id)
         flash(f"Deleted {name} and the e-mails the CRM stored from it.", "success")
         return redirect(url_for(".inbox_list"))
-    return render_template("imap_inbox/delete.html", inbox=inbox, form=form, status=public_status(inbox))
+    stored = db.session.scalar(
+        db.select(db.func.count()).select_from(models.Message).where(models.Message.inbox_id == inbox.id)
+    )
+    return render_template("imap_inbox/delete.html", inbox=inbox, form=form, stored=stored or 0)
