@@ -139,8 +139,9 @@ _PYTHON_BLOCK = re.compile(r"(?<!\*\*\n\n)```python\n(.*?)```", re.S)
 def test_walkthrough_shows_every_example_file_verbatim():
     text = WALKTHROUGH.read_text()
     shown = dict(_FILE_BLOCK.findall(text))
-    expected = {"pyproject.toml", "crm_condition_email_domain/__manifest__.py", "crm_condition_email_domain/condition.py",
-                "crm_condition_email_domain/plugin.py", "tests/test_email_domain_condition.py"}
+    package = "crm_condition_email_domain"
+    expected = {"pyproject.toml", f"{package}/__manifest__.py", f"{package}/condition.py", f"{package}/plugin.py",
+                "tests/test_email_domain_condition.py"}
     assert set(shown) == expected
     for path, code in shown.items():
         assert code == (EXAMPLE_DIR / path).read_text(), f"docs show an outdated {path}"

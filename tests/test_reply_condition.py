@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from werkzeug.datastructures import MultiDict
@@ -22,7 +22,7 @@ from plugins.reply_condition.models import Response
 from plugins.reply_condition.subjects import normalize_subject, reply_subject_key, strip_reply_prefixes
 
 ONLY_OURS = {"imap_inbox": "plugins.imap_inbox", "reply_condition": "plugins.reply_condition"}
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 TEAM = "sales@team.example"
 OTHER_TEAM = "support@team.example"
 BOB = "bob@client.example"

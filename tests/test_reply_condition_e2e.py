@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from host_app.models import AutomationRule, AutomationRun, Contact
 from host_app.testing import make_agent
 from plugins.imap_inbox.testing.mailgen import make_message
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 RESPONDED = {"responded": True, "within_days": None, "inbox_id": None}
 _accounts = itertools.count(1)
 
@@ -115,7 +115,7 @@ def test_what_counts_as_a_response_after_a_real_sync(app, sales, owner, runner):
     mid = {p: sales.sent(emails[p], f"Offer for {p}", days_ago(10), f"offer-{p}@team.example") for p in people}
     # ann: In-Reply-To; ben: References only; cat: no thread headers, "AW: RE: <subject>".
     sales.received(emails["ann"], "Re: Offer for ann", days_ago(9), in_reply_to=f"<{mid['ann']}>")
-    sales.received(emails["ben"], "Thoughts", days_ago(9), references=[f"<x@elsewhere.example>", f"<{mid['ben']}>"])
+    sales.received(emails["ben"], "Thoughts", days_ago(9), references=["<x@elsewhere.example>", f"<{mid['ben']}>"])
     sales.received(emails["cat"], "AW: RE:  offer FOR cat", days_ago(9))
     # dan: an auto-reply (Auto-Submitted); gus: X-Autorespond; hal: Precedence: bulk.
     sales.received(emails["dan"], "Automatic reply: Offer for dan", days_ago(10), in_reply_to=f"<{mid['dan']}>",
@@ -245,7 +245,8 @@ def test_automation_tags_the_contact_right_after_the_sync_that_brought_the_reply
     run_worker()
     assert tags() == {"ann@client.example": ["replied"], "ben@client.example": []}
     with app.app_context():
-        runs = [(r.contact_id, r.event_type, r.event_key, r.status) for r in db.session.scalars(db.select(AutomationRun))]
+        runs = [(r.contact_id, r.event_type, r.event_key, r.status)
+                for r in db.session.scalars(db.select(AutomationRun))]
     assert runs == [(ids["ann@client.example"], "contact_replied", "yes@client.example", "fired")]
     sync(app, inbox_id)  # nothing new: no event, no second run
     with app.app_context():

@@ -108,7 +108,10 @@ class RepliedForm(Form):
     within_days = IntegerField(
         "Within (days)",
         description="Optional: the response came at most this many days after our e-mail.",
-        validators=[OptionalValue(), NumberRange(min=0, max=MAX_DAYS, message="Enter a number of days from 0 to %(max)s.")],
+        validators=[
+            OptionalValue(),
+            NumberRange(min=0, max=MAX_DAYS, message="Enter a number of days from 0 to %(max)s."),
+        ],
     )
     inbox_id = SelectField(
         "Our e-mail sent from",

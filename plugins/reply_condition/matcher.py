@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
@@ -91,7 +91,7 @@ def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]
 
 def as_utc(value: datetime) -> datetime:
     """Dates come back naive from SQLite: they were stored in UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------- running
@@ -163,7 +163,9 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool, set[tuple[in
     ids = [row.id for row in rows]
     stored = _store(_candidate_pairs(ids))
     db.session.execute(
-        sa.update(Cursor).where(Cursor.inbox_id == inbox_id).values(last_message_pk=ids[-1], updated_at=datetime.now(timezone.utc))
+        sa.update(Cursor)
+        .where(Cursor.inbox_id == inbox_id)
+        .values(last_message_pk=ids[-1], updated_at=datetime.now(UTC))
     )
     db.session.commit()
     return stored, len(rows) == BATCH_SIZE, forgotten or set()
@@ -197,7 +199,8 @@ def _rematch_if_roles_changed(inbox_id: int) -> set[tuple[int, int]] | None:
     log.info("inbox %s: a folder changed role; matching its messages again", inbox_id)
     inbox_messages = sa.select(Message.id).where(Message.inbox_id == inbox_id)
     involved = sa.or_(Response.reply_pk.in_(inbox_messages), Response.our_pk.in_(inbox_messages))
-    forgotten = {tuple(pair) for pair in db.session.execute(sa.select(Response.reply_pk, Response.our_pk).where(involved))}
+    pairs = db.session.execute(sa.select(Response.reply_pk, Response.our_pk).where(involved))
+    forgotten = {(reply_pk, our_pk) for reply_pk, our_pk in pairs}
     db.session.execute(sa.delete(Response).where(involved))
     db.session.execute(sa.delete(ReplyReference).where(ReplyReference.message_pk.in_(inbox_messages)))
     db.session.execute(sa.delete(SubjectKey).where(SubjectKey.message_pk.in_(inbox_messages)))
@@ -306,7 +309,7 @@ def _store(pairs: dict[tuple[int, int], tuple]) -> list[NewResponse]:
                 "replied_at": replied_at,
                 "delay_seconds": int((replied_at - sent_at).total_seconds()),
                 "matched_by": matched_by,
-                "created_at": datetime.now(timezone.utc),
+                "created_at": datetime.now(UTC),
             }
         )
     inserted = db.session.execute(

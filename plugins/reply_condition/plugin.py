@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import click
 from flask import current_app
@@ -50,7 +50,7 @@ def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
     from host_app.events import emit
 
     max_age = current_app.config.get("REPLY_CONDITION_EVENT_MAX_AGE_DAYS", DEFAULT_EVENT_MAX_AGE_DAYS)
-    oldest = datetime.now(timezone.utc) - timedelta(days=max_age) if max_age else None
+    oldest = datetime.now(UTC) - timedelta(days=max_age) if max_age else None
     by_reply: dict[str, list[NewResponse]] = defaultdict(list)
     for response in found:
         if oldest is None or response.replied_at >= oldest:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from crm_condition_email_domain.condition import EmailDomainCondition, EmailDomainForm
 from host_app.extensions import db
 from host_app.models import Contact
+
+from crm_condition_email_domain.condition import EmailDomainCondition, EmailDomainForm
 
 # Load only this plugin, whatever else is installed next to it.
 PLUGINS = {"email_domain": "crm_condition_email_domain"}
@@ -56,11 +56,13 @@ def test_form_validates_parameters(data, valid):
 
 
 def test_single_and_bulk_evaluation_agree(plugin_app):
-    ids = add_contacts("ann@acme.com", "bob@eu.acme.com", "cid@notacme.com", "dee@example.org", "eve@acme.com.evil.example")
+    ids = add_contacts("ann@acme.com", "bob@eu.acme.com", "cid@notacme.com", "dee@example.org",
+                       "eve@acme.com.evil.example")
     condition = EmailDomainCondition()
     for params, expected in [
         ({"match": "is_one_of", "domains": "acme.com"}, {"ann@acme.com", "bob@eu.acme.com"}),
-        ({"match": "is_not_one_of", "domains": "acme.com, example.org"}, {"cid@notacme.com", "eve@acme.com.evil.example"}),
+        ({"match": "is_not_one_of", "domains": "acme.com, example.org"},
+         {"cid@notacme.com", "eve@acme.com.evil.example"}),
     ]:
         bulk = condition.evaluate_bulk(ids.values(), params)
         single = {c.id for c in db.session.scalars(db.select(Contact)) if condition.evaluate(c, params)}
