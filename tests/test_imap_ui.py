@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import threading
 import zlib
@@ -561,11 +562,15 @@ def live_server(app):
 def browser_page():
     playwright_api = pytest.importorskip("playwright.sync_api")
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--headless", "--no-sandbox"])
         page = browser.new_page()
         page.set_default_timeout(15000)
+        js_errors: list[str] = []
+        page.on("pageerror", lambda error: js_errors.append(str(error)))
         yield page
         browser.close()
+    assert not js_errors, f"uncaught JavaScript errors: {js_errors}"
 
 
 def test_presets_and_live_progress_in_a_browser(app, admin, mailbox, live_server, browser_page):

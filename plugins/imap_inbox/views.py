@@ -6,7 +6,7 @@ write-only: never rendered, never in the status JSON.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
 from flask_wtf import FlaskForm
@@ -80,7 +80,7 @@ def _aware(value) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _iso(value) -> str | None:
@@ -93,7 +93,7 @@ def relative_time(value, now: datetime | None = None) -> str:
     value = _aware(value)
     if value is None:
         return ""
-    seconds = int(((now or datetime.now(timezone.utc)) - value).total_seconds())
+    seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
     past = seconds >= 0
     seconds = abs(seconds)
     if seconds < 45:
@@ -110,7 +110,7 @@ def relative_time(value, now: datetime | None = None) -> str:
 
 def absolute_time(value) -> str:
     value = _aware(value)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
 def public_status(inbox: Inbox) -> dict:
