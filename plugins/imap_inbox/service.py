@@ -244,7 +244,10 @@ def delete_inbox(inbox_id: int) -> bool:
     db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
     db.session.execute(db.delete(Inbox).where(Inbox.id == inbox_id))
     db.session.commit()
-    db.session.expunge_all()
+    # The rows are gone: forget their objects rather than let anyone refresh them.
+    for obj in list(db.session.identity_map.values()):
+        if (isinstance(obj, Inbox) and obj.id == inbox_id) or getattr(obj, "inbox_id", None) == inbox_id:
+            db.session.expunge(obj)
     log.info("inbox %s deleted with its stored mail", inbox_id)
     return True
 

@@ -32,7 +32,6 @@ from typing import Any
 from flask import current_app
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
-from sqlalchemy.exc import IntegrityError
 
 from host_app.extensions import db
 
@@ -337,18 +336,19 @@ class InboxSync:
             db.update(Inbox).where(Inbox.id == self.inbox_id)
             .values(progress_done=min(self.progress_done, self.progress_total), progress_total=self.progress_total)
         )
+        folder_id, uidvalidity = folder.id, folder.uidvalidity
         db.session.commit()  # the batch, its checkpoint and the progress: all or nothing
-        self._report_progress()
 
         if rows:
             senders = [r["from_email"] for r in rows if r["direction"] == "in" and r["from_email"]]
             recipients = [a["email"] for r, addrs in zip(rows, address_rows) if r["direction"] == "out"
                           for a in addrs if a["role"] in ("to", "cc")]
             events.emit_new_mail(
-                inbox_id=self.inbox_id, folder_id=folder.id,
-                batch_key=f"{self.inbox_id}:{folder.id}:{folder.uidvalidity}:{min(uids)}-{max(uids)}",
+                inbox_id=self.inbox_id, folder_id=folder_id,
+                batch_key=f"{self.inbox_id}:{folder_id}:{uidvalidity}:{min(uids)}-{max(uids)}",
                 senders=senders, recipients=recipients, initial=initial,
             )
+        self._report_progress()
 
     def _rematch(self, folder: Folder, rows, address_rows, report: FolderReport):
         """Rows whose message was stored before the UIDVALIDITY change get their new UID instead of a copy."""
@@ -475,10 +475,10 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     except NETWORK_ERRORS as exc:
         return _failed(inbox_id, run_id, syncer, classify_error(exc, settings), started)
     except Exception as exc:
-        if isinstance(exc, IntegrityError):
-            db.session.rollback()
-            if db.session.get(Inbox, inbox_id) is None:  # deleted while a batch was being written
-                return _summary(inbox_id, "deleted", syncer, run_id)
+        db.session.rollback()
+        if db.session.get(Inbox, inbox_id) is None:  # deleted by someone else mid-sync
+            log.info("inbox %s was deleted during its sync", inbox_id)
+            return _summary(inbox_id, "deleted", syncer, run_id)
         log.exception("inbox %s: sync failed unexpectedly", inbox_id)
         error = ImapConnectError("server_error", f"The sync failed unexpectedly ({type(exc).__name__}).",
                                  "This is a bug; it has been logged. The sync retries automatically.")
