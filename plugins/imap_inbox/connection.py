@@ -315,6 +315,8 @@ def provider_hint(host: str, kind: str) -> str:
 _APP_PASSWORD_SIGNS = ("application-specific password", "app password", "app-specific password",
                        "apppassword", "webalert", "web login required", "log in via your web browser",
                        "sign in via your web browser")
+# The connection broke (as opposed to the server answering NO or BAD).
+_CONNECTION_LOST = (imaplib.IMAP4.abort, OSError, EOFError)
 _IMAP_DISABLED_SIGNS = ("not enabled for imap", "imap access is disabled", "imap is disabled",
                         "imap access disabled", "enable imap", "imap use", "authenticated but not connected",
                         "imap not enabled")
@@ -339,6 +341,10 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
     password = settings.password if settings else ""
     where = f"{host}:{port}" if port else host
 
+    if isinstance(exc, imap_exceptions.LoginError) and isinstance(exc.__context__, _CONNECTION_LOST):
+        # imapclient turns every error during LOGIN into LoginError, a dropped connection too:
+        # that says nothing about the password, so classify what really happened (transient).
+        return classify_error(exc.__context__, settings)
     if isinstance(exc, imap_exceptions.LoginError):
         said = _server_text(exc, password)
         lowered = said.lower()
