@@ -1,6 +1,7 @@
 """Real-browser fixtures: the app served over HTTP with real CSRF, a real RQ worker, headless Chromium.
 
-* ``app``: the app with every installed plugin, CSRF on, a fixed IMAP encryption key (shared with the worker).
+* ``app``: the app with every installed plugin, CSRF on, a fixed IMAP encryption key (shared with the worker),
+  and a Redis database and queue of its own (``BROWSER_REDIS_URL``, default db 14).
 * ``live_server``: ``app`` served by werkzeug on 127.0.0.1 (a free port, background thread), plus an RQ
   worker subprocess (``manage.py worker``) on the same database, Redis queue and encryption key.
 * ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800),
@@ -51,6 +52,10 @@ ADMIN_EMAIL = "admin@team.example"  # the `admin` fixture of host_app.testing
 
 # One key for the web app and the worker: a password the form encrypts must decrypt in the worker.
 ENCRYPTION_KEY = Fernet.generate_key().decode()
+# A Redis database and queue of their own: other test runs on the same machine flush TEST_REDIS_URL and run
+# workers on its "test" queue, which would empty or take (and run against another database) our sync jobs.
+BROWSER_REDIS_URL = os.environ.get("BROWSER_REDIS_URL", "redis://127.0.0.1:6379/14")
+BROWSER_QUEUE = "browser"
 
 _HERE = Path(__file__).resolve().parent
 
@@ -79,9 +84,22 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def app(crm_app_factory) -> Flask:
+def redis_url() -> str:
+    """The browser tests' Redis database, emptied before each test (overrides host_app.testing's)."""
+    from redis import Redis
+
+    conn = Redis.from_url(BROWSER_REDIS_URL)
+    conn.flushdb()
+    conn.close()
+    return BROWSER_REDIS_URL
+
+
+@pytest.fixture
+def app(crm_app_factory, redis_url) -> Flask:
     """The app with every installed plugin and real CSRF protection (overrides host_app.testing's ``app``)."""
-    return crm_app_factory(WTF_CSRF_ENABLED=True, IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY)
+    return crm_app_factory(
+        WTF_CSRF_ENABLED=True, IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, REDIS_URL=redis_url, RQ_QUEUE=BROWSER_QUEUE
+    )
 
 
 class RQWorkerProcess:
