@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,10 +44,57 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+_marks_file: str | None = None
+_marks_started = time.perf_counter()
+
+
+def mark(what: str) -> None:
+    """Note (child side) that the phase reached ``what``; read back by the parent when it had to stop us."""
+    if _marks_file:
+        with open(_marks_file, "a") as fh:
+            fh.write(f"{time.perf_counter() - _marks_started:.3f} {what}\n")
+
+
+def read_marks(path: Path) -> list[tuple[float, str]]:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [(float(t), what) for t, _, what in (line.partition(" ") for line in lines) if t]
+
+
 def py_spy() -> str | None:
     """The py-spy binary next to our interpreter, or on PATH."""
     local = Path(sys.executable).with_name("py-spy")
     return str(local) if local.exists() else shutil.which("py-spy")
+
+
+class PhaseTimeout(PhaseFailed):
+    """The child ran longer than its time budget and was stopped; ``marks`` says how far it got."""
+
+    def __init__(self, phase: str, seconds: float, stderr: str):
+        super().__init__(phase, -1, stderr)
+        self.seconds = seconds
+        self.marks: list[tuple[float, str]] = []
+        self.summary = f"did not finish within {seconds:.0f} s (stopped)"
+        self.args = (f"phase {phase} {self.summary}",)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT first (py-spy then still writes its profile), SIGKILL for whatever is left."""
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return
 
 
 def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | None = None,
@@ -54,23 +102,36 @@ def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | Non
     """Run ``bench.phases.<phase>(**kwargs)`` in a child; return its result dict.
 
     With ``profile`` (a path without suffix) the child runs under ``py-spy
-    record`` and leaves ``<profile>.txt`` (collapsed stacks) behind.
+    record`` and leaves ``<profile>.txt`` (collapsed stacks) behind. A child
+    running longer than ``timeout`` seconds is stopped: :class:`PhaseTimeout`.
     """
     with tempfile.TemporaryDirectory(prefix="bench-phase-") as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_path.write_text(json.dumps({"phase": phase, "app_config": app_config, "kwargs": kwargs}))
+        stderr_path = Path(tmp) / "stderr.txt"
+        marks_path = Path(tmp) / "marks.txt"
+        spec_path.write_text(json.dumps({"phase": phase, "app_config": app_config, "kwargs": kwargs,
+                                         "marks": str(marks_path)}))
         command = [sys.executable, "-m", "bench.child", str(spec_path), str(result_path)]
         spy = py_spy() if profile else None
         if profile and spy:
             profile.parent.mkdir(parents=True, exist_ok=True)
-            command = [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking",
+            # --idle: time spent waiting for the IMAP server or the database shows up too.
+            command = [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking", "--idle",
                        "-o", f"{profile}.txt", "--", *command]
         started = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, timeout=timeout,
-                              cwd=Path(__file__).resolve().parent.parent, text=True)
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                    cwd=Path(__file__).resolve().parent.parent)
+            try:
+                returncode = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                error = PhaseTimeout(phase, timeout, stderr_path.read_text(errors="replace"))
+                error.marks = read_marks(marks_path)
+                raise error from None
         wall = time.perf_counter() - started
-        if proc.returncode != 0 or not result_path.exists():
-            raise PhaseFailed(phase, proc.returncode, proc.stderr)
+        if returncode != 0 or not result_path.exists():
+            raise PhaseFailed(phase, returncode, stderr_path.read_text(errors="replace"))
         result = json.loads(result_path.read_text())
         result["process_seconds"] = wall
         if profile and spy:
@@ -81,7 +142,9 @@ def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | Non
 def _child_main(spec_path: str, result_path: str) -> None:
     from bench import phases
 
+    global _marks_file, _marks_started
     spec = json.loads(Path(spec_path).read_text())
+    _marks_file, _marks_started = spec.get("marks"), time.perf_counter()
     func = getattr(phases, spec["phase"])
     kwargs = spec["kwargs"]
     if spec["app_config"] is not None:

@@ -23,8 +23,9 @@ def postgres_reachable(server_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def fresh_database(backend: str, workdir: Path, pg_server_url: str = DEFAULT_PG_URL) -> Iterator[str]:
-    """Yield the URL of a new, empty database; a PostgreSQL one is dropped afterwards."""
+def fresh_database(backend: str, workdir: Path, pg_server_url: str = DEFAULT_PG_URL,
+                   keep: bool = False) -> Iterator[str]:
+    """Yield the URL of a new, empty database; a PostgreSQL one is dropped afterwards unless ``keep``."""
     if backend == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.sqlite"
         yield f"sqlite:///{path}"
@@ -39,8 +40,9 @@ def fresh_database(backend: str, workdir: Path, pg_server_url: str = DEFAULT_PG_
         try:
             yield sa.engine.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
         finally:
-            with engine.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if not keep:
+                with engine.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         engine.dispose()
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Flask
 
+from .child import mark
+
 NOT_AVAILABLE = "not available"
 
 
@@ -59,7 +61,8 @@ class ListenerTimer:
             event = kwargs.get("event")
             label = getattr(event, "type", hook_name)
             iterator = original(hook_name, **kwargs)
-            while True:
+            for plugin in _listener_order(manager, hook_name):
+                mark(f"listener {label}:{plugin}")
                 started = time.perf_counter()
                 try:
                     item = next(iterator)
@@ -67,11 +70,18 @@ class ListenerTimer:
                     return
                 self.seconds[f"{label}:{item[0]}"] += time.perf_counter() - started
                 yield item
+            yield from iterator
 
         manager.call_each = timed_call_each
 
     def report(self) -> dict[str, float]:
         return {key: round(value, 4) for key, value in sorted(self.seconds.items())}
+
+
+def _listener_order(manager, hook_name: str) -> list[str]:
+    """Plugin names in the order ``call_each`` calls them (so a mark names the listener about to run)."""
+    hook = getattr(manager.pm.hook, hook_name, None)
+    return [impl.plugin_name for impl in reversed(hook.get_hookimpls())] if hook else []
 
 
 def _message_counts(inbox_id: int) -> dict:
@@ -100,9 +110,11 @@ def _message_counts(inbox_id: int) -> dict:
 def _timed_sync(app: Flask, inbox_id: int) -> tuple[float, dict, dict]:
     sync_inbox = _sync_func()
     timer = ListenerTimer(app)
+    mark("sync started")
     started = time.perf_counter()
     summary = sync_inbox(inbox_id)
     seconds = time.perf_counter() - started
+    mark("sync finished")
     return seconds, summary if isinstance(summary, dict) else {"result": summary}, timer.report()
 
 
@@ -158,6 +170,17 @@ def initial_sync(app: Flask, *, inbox_id: int) -> dict:
     result = {"seconds": seconds, "summary": summary, "listener_seconds": listeners}
     result.update(_message_counts(inbox_id))
     result["messages_per_second"] = result["stored_messages"] / seconds if seconds else None
+    return result
+
+
+def sync_progress(app: Flask, *, inbox_id: int) -> dict:
+    """How far a stopped sync got: what is stored, and the inbox's own progress counters."""
+    from host_app.extensions import db
+    from plugins.imap_inbox.models import Inbox
+
+    inbox = db.session.get(Inbox, inbox_id)
+    result = _message_counts(inbox_id)
+    result["progress"] = [inbox.progress_done, inbox.progress_total] if inbox else None
     return result
 
 

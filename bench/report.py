@@ -115,7 +115,9 @@ def markdown(results: dict, databases: list[str]) -> str:
     dbs = [d for d in databases if d in results["databases"]]
     out = [f"# Benchmark: N = {meta['n']:,} ({', '.join(dbs) or 'no database'})", "",
            f"Run {meta['started_at']} on {meta['machine']['cpus']} CPUs, Python {meta['machine']['python']}, "
-           f"{meta['machine']['dovecot']}, commit {meta['git_commit']}. Wall time {meta.get('wall_seconds', 0):.0f} s.",
+           f"{meta['machine']['dovecot']}, commit {meta['git_commit']}. Wall time {meta.get('wall_seconds', 0):.0f} s; "
+           f"load average {meta.get('load_average_at_start')} at the start, "
+           f"{meta.get('load_average_at_end')} at the end.",
            "Targets are stated for N = 100,000 (warm server cache); at other sizes they are indicative.", ""]
 
     out += ["## Mailbox", ""]
@@ -150,9 +152,9 @@ def markdown(results: dict, databases: list[str]) -> str:
     out += ["## Initial sync", ""]
     rows = [
         per_db("messages stored", lambda d: _num(_get(d, "initial_sync", "stored_messages"))),
-        per_db("time (sync_inbox, end to end)", lambda d: _s(_get(d, "initial_sync", "seconds"))),
-        per_db("throughput", lambda d: _num(_get(d, "initial_sync", "messages_per_second"), 0, "msg/s")),
-        per_db("of which after-sync listeners", lambda d: _s(_listeners(d, "initial_sync"))),
+        per_db("time (sync_inbox, end to end)", lambda d: _phase_time(d, "initial_sync")),
+        per_db("throughput", lambda d: _throughput(_get(d, "initial_sync"))),
+        per_db("of which after-sync listeners", lambda d: _listener_time(d, "initial_sync")),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
         per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
         per_db("distinct addresses stored", lambda d: _num(_get(d, "initial_sync", "distinct_addresses"))),
@@ -169,9 +171,9 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("no-op, p95 / max", lambda d: f"{_num(_get(d, 'noop_sync', 'p95_ms'), 1)} / "
                f"{_num(_get(d, 'noop_sync', 'max_ms'), 1, 'ms')}"),
         per_db("no-op, first in a fresh process", lambda d: _num(_get(d, "noop_sync", "first_run_ms"), 1, "ms")),
-        per_db("1,000 new messages", lambda d: _s(_get(d, "incremental_sync", "seconds"))),
+        per_db("1,000 new messages", lambda d: _phase_time(d, "incremental_sync")),
         per_db("new messages stored", lambda d: _num(_get(d, "incremental_sync", "new_messages"))),
-        per_db("of which after-sync listeners", lambda d: _s(_listeners(d, "incremental_sync"))),
+        per_db("of which after-sync listeners", lambda d: _listener_time(d, "incremental_sync")),
     ]
     out += _table(header, rows)
 
@@ -222,6 +224,34 @@ def markdown(results: dict, databases: list[str]) -> str:
     out += [f"- {note}" for note in notes] or ["- none"]
     out.append("")
     return "\n".join(out)
+
+
+def _phase_time(data: dict, phase: str) -> str:
+    result = _get(data, phase) or {}
+    if result.get("timed_out"):
+        return f"not finished in {result['timeout_seconds']:,.0f} s"
+    return _s(result.get("seconds"))
+
+
+def _throughput(result: dict | None) -> str:
+    result = result or {}
+    value = _num(result.get("messages_per_second"), 0, "msg/s")
+    return f">= {value} (stopped)" if result.get("partial") and result.get("messages_per_second") else value
+
+
+def _listener_time(data: dict, phase: str) -> str:
+    result = _get(data, phase) or {}
+    if result.get("timed_out"):
+        if result.get("seconds_until_listeners") is None:
+            return "not reached"
+        return (f"still running when stopped (all mail stored after {result['seconds_until_listeners']:,.1f} s; "
+                f"then {result.get('last_mark', '?').removeprefix('listener ')})")
+    total = _listeners(data, phase)
+    if total is None:
+        return NA
+    parts = [f"{key.split(':', 1)[1]} {value:,.2f} s" for key, value in (result.get("listener_seconds") or {}).items()
+             if key.startswith("inbox_synced:")]
+    return f"{_s(total)} ({', '.join(parts)})"
 
 
 def _listeners(data: dict, phase: str) -> float | None:

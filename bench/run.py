@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import report
-from .child import PhaseFailed, py_spy, run_phase
+from .child import PHASE_TIMEOUT, PhaseFailed, PhaseTimeout, py_spy, run_phase
 from .databases import BACKENDS, DEFAULT_PG_URL, app_config, fresh_database, postgres_reachable
 from .mailbox import OWNER, SENT_FOLDER, TIMELINE_CONTACT, TIMELINE_CONTACT_NAME, add_new_mail, build_mailbox
 from .wire import PEER_ITEMS, fetch_items
@@ -24,6 +24,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAILBOX_PASSWORD = "bench-mailbox-password"
 AGENT_EMAIL = "agent@team.example"
 AGENT_PASSWORD = "bench-agent-password"
+PREVIEW_MODE = "server"  # the engine's default IMAP_PREVIEW
+
+
+def default_base_dir() -> str | None:
+    """tmpfs when available: writing and removing 100k+ Maildir files on disk takes minutes, not seconds."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--new-messages", type=int, default=1000)
     parser.add_argument("--profile", type=Path, default=None,
                         help="directory: run the sync phases under py-spy and keep collapsed stacks there")
-    parser.add_argument("--base-dir", default=None, help="parent folder of the throwaway Dovecot (default /tmp)")
+    parser.add_argument("--phase-timeout", type=float, default=PHASE_TIMEOUT,
+                        help="seconds a phase may run before it is stopped and reported as unfinished")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the databases (SQLite files, PostgreSQL database) for inspection")
+    parser.add_argument("--base-dir", default=default_base_dir(),
+                        help="parent folder of the throwaway Dovecot (default /dev/shm when there, else /tmp)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.n < 10:
@@ -88,6 +99,7 @@ def _meta(args: argparse.Namespace) -> dict:
             "dovecot": f"Dovecot {_command_output(dovecot, '--version')}" if dovecot else "Dovecot ?",
         },
         "phases": args.phases,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -114,7 +126,16 @@ class Bench:
         if profile and self.args.profile:
             profile_path = self.args.profile / f"n{self.args.n}-{database}-{name}"
         try:
-            result = run_phase(name, app_config=config, profile=profile_path, **kwargs)
+            result = run_phase(name, app_config=config, profile=profile_path, timeout=self.args.phase_timeout,
+                               **kwargs)
+        except PhaseTimeout as exc:
+            where = exc.marks[-1][1] if exc.marks else "unknown"
+            self.note(f"{label} {exc.summary}; it was at: {where}")
+            first_reached: dict[str, float] = {}
+            for t, what in exc.marks:
+                first_reached.setdefault(what, t)
+            return {"error": exc.summary, "timed_out": True, "timeout_seconds": exc.seconds,
+                    "marks": first_reached, "last_mark": where}
         except PhaseFailed as exc:
             self.note(f"{label} failed: {exc.summary}")
             return {"error": exc.summary, "stderr": exc.stderr}
@@ -134,8 +155,6 @@ class Bench:
 
         args, phases = self.args, set(self.args.phases)
         started = time.perf_counter()
-        items, source = fetch_items()
-        self.results["meta"].update(fetch_items=items, fetch_items_source=source)
         with DovecotServer(args.base_dir) as server, contextlib.ExitStack() as stack:
             server.add_user(OWNER, MAILBOX_PASSWORD)
             log(f"building the mailbox: {args.n:,} INBOX + {args.n // 10:,} Sent messages")
@@ -143,12 +162,17 @@ class Bench:
             self.results["mailbox"] = {**vars(facts), "total": facts.total}
             log(f"mailbox built in {facts.build_seconds:.1f} s, warmed in {facts.warm_seconds:.1f} s")
             imap = self.imap_kwargs(server)
+            with server.client(OWNER) as client:
+                items, source = fetch_items(client, PREVIEW_MODE)
+            self.results["meta"].update(fetch_items=items, fetch_items_source=source)
             folders = ["INBOX", SENT_FOLDER]
             if "wire" in phases:
                 self.results["wire"] = self.phase("wire", **imap, folders=folders, items=items)
                 self.results["wire_peer_items"] = self.phase("wire", **imap, folders=folders, items=PEER_ITEMS)
             if "peer" in phases:
                 self.results["peer"] = self.phase("peer", **imap, folders=folders)
+                if self.results["peer"].get("note"):
+                    self.note(self.results["peer"]["note"])
 
             databases = self.open_databases(stack)
             for database in databases:
@@ -163,8 +187,11 @@ class Bench:
             needs_sync = phases & {"sync", "noop", "incremental", "import", "timeline", "condition"}
             if needs_sync:
                 for database in synced:
-                    self.store(database, "initial_sync", self.phase(
-                        "initial_sync", database, profile=True, inbox_id=self.inbox_ids[database]))
+                    self.store(database, "initial_sync", self.initial_sync(database))
+            unfinished = [d for d in synced if self.results["databases"][d]["initial_sync"].get("timed_out")]
+            for database in unfinished:
+                self.note(f"{database}: no-op and incremental syncs skipped (the initial sync did not finish)")
+            synced = [d for d in synced if d not in unfinished]
             if "noop" in phases:
                 for database in synced:
                     self.store(database, "noop_sync", self.phase(
@@ -196,7 +223,25 @@ class Bench:
             data["ratios"] = report.ratios(self.results, database)
             data["targets"] = report.evaluate_targets(self.results, database)
         self.results["meta"]["wall_seconds"] = time.perf_counter() - started
+        self.results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return self.results
+
+    def initial_sync(self, database: str) -> dict:
+        """The initial sync; when stopped, how far it got (what is stored, and which step was running)."""
+        result = self.phase("initial_sync", database, profile=True, inbox_id=self.inbox_ids[database])
+        if not result.get("timed_out"):
+            return result
+        progress = self.phase("sync_progress", database, inbox_id=self.inbox_ids[database]) or {}
+        result.update({k: v for k, v in progress.items() if k not in ("error", "process_seconds")})
+        marks = result["marks"]  # step -> seconds when it was first reached
+        started = marks.get("sync started", 0.0)
+        listeners = [t for what, t in marks.items() if what.startswith("listener inbox_synced:")]
+        if listeners:
+            result["seconds_until_listeners"] = min(listeners) - started
+        stored = result.get("stored_messages") or 0
+        result["messages_per_second"] = stored / result["timeout_seconds"]
+        result["partial"] = True
+        return result
 
     def open_databases(self, stack: contextlib.ExitStack) -> list[str]:
         opened = []
@@ -205,7 +250,9 @@ class Bench:
             if database == "postgresql" and not postgres_reachable(self.args.pg_url):
                 self.note(f"PostgreSQL is not reachable at {self.args.pg_url}: skipped")
                 continue
-            url = stack.enter_context(fresh_database(database, self.workdir, self.args.pg_url))
+            url = stack.enter_context(fresh_database(database, self.workdir, self.args.pg_url, keep=self.args.keep))
+            if self.args.keep:
+                self.note(f"{database} database kept: {url}")
             self.configs[database] = app_config(url, instance, self.args.redis_url, queue=f"bench-{database}")
             self.results["databases"][database] = {}
             opened.append(database)
@@ -221,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = Bench(args, workdir).run()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     for path in report.write(results, args.out):
         log(f"wrote {path}")
     for line in report.summary_lines(results):

@@ -25,8 +25,12 @@ class WireError(RuntimeError):
     """The server answered a raw command with NO/BAD."""
 
 
-def fetch_items() -> tuple[str, str]:
-    """``(items, where they came from)``: the engine's metadata FETCH items once it publishes them."""
+def fetch_items(client=None, preview_mode: str = "server") -> tuple[str, str]:
+    """``(items, where they came from)``: exactly what the sync's FETCH asks for.
+
+    The engine's metadata items, plus the preview item it adds for this server
+    (``client``: a logged-in IMAPClient, used for the capability check).
+    """
     try:
         from plugins.imap_inbox import fetch
     except ImportError:
@@ -34,7 +38,13 @@ def fetch_items() -> tuple[str, str]:
     items = getattr(fetch, "METADATA_ITEMS", None)
     if not items:
         return DEFAULT_ITEMS, "default list (plugins.imap_inbox.fetch has no METADATA_ITEMS)"
-    return items, "plugins.imap_inbox.fetch.METADATA_ITEMS"
+    source = "plugins.imap_inbox.fetch.METADATA_ITEMS"
+    if client is not None and hasattr(fetch, "preview_item"):
+        preview = fetch.preview_item(client, preview_mode)
+        if preview:
+            items = f"{items} {preview}"
+            source += f" + preview_item(mode={preview_mode!r})"
+    return items, source
 
 
 class RawImap:
