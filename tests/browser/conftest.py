@@ -5,7 +5,7 @@
 * ``live_server``: ``app`` served by werkzeug on 127.0.0.1 (a free port, background thread), plus an RQ
   worker subprocess (``manage.py worker``) on the same database, Redis queue and encryption key.
 * ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800),
-  ``admin_page`` (logged in as the admin), ``log_in(page, email, password)``.
+  ``admin_page`` (logged in as the admin); page helpers are in helpers.py.
 * ``screenshot(name)``: a PNG of the page; into docs/screenshots/ when ``UPDATE_SCREENSHOTS=1``,
   else into the test's temporary folder (so a normal run never dirties the working tree).
 
@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
 
-from host_app.testing import ADMIN_PASSWORD
+from .helpers import TIMEOUT_MS, log_in
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
@@ -43,12 +42,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-# Generous: the CI machine has two cores and a sync runs alongside the browser.
-TIMEOUT_MS = 30_000
-SYNC_TIMEOUT_MS = 120_000
 VIEWPORT = {"width": 1280, "height": 800}
-
-ADMIN_EMAIL = "admin@team.example"  # the `admin` fixture of host_app.testing
 
 # One key for the web app and the worker: a password the form encrypts must decrypt in the worker.
 ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -248,17 +242,6 @@ def page(browser, live_server, request, tmp_path):
     assert not js_errors, f"uncaught JavaScript errors: {js_errors}"
 
 
-def log_in(page, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
-    """Log in through the login form and wait for the logged-in top bar."""
-    from playwright.sync_api import expect
-
-    page.goto("/login")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("button", name="Log out")).to_be_visible()
-
-
 @pytest.fixture
 def admin_page(page):
     log_in(page)
@@ -284,15 +267,3 @@ def screenshot(page, screenshot_dir) -> Callable[..., Path]:
         return path
 
     return take
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = SYNC_TIMEOUT_MS / 1000, what: str = "") -> object:
-    """Poll ``predicate`` (e.g. a database query) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
-        time.sleep(0.2)

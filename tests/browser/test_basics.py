@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 
-from .conftest import ADMIN_EMAIL, log_in
+from .helpers import ADMIN_EMAIL, create_contact, log_in
 
 
 def test_login_page_refuses_a_wrong_password_and_lets_the_admin_in(page, screenshot):
@@ -124,12 +124,8 @@ def test_automation_builder_with_has_tag_saves_a_rule_that_runs(admin_page, live
         assert rule.actions == [{"key": "add_tag", "params": {"tag": "welcomed"}}]
 
     # The rule runs: a VIP gets the tag, somebody else does not.
-    for email, tags in (("vip@customer.example", "vip"), ("plain@customer.example", "lead")):
-        page.goto("/contacts/new")
-        page.get_by_label("E-mail").fill(email)
-        page.get_by_label("Tags").fill(tags)
-        page.get_by_role("button", name="Save").click()
-        expect(page.get_by_text("Contact created.")).to_be_visible()
+    create_contact(page, "vip@customer.example", tags="vip")
+    create_contact(page, "plain@customer.example", tags="lead")
     page.goto("/contacts/?tag=welcomed")
     expect(page.locator("table.list tbody tr")).to_have_count(1)
     expect(page.locator("table.list tbody")).to_contain_text("vip@customer.example")
