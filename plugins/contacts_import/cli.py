@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
 from host_app.cli import echo_json
 from host_app.extensions import db
@@ -16,6 +17,7 @@ from . import importer
 @click.option("--sample", "sample_size", default=importer.SAMPLE_SIZE, show_default=True,
               help="How many people a dry run shows.")
 @click.option("--json", "as_json", is_flag=True)
+@with_appcontext
 def import_command(inbox_id: int, dry_run: bool, sample_size: int, as_json: bool):
     """Create contacts from the people in a connected inbox (the whole mailbox; existing contacts stay)."""
     inbox = db.session.get(Inbox, inbox_id)

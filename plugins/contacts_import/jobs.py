@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisError
+
 from host_app.api import Event
 from host_app.extensions import db
 from host_app.jobs import app_job, enqueue
 from plugins.imap_inbox.models import Inbox
 
 from .importer import import_inbox, inbox_state
-from .models import QUEUED
+from .models import IDLE, QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,20 @@ def run_import(inbox_id: int, full: bool = False) -> dict:
     return import_inbox(inbox_id, full=full)
 
 
-def queue_import(inbox_id: int, full: bool = True) -> None:
-    """Put an import on the queue and show it as queued."""
+def queue_import(inbox_id: int, full: bool = True) -> bool:
+    """Put an import on the queue and show it as queued; False when Redis cannot be reached.
+
+    Nothing is lost then: the next sync of an inbox without a watermark reads the whole mailbox.
+    """
     state = inbox_state(inbox_id)
-    state.status = QUEUED
+    state.status = QUEUED  # before enqueueing: a fast worker may already mark it running
     state.progress_done = state.progress_total = 0
     db.session.commit()
-    enqueue(run_import, inbox_id, full, description=f"contacts import of inbox {inbox_id}")
+    try:
+        enqueue(run_import, inbox_id, full, description=f"contacts import of inbox {inbox_id}")
+    except RedisError:
+        log.warning("inbox %s: Redis is not reachable; the import runs after the next sync", inbox_id, exc_info=True)
+        state.status = IDLE
+        db.session.commit()
+        return False
+    return True

@@ -14,7 +14,7 @@ from host_app.api import ContactProvider, Person
 from host_app.extensions import db
 from plugins.imap_inbox.models import Inbox, Message, MessageAddress
 
-from .names import best_name
+from .names import best_name, clean_name
 
 PROVIDER_KEY = "imap_inbox"
 
@@ -98,39 +98,31 @@ class MailboxProvider(ContactProvider):
 
 def _merge(rows) -> Iterator[Person]:
     """Fold the (address, name) groups of one query into one Person per address."""
-    by_email: dict[str, dict] = {}
-    for row in rows:
-        entry = by_email.get(row.email)
+    by_email: dict[str, list] = {}
+    for email, name, count, first, last, human, automated, we_wrote in rows:
+        entry = by_email.get(email)
         if entry is None:
-            entry = by_email[row.email] = {
-                "names": [], "first": row.first, "last": row.last, "human": 0, "automated": 0, "we": 0,
-            }
-        else:
-            entry["first"] = _min(entry["first"], row.first)
-            entry["last"] = _max(entry["last"], row.last)
-        entry["names"].append((row.name, row.n, row.last))
-        entry["human"] |= row.wrote_human
-        entry["automated"] |= row.wrote_automated
-        entry["we"] |= row.we_wrote
-    for email, entry in by_email.items():
+            by_email[email] = [[(name, count, last)], first, last, human, automated, we_wrote]
+            continue
+        entry[0].append((name, count, last))
+        if first is not None and (entry[1] is None or first < entry[1]):
+            entry[1] = first
+        if last is not None and (entry[2] is None or last > entry[2]):
+            entry[2] = last
+        entry[3] |= human
+        entry[4] |= automated
+        entry[5] |= we_wrote
+    for email, (names, first, last, human, automated, we_wrote) in by_email.items():
         yield Person(
             email=email,
-            name=best_name(entry["names"], email),
-            first_seen=entry["first"],
-            last_seen=entry["last"],
-            we_wrote_to=bool(entry["we"]),
-            wrote_to_us=bool(entry["human"]),
+            name=best_name(names, email) if len(names) > 1 else clean_name(names[0][0], email),
+            first_seen=first,
+            last_seen=last,
+            we_wrote_to=bool(we_wrote),
+            wrote_to_us=bool(human),
             # Only bulk or machine mail from them (lists, newsletters, auto-replies).
-            automated=bool(entry["automated"]) and not entry["human"],
+            automated=bool(automated) and not human,
         )
-
-
-def _min(x, y):
-    return y if x is None or (y is not None and y < x) else x
-
-
-def _max(x, y):
-    return y if x is None or (y is not None and y > x) else x
 
 
 def source_label(inbox: Inbox) -> str:

@@ -1,11 +1,14 @@
 """Settings > Contacts import: the block list, and per inbox its policy, a dry run and the Create users switch."""
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
 from host_app.auth import admin_required
 from host_app.extensions import db
+from host_app.models import utcnow
 from plugins.imap_inbox.models import Inbox
 
 from . import importer
@@ -13,7 +16,19 @@ from .jobs import queue_import
 from .models import KIND_DOMAIN, POLICIES, QUEUED, RUNNING, BlockedEntry, ImportState
 from .rules import parse_block_entry
 
+STALE_AFTER = timedelta(minutes=15)
+
 bp = Blueprint("contacts_import", __name__, url_prefix="/settings/contacts-import", template_folder="templates")
+
+
+def _busy(state: ImportState) -> bool:
+    """Queued or running, and heard of lately (a job lost with its worker must not refresh the page forever)."""
+    if state.status not in (QUEUED, RUNNING):
+        return False
+    updated = state.updated_at
+    if updated is not None and updated.tzinfo is None:  # SQLite gives naive UTC
+        updated = updated.replace(tzinfo=timezone.utc)
+    return updated is None or utcnow() - updated < STALE_AFTER
 
 
 def _inbox_or_404(inbox_id: int) -> Inbox:
@@ -28,7 +43,7 @@ def settings():
     # The dry run matters before switching on; for inboxes already on, the last run says enough.
     previews = {inbox.id: importer.dry_run(inbox) for inbox in inboxes if not inbox.create_users}
     blocked = db.session.scalars(db.select(BlockedEntry).order_by(BlockedEntry.kind, BlockedEntry.value)).all()
-    running = any(s.status in (QUEUED, RUNNING) for s in states.values())
+    running = any(_busy(s) for s in states.values())
     return render_template(
         "contacts_import/settings.html",
         inboxes=inboxes, states=states, previews=previews, blocked=blocked, policies=POLICIES,
@@ -78,8 +93,10 @@ def create_users(inbox_id: int, switch: str):
         update_inbox(inbox, create_users=True, check=False)
         importer.inbox_state(inbox.id).last_message_id = None  # switched on: the whole mailbox, once
         db.session.commit()
-        queue_import(inbox.id)
-        flash(f"Create users is on for {inbox.email}; the import is running.", "success")
+        if queue_import(inbox.id):
+            flash(f"Create users is on for {inbox.email}; the import is running.", "success")
+        else:
+            flash(f"Create users is on for {inbox.email}; the import runs after the next sync.", "success")
     else:
         update_inbox(inbox, create_users=False, check=False)
         flash(f"Create users is off for {inbox.email}. Contacts already created stay.", "success")
