@@ -330,7 +330,10 @@ class InboxSync:
 
         low = min(uids)
         folder.low_uid = low if folder.low_uid is None else min(folder.low_uid, low)
-        folder.high_uid = max(folder.high_uid or 0, max(uids))
+        if initial:
+            # Not in incremental syncs: they store new mail newest first, so a batch's highest UID does not
+            # mean every new UID below it is stored; _incremental moves high_uid once all batches are in.
+            folder.high_uid = max(folder.high_uid or 0, max(uids))
         folder.message_count = (folder.message_count or 0) + len(fetched) - len(already)
         db.session.execute(
             db.update(Inbox).where(Inbox.id == self.inbox_id)
