@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from host_app.api import Event, Person
+from host_app.api import Event
 from host_app.extensions import db
-from host_app.models import Agent, AutomationRule, Contact
+from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
 from plugins.contacts_import import importer
 from plugins.contacts_import.models import BlockedEntry, ImportState
@@ -351,7 +350,7 @@ def _fill(mail: MailRows, inbox, people: int, messages_each: int) -> None:
     messages, addresses = [], []
     n = 0
     for person in range(people):
-        for k in range(messages_each):
+        for _ in range(messages_each):
             n += 1
             pk = base + n
             email = f"person{person}@customer{person % 50}.example"
@@ -399,7 +398,8 @@ def test_cli_dry_run_json_then_import(rows, runner):
     done = runner.invoke(args=["contacts", "import", "--inbox", str(box.id), "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["created"] == 2
-    assert json.loads(runner.invoke(args=["contacts", "import", "--inbox", str(box.id), "--json"]).output)["created"] == 0
+    again = runner.invoke(args=["contacts", "import", "--inbox", str(box.id), "--json"])
+    assert json.loads(again.output)["created"] == 0
     text = runner.invoke(args=["contacts", "import", "--inbox", str(box.id), "--dry-run"])
     assert "This will create 0 contacts" in text.output
     missing = runner.invoke(args=["contacts", "import", "--inbox", "999", "--dry-run", "--json"])
@@ -477,3 +477,28 @@ def test_progress_json(app, rows):
     assert progress == {"inbox_id": box.id, "status": "done", "done": 1, "total": 1, "last_created": 1,
                         "total_created": 1, "error": None}
     assert client.get("/settings/contacts-import/inboxes/999/progress.json").status_code == 404
+
+
+def test_import_command_refuses_when_the_plugin_is_disabled(crm_app_factory):
+    crm_app_factory()  # registers `contacts import` on the host's shared `contacts` group
+    app = crm_app_factory(disabled=["contacts_import"])
+    result = app.test_cli_runner().invoke(args=["contacts", "import", "--inbox", "1", "--dry-run", "--json"])
+    assert result.exit_code != 0
+    assert "contacts_import plugin is disabled" in result.output or "No such command" in result.output
+
+
+def test_turning_on_without_redis_imports_after_the_next_sync(crm_app_factory):
+    app = crm_app_factory(REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens there
+    make_agent(app, "admin@team.example", ADMIN_PASSWORD, admin=True, name="Ada Admin")
+    with app.app_context():
+        mail = MailRows()
+        box = mail.inbox(INBOX)
+        mail.received(box, "waiting@customer.example")
+        client = log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD)
+        page = client.post(f"/settings/contacts-import/inboxes/{box.id}/create-users/on", follow_redirects=True)
+        assert "the import runs after the next sync" in page.get_data(as_text=True)
+        db.session.expire_all()
+        state = db.session.get(ImportState, box.id)
+        assert box.create_users and state.status == "idle" and state.last_message_id is None
+        synced(box.id, app)
+        assert set(contacts()) == {"waiting@customer.example"}

@@ -15,7 +15,7 @@ from host_app.testing import ADMIN_PASSWORD, log_in
 from plugins.contacts_import.models import ImportState
 from plugins.imap_inbox.testing import mailgen
 
-BASE = dt.datetime(2024, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
+BASE = dt.datetime(2024, 3, 1, 9, 0, tzinfo=dt.UTC)
 _numbers = itertools.count(1)
 
 
@@ -238,7 +238,8 @@ def test_without_create_users_a_sync_creates_nobody(app, admin, mailbox):
 
 def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, admin, mailbox, me):
     people = [(f"Client {i:02d}", f"client{i:02d}@client.example") for i in range(23)]
-    mailbox.write("INBOX", [mail(p, mailbox.username) for p in people] + [mail("noreply@shop.example", mailbox.username)])
+    junk = [mail("noreply@shop.example", mailbox.username)]
+    mailbox.write("INBOX", [mail(p, mailbox.username) for p in people] + junk)
     inbox_id = connect(app, mailbox, admin)
     sync(app, inbox_id)
     assert contacts(app) == {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from host_app.cli import echo_json
@@ -20,6 +21,9 @@ from . import importer
 @with_appcontext
 def import_command(inbox_id: int, dry_run: bool, sample_size: int, as_json: bool):
     """Create contacts from the people in a connected inbox (the whole mailbox; existing contacts stay)."""
+    # The host's `contacts` group outlives one app; refuse when this app runs without the plugin.
+    if not current_app.extensions["plugins"].is_loaded("contacts_import"):
+        raise click.ClickException("the contacts_import plugin is disabled")
     inbox = db.session.get(Inbox, inbox_id)
     if inbox is None:
         raise click.ClickException(f"there is no connected inbox with id {inbox_id}")

@@ -21,8 +21,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import lazyload
 from flask import current_app
+from sqlalchemy.orm import lazyload
 
 from host_app.api import ContactProvider, Person
 from host_app.extensions import db
@@ -30,7 +30,13 @@ from host_app.models import Agent, Contact, normalize_email, utcnow
 from plugins.imap_inbox.models import Inbox
 
 from .models import (
-    DONE, FAILED, POLICIES, POLICY_WE_WROTE, RUNNING, BlockedEntry, ImportState,
+    DONE,
+    FAILED,
+    POLICIES,
+    POLICY_WE_WROTE,
+    RUNNING,
+    BlockedEntry,
+    ImportState,
 )
 from .names import clean_name
 from .provider import PROVIDER_KEY, source_label
@@ -190,8 +196,9 @@ def plan_inbox(inbox: Inbox, full: bool = True, state: ImportState | None = None
     cursor = provider.cursor(inbox.id) if hasattr(provider, "cursor") else None
     if cursor is not None:
         people = provider.people(inbox.id, after_cursor=watermark, upto_cursor=cursor)
-    else:
-        people = provider.people(inbox.id)
+    else:  # a provider without cursors: people seen since the last run
+        since = None if full or state is None else state.last_run_at
+        people = provider.people(inbox.id, since=since)
     result = plan(people, policy, current_exclusions())
     result.cursor = cursor
     return result

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from host_app.extensions import db
 from plugins.imap_inbox.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
 
 Address = str | tuple[str, str]
-START = datetime(2024, 1, 1, 9, 0, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
 
 
 class MailRows:

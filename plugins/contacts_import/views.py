@@ -1,7 +1,7 @@
 """Settings > Contacts import: the block list, and per inbox its policy, a dry run and the Create users switch."""
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ def _busy(state: ImportState) -> bool:
         return False
     updated = state.updated_at
     if updated is not None and updated.tzinfo is None:  # SQLite gives naive UTC
-        updated = updated.replace(tzinfo=timezone.utc)
+        updated = updated.replace(tzinfo=UTC)
     return updated is None or utcnow() - updated < STALE_AFTER
 
 
