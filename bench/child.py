@@ -40,10 +40,6 @@ def current_rss_mb() -> float:
     return 0.0
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 _marks_file: str | None = None
 _marks_started = time.perf_counter()
 
@@ -157,8 +153,10 @@ def _child_main(spec_path: str, result_path: str) -> None:
     else:
         baseline = current_rss_mb()
         result = func(**kwargs)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result["rss_before_mb"] = round(baseline, 1)
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
+    result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)  # the whole child, start-up included
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

@@ -137,11 +137,12 @@ def markdown(results: dict, databases: list[str]) -> str:
     rows = []
     for label, data in (("wire limit, sync's FETCH items", wire), ("wire limit, imap-tools' FETCH items", wire_peer)):
         rows.append([label, _num(data.get("messages")), _num((data.get("bytes") or 0) / 1e6, 1, "MB"),
-                     _s(data.get("seconds")), _num(data.get("messages_per_second"), 0, "msg/s"), "—"])
+                     _s(data.get("seconds")), _num(data.get("messages_per_second"), 0, "msg/s"), "—",
+                     _s(data.get("server_cpu_seconds")) + " (both passes)"])
     rows.append([f"imap-tools {peer.get('version', '')} peer (headers_only, bulk)", _num(peer.get("messages")), "—",
                  _s(peer.get("seconds")), _num(peer.get("messages_per_second"), 0, "msg/s"),
-                 _num(peer.get("peak_rss_mb"), 0, "MB")])
-    out += _table(["reader", "messages", "bytes", "time", "throughput", "peak RSS"], rows)
+                 _num(peer.get("peak_rss_mb"), 0, "MB"), _s(peer.get("server_cpu_seconds"))])
+    out += _table(["reader", "messages", "bytes", "time", "throughput", "peak RSS", "Dovecot CPU"], rows)
     out += [f"FETCH items of the sync ({meta.get('fetch_items_source', '?')}): `{meta.get('fetch_items', '?')}`", ""]
 
     def per_db(label: str, getter: Callable[[dict], str]) -> list[str]:
@@ -155,6 +156,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("time (sync_inbox, end to end)", lambda d: _phase_time(d, "initial_sync")),
         per_db("throughput", lambda d: _throughput(_get(d, "initial_sync"))),
         per_db("of which after-sync listeners", lambda d: _listener_time(d, "initial_sync")),
+        per_db("CPU: sync process / Dovecot", lambda d: f"{_s(_get(d, 'initial_sync', 'cpu_seconds'))} / "
+               f"{_s(_get(d, 'initial_sync', 'server_cpu_seconds'))}"),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
         per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
         per_db("distinct addresses stored", lambda d: _num(_get(d, "initial_sync", "distinct_addresses"))),
@@ -170,9 +173,12 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("no-op, median", lambda d: _num(_get(d, "noop_sync", "median_ms"), 1, "ms")),
         per_db("no-op, p95 / max", lambda d: f"{_num(_get(d, 'noop_sync', 'p95_ms'), 1)} / "
                f"{_num(_get(d, 'noop_sync', 'max_ms'), 1, 'ms')}"),
+        per_db("no-op, median CPU of the sync process", lambda d: _num(_get(d, "noop_sync", "median_cpu_ms"), 1,
+                                                                        "ms")),
         per_db("no-op, first in a fresh process", lambda d: _num(_get(d, "noop_sync", "first_run_ms"), 1, "ms")),
         per_db("1,000 new messages", lambda d: _phase_time(d, "incremental_sync")),
         per_db("new messages stored", lambda d: _num(_get(d, "incremental_sync", "new_messages"))),
+        per_db("1,000 new: CPU of the sync process", lambda d: _s(_get(d, "incremental_sync", "cpu_seconds"))),
         per_db("of which after-sync listeners", lambda d: _listener_time(d, "incremental_sync")),
     ]
     out += _table(header, rows)

@@ -17,6 +17,7 @@ from . import report
 from .child import PHASE_TIMEOUT, PhaseFailed, PhaseTimeout, py_spy, run_phase
 from .databases import BACKENDS, DEFAULT_PG_URL, app_config, fresh_database, postgres_reachable
 from .mailbox import OWNER, SENT_FOLDER, TIMELINE_CONTACT, TIMELINE_CONTACT_NAME, add_new_mail, build_mailbox
+from .server_cpu import dovecot_cpu_seconds
 from .wire import PEER_ITEMS, fetch_items
 
 PHASES = ("wire", "peer", "sync", "noop", "incremental", "import", "timeline", "condition")
@@ -112,6 +113,7 @@ class Bench:
         self.results: dict = {"meta": _meta(args), "databases": {}, "notes": []}
         self.configs: dict[str, dict] = {}
         self.inbox_ids: dict[str, int] = {}
+        self.server = None  # the running DovecotServer
 
     def note(self, text: str) -> None:
         log(f"note: {text}")
@@ -125,6 +127,7 @@ class Bench:
         profile_path = None
         if profile and self.args.profile:
             profile_path = self.args.profile / f"n{self.args.n}-{database}-{name}"
+        server_cpu = self.server_cpu()
         try:
             result = run_phase(name, app_config=config, profile=profile_path, timeout=self.args.phase_timeout,
                                **kwargs)
@@ -140,7 +143,12 @@ class Bench:
             self.note(f"{label} failed: {exc.summary}")
             return {"error": exc.summary, "stderr": exc.stderr}
         log(f"{label} done in {result['process_seconds']:.1f} s")
+        if server_cpu is not None and (after := self.server_cpu()) is not None:
+            result["server_cpu_seconds"] = round(after - server_cpu, 2)
         return result
+
+    def server_cpu(self) -> float | None:
+        return dovecot_cpu_seconds(self.server.conf_path) if self.server is not None else None
 
     def store(self, database: str, key: str, value: dict | None) -> None:
         if value is not None:
@@ -156,6 +164,7 @@ class Bench:
         args, phases = self.args, set(self.args.phases)
         started = time.perf_counter()
         with DovecotServer(args.base_dir) as server, contextlib.ExitStack() as stack:
+            self.server = server
             server.add_user(OWNER, MAILBOX_PASSWORD)
             log(f"building the mailbox: {args.n:,} INBOX + {args.n // 10:,} Sent messages")
             facts = build_mailbox(server, OWNER, args.n, seed=args.seed)
