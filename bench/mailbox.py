@@ -37,7 +37,8 @@ class MailboxFacts:
     timeline_contact_messages: int = 0
     bytes: int = 0
     build_seconds: float = 0.0
-    warm_seconds: float = 0.0
+    warm_seconds: float = 0.0  # doveadm index
+    cache_warm_seconds: float = 0.0  # the first FETCH of the sync's items (Dovecot fills its cache)
 
     @property
     def total(self) -> int:

@@ -128,7 +128,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         ["timeline contact messages", _num(box["timeline_contact_messages"])],
         ["mailbox size", _num(box["bytes"] / 1e6, 1, "MB")],
         ["build (generate + write Maildir)", _s(box["build_seconds"])],
-        ["Dovecot index warm-up", _s(box["warm_seconds"])],
+        ["Dovecot index warm-up (doveadm index)", _s(box["warm_seconds"])],
+        ["Dovecot cache warm-up (first FETCH of the sync's items)", _s(box.get("cache_warm_seconds"))],
         ["new messages for the incremental sync", _num(new.get("inbox", 0) + new.get("sent", 0)) if new else NA],
     ])
 
@@ -138,7 +139,7 @@ def markdown(results: dict, databases: list[str]) -> str:
     for label, data in (("wire limit, sync's FETCH items", wire), ("wire limit, imap-tools' FETCH items", wire_peer)):
         rows.append([label, _num(data.get("messages")), _num((data.get("bytes") or 0) / 1e6, 1, "MB"),
                      _s(data.get("seconds")), _num(data.get("messages_per_second"), 0, "msg/s"), "—",
-                     _s(data.get("server_cpu_seconds")) + " (both passes)"])
+                     f"{_s(data.get('server_cpu_seconds'))} ({data.get('passes', 1)} pass(es))"])
     rows.append([f"imap-tools {peer.get('version', '')} peer (headers_only, bulk)", _num(peer.get("messages")), "—",
                  _s(peer.get("seconds")), _num(peer.get("messages_per_second"), 0, "msg/s"),
                  _num(peer.get("peak_rss_mb"), 0, "MB"), _s(peer.get("server_cpu_seconds"))])

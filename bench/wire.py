@@ -127,17 +127,25 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def wire_fetch(host: str, port: int, ca_file: str, username: str, password: str,
-               folders: list[str], items: str, passes: int = 2) -> dict:
-    """Time ``UID FETCH 1:* (items)`` per folder on one logged-in connection (EXAMINE: read-only).
-
-    Dovecot caches header fields the first time a client asks for them, so
-    the first pass warms that cache and the last pass is the measurement
-    (the first pass's time is kept as ``first_pass_seconds``).
-    """
+def _connect(host: str, port: int, ca_file: str, username: str, password: str) -> RawImap:
     conn = RawImap(host, port, ca_file)
     try:
         conn.login(username, password)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def wire_fetch(host: str, port: int, ca_file: str, username: str, password: str,
+               folders: list[str], items: str, passes: int = 1) -> dict:
+    """Time ``UID FETCH 1:* (items)`` per folder on one logged-in connection (EXAMINE: read-only).
+
+    With ``passes`` > 1 the last pass is the measurement and the first one's
+    time is kept as ``first_pass_seconds``.
+    """
+    conn = _connect(host, port, ca_file, username, password)
+    try:
         result: dict = {"items": items, "passes": passes, "folders": {}}
         for folder in folders:
             conn.command(f"EXAMINE {_quote(folder)}")
@@ -152,5 +160,39 @@ def wire_fetch(host: str, port: int, ca_file: str, username: str, password: str,
             result[key] = sum(f[key] for f in result["folders"].values())
         result["messages_per_second"] = result["messages"] / result["seconds"] if result["seconds"] else None
         return result
+    finally:
+        conn.close()
+
+
+def uid_next(host: str, port: int, ca_file: str, username: str, password: str, folders: list[str]) -> dict[str, int]:
+    """UIDNEXT of each folder (STATUS), to warm only what arrives later."""
+    conn = _connect(host, port, ca_file, username, password)
+    try:
+        found = {}
+        for folder in folders:
+            for line in conn.command(f"STATUS {_quote(folder)} (UIDNEXT)"):
+                if line.startswith(b"* STATUS") and b"UIDNEXT " in line:
+                    found[folder] = int(line.split(b"UIDNEXT ", 1)[1].split(b")", 1)[0].split()[0])
+        return found
+    finally:
+        conn.close()
+
+
+def warm_fetch_cache(host: str, port: int, ca_file: str, username: str, password: str, folders: list[str],
+                     items: str, from_uids: dict[str, int] | None = None) -> float:
+    """FETCH ``items`` once, untimed by the report, so Dovecot caches them as it would for a regular client.
+
+    Dovecot caches header fields (and PREVIEW snippets) the first time a client
+    asks for them; the targets are stated for a warm server cache. Returns
+    the seconds this cold pass took.
+    """
+    conn = _connect(host, port, ca_file, username, password)
+    started = time.perf_counter()
+    try:
+        for folder in folders:
+            conn.command(f"EXAMINE {_quote(folder)}")
+            first = (from_uids or {}).get(folder, 1)
+            conn.count_reply(f"UID FETCH {first}:* ({items})")
+        return time.perf_counter() - started
     finally:
         conn.close()
