@@ -350,16 +350,18 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         assert first["status"] == "failed", first
         assert first["error_kind"] in ("server_error", "connection_refused")
         partial = stored(app, inbox_id, "INBOX")
-        assert len(partial) == 200
-        assert [r["uid"] for r in partial] == list(range(251, 451))  # newest first
-        assert folder_row(app, inbox_id, "INBOX").low_uid == 251
+        # Whole batches only (the next FETCH may already have been answered when the server went away).
+        assert len(partial) in (200, 300)
+        low = 451 - len(partial)
+        assert [r["uid"] for r in partial] == list(range(low, 451))  # newest first
+        assert folder_row(app, inbox_id, "INBOX").low_uid == low
         inbox = inbox_row(app, inbox_id)
-        assert inbox.status == "error" and inbox.failures == 1 and inbox.progress_done == 200
+        assert inbox.status == "error" and inbox.failures == 1 and inbox.progress_done == len(partial)
 
         server.start()
         second = sync(app, inbox_id)
         assert second["status"] == "ok", second
-        assert second["new_messages"] == 250
+        assert second["new_messages"] == 450 - len(partial)  # nothing fetched twice
         rows = stored(app, inbox_id, "INBOX")
         assert [r["uid"] for r in rows] == list(range(1, 451))
         assert_unique(rows)

@@ -243,14 +243,33 @@ def parse_fetch_response(data: Sequence) -> dict[int, FetchedMessage]:
     return messages
 
 
+class PendingFetch:
+    """A metadata FETCH already sent; ``result()`` reads its answer.
+
+    Sending the next batch's FETCH before storing the current one lets the
+    server read messages while we parse and insert (one command in flight at
+    a time, so answers never interleave).
+    """
+
+    def __init__(self, client: IMAPClient, uids: Sequence[int], preview: str = ""):
+        self.client = client
+        self.uids = uids
+        items = f"({METADATA_ITEMS} {preview})" if preview else f"({METADATA_ITEMS})"
+        self.tag = client._imap._command("UID", "FETCH", sequence_set(uids), items)
+
+    def result(self) -> dict[int, FetchedMessage]:
+        imap = self.client._imap
+        typ, dat = imap._command_complete("UID", self.tag)
+        typ, data = imap._untagged_response(typ, dat, "FETCH")
+        if typ != "OK":
+            raise FetchFailed(_response_text(data or dat))
+        wanted = _as_set(self.uids)
+        return {uid: m for uid, m in parse_fetch_response(data).items() if uid in wanted}
+
+
 def fetch_metadata(client: IMAPClient, uids: Sequence[int], preview: str = "") -> dict[int, FetchedMessage]:
     """UID FETCH flags, dates, size and the wanted headers (BODY.PEEK) of ``uids``."""
-    items = f"({METADATA_ITEMS} {preview})" if preview else f"({METADATA_ITEMS})"
-    typ, data = client._imap.uid("FETCH", sequence_set(uids), items)
-    if typ != "OK":
-        raise FetchFailed(_response_text(data))
-    wanted = _as_set(uids)
-    return {uid: m for uid, m in parse_fetch_response(data).items() if uid in wanted}
+    return PendingFetch(client, uids, preview).result()
 
 
 def fetch_basic(client: IMAPClient, uid: int) -> FetchedMessage | None:

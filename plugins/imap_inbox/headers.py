@@ -447,11 +447,6 @@ def plausible_date(value: datetime | None, received: datetime | None) -> bool:
 _MIME_TYPE_RE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 
-def _first(fields: dict[str, list[bytes]], name: str) -> bytes | None:
-    values = fields.get(name)
-    return values[0] if values else None
-
-
 def parse_headers(raw: bytes | None, internal_date: datetime | None = None) -> ParsedHeaders:
     """Parse the header block fetched with HEADER.FIELDS; never raises."""
     parsed = ParsedHeaders()
@@ -462,92 +457,100 @@ def parse_headers(raw: bytes | None, internal_date: datetime | None = None) -> P
     return parsed
 
 
+def _text(value: bytes) -> str:
+    return clean_text(decode_raw(value))
+
+
 def _parse_into(parsed: ParsedHeaders, raw: bytes, internal_date: datetime | None) -> None:
     errors = parsed.errors
     if not raw.strip():
         errors.append("no headers")
         return
     fields = split_fields(raw)
+    get = fields.get
 
-    subject = _first(fields, "subject")
-    if subject is not None:
-        parsed.subject = header_text(subject, errors, "Subject: ")[:MAX_SUBJECT]
+    values = get("subject")
+    if values:
+        parsed.subject = header_text(values[0], errors, "Subject: ")[:MAX_SUBJECT]
 
     addresses: list[tuple[str, str, str]] = []
     for header, role in ADDRESS_ROLES:
-        values = fields.get(header)
+        values = get(header)
         if not values:
             continue
-        seen = set()
-        where = f"{header.title()}: "
+        seen: set[str] = set()
+        where = _WHERE[header]
         # Some mailers repeat To/Cc; From takes the first header only.
         for value in values[:1] if role == "from" else values:
             for addr, name in parse_addresses(decode_raw(value), errors, where):
                 if addr not in seen and len(addresses) < MAX_ADDRESSES:
                     seen.add(addr)
                     addresses.append((role, addr, name))
-        if role == "from":
-            if seen:
-                first = next(a for a in addresses if a[0] == "from")
-                parsed.from_email, parsed.from_name = first[1], first[2]
-            elif values[0].strip():
-                errors.append("From: no valid address")
+                    if role == "from" and parsed.from_email is None:
+                        parsed.from_email, parsed.from_name = addr, name
+        if role == "from" and not seen and values[0].strip():
+            errors.append("From: no valid address")
     parsed.addresses = addresses
 
-    date_value = _first(fields, "date")
-    if date_value is not None and date_value.strip():
-        text = clean_text(decode_raw(date_value))
+    values = get("date")
+    if values and values[0].strip():
+        text = _text(values[0])
         date = parse_date(text)
         if plausible_date(date, internal_date):
             parsed.date = date
         else:
             errors.append(f"Date: unreadable or implausible ({text[:60]!r}); used the server's received date")
 
-    message_id = _first(fields, "message-id")
-    if message_id is not None:
-        parsed.message_id = parse_message_id(clean_text(decode_raw(message_id)))
-    in_reply_to = _first(fields, "in-reply-to")
-    if in_reply_to is not None:
-        parsed.in_reply_to = parse_message_id(clean_text(decode_raw(in_reply_to)))
-    references = fields.get("references")
-    if references:
-        ids = parse_references(clean_text(decode_raw(b" ".join(references))))
-        parsed.references = " ".join(ids) or None
+    values = get("message-id")
+    if values:
+        parsed.message_id = parse_message_id(_text(values[0]))
+    values = get("in-reply-to")
+    if values:
+        parsed.in_reply_to = parse_message_id(_text(values[0]))
+    values = get("references")
+    if values:
+        parsed.references = " ".join(parse_references(_text(b" ".join(values)))) or None
 
-    auto_submitted = _first(fields, "auto-submitted")
-    if auto_submitted is not None:
-        value = clean_text(decode_raw(auto_submitted)).split(";", 1)[0].split("(", 1)[0].strip().lower()
+    automated = False
+    values = get("auto-submitted")
+    if values:
+        value = _text(values[0]).split(";", 1)[0].split("(", 1)[0].strip().lower()
         parsed.auto_submitted = value[:MAX_AUTO_SUBMITTED] or None
-    precedence = _first(fields, "precedence")
-    if precedence is not None:
-        parsed.precedence = clean_text(decode_raw(precedence)).lower()[:MAX_PRECEDENCE] or None
-    list_id = _first(fields, "list-id")
-    if list_id is not None:
-        parsed.list_id = header_text(list_id)[:MAX_LIST_ID] or None
-    parsed.list_unsubscribe = bool((_first(fields, "list-unsubscribe") or b"").strip())
+        automated = value not in ("", "no")
+    values = get("precedence")
+    if values:
+        parsed.precedence = _text(values[0]).lower()[:MAX_PRECEDENCE] or None
+        automated = automated or parsed.precedence in AUTOMATED_PRECEDENCE
+    values = get("list-id")
+    if values:
+        parsed.list_id = header_text(values[0])[:MAX_LIST_ID] or None
+        automated = automated or bool(parsed.list_id)
+    values = get("list-unsubscribe")
+    if values and values[0].strip():
+        parsed.list_unsubscribe = automated = True
     for name in ("x-autoreply", "x-autorespond"):
-        value = (_first(fields, name) or b"").strip().lower()
-        if value and value not in (b"no", b"false", b"0"):
-            parsed.x_autoreply = True
-    content_type = _first(fields, "content-type")
-    if content_type is not None:
-        parsed.content_type_raw = clean_text(decode_raw(content_type))
+        values = get(name)
+        if values:
+            value = values[0].strip().lower()
+            if value and value not in (b"no", b"false", b"0"):
+                parsed.x_autoreply = automated = True
+    values = get("content-type")
+    if values:
+        parsed.content_type_raw = _text(values[0])
         mime = parsed.content_type_raw.split(";", 1)[0].strip().lower()
         if _MIME_TYPE_RE.fullmatch(mime):
             parsed.content_type = mime[:MAX_CONTENT_TYPE]
-    transfer_encoding = _first(fields, "content-transfer-encoding")
-    if transfer_encoding is not None:
-        parsed.transfer_encoding = clean_text(decode_raw(transfer_encoding)).lower()
+            automated = automated or mime == "multipart/report"
+    values = get("content-transfer-encoding")
+    if values:
+        parsed.transfer_encoding = _text(values[0]).lower()
 
-    parsed.automated = bool(
-        parsed.list_id
-        or parsed.list_unsubscribe
-        or (parsed.precedence in AUTOMATED_PRECEDENCE)
-        or (parsed.auto_submitted and parsed.auto_submitted != "no")
-        or parsed.x_autoreply
-        or parsed.content_type == "multipart/report"
-        or (parsed.from_email and parsed.from_email.partition("@")[0] in AUTOMATED_LOCAL_PARTS)
+    parsed.automated = automated or bool(
+        parsed.from_email and parsed.from_email.partition("@")[0] in AUTOMATED_LOCAL_PARTS
     )
+
+
+_WHERE = {header: f"{header.title()}: " for header, _ in ADDRESS_ROLES}
 
 
 def dedup_key(message_id: str | None, from_email: str | None, date: datetime, subject: str, size: int) -> str:

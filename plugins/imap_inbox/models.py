@@ -101,7 +101,8 @@ class Message(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     inbox_id: Mapped[int] = mapped_column(ForeignKey("imap_inbox.id", ondelete="CASCADE"))
-    folder_id: Mapped[int] = mapped_column(ForeignKey("imap_folder.id", ondelete="CASCADE"), index=True)
+    # No index of its own: the unique (folder_id, uid) index serves every folder_id lookup.
+    folder_id: Mapped[int] = mapped_column(ForeignKey("imap_folder.id", ondelete="CASCADE"))
     uid: Mapped[int] = mapped_column(BigInteger)
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)  # without <>, as sent
     dedup_key: Mapped[str] = mapped_column(String(998), index=True)  # message_id, or a hash when missing

@@ -31,8 +31,11 @@ def _param(pattern: re.Pattern, value: str) -> str:
 def _decode_transfer(data: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding == "base64":
-        compact = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-        compact = compact[: len(compact) - len(compact) % 4]  # the excerpt may end mid-quantum
+        compact = re.sub(rb"[^A-Za-z0-9+/]", b"", data.split(b"=", 1)[0])
+        # The excerpt may end mid-quantum: a lone trailing character carries no whole byte.
+        if len(compact) % 4 == 1:
+            compact = compact[:-1]
+        compact += b"=" * (-len(compact) % 4)
         try:
             return binascii.a2b_base64(compact)
         except (binascii.Error, ValueError):

