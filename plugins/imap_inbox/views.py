@@ -66,7 +66,6 @@ FIELDS_BY_ERROR_KIND = {
     connection.CONNECTION_REFUSED: ("host", "port"),
     connection.STARTTLS_UNAVAILABLE: ("security",),
 }
-CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
 
 
 # ---------------------------------------------------------------------------
@@ -166,18 +165,14 @@ def _show_invalid_setting(form: InboxForm, exc: service.InvalidInboxSettings) ->
     field.errors = list(field.errors) + [str(exc)]
 
 
-def _render_form(form: InboxForm, inbox: Inbox | None = None, status: int = 200):
-    preset = get_preset(form.provider.data) or preset_for_host(form.host.data)
-    return (
-        render_template(
-            "imap_inbox/form.html",
-            form=form,
-            inbox=inbox,
-            presets=presets_data(),
-            preset=preset,
-            connect_error=getattr(form, "connect_error", None),
-        ),
-        status,
+def _render_form(form: InboxForm, inbox: Inbox | None = None) -> str:
+    return render_template(
+        "imap_inbox/form.html",
+        form=form,
+        inbox=inbox,
+        presets=presets_data(),
+        preset=get_preset(form.provider.data) or preset_for_host(form.host.data),
+        connect_error=getattr(form, "connect_error", None),
     )
 
 
@@ -250,7 +245,7 @@ def inbox_edit(inbox_id: int):
         fields = form.inbox_fields()
         # Re-test the login only when something it depends on changed.
         changed = bool(form.password.data) or any(
-            (getattr(inbox, name) or None) != (fields[name] or None) for name in CONNECTION_FIELDS
+            (getattr(inbox, name) or None) != (fields[name] or None) for name in service.CONNECTION_FIELDS
         )
         if "@" in fields["username"] and inbox.email == normalize_email(inbox.username):
             fields["email"] = fields["username"]  # the address follows the username it came from
