@@ -163,4 +163,7 @@ def _child_main(spec_path: str, result_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2])
+    # Run in the importable module, not in __main__, so phases share its marks file.
+    from bench.child import _child_main as child_main
+
+    child_main(sys.argv[1], sys.argv[2])

@@ -181,6 +181,10 @@ def initial_sync(app: Flask, *, inbox_id: int) -> dict:
     result.update(_message_counts(inbox_id))
     seconds = result["seconds"]
     result["messages_per_second"] = result["stored_messages"] / seconds if seconds else None
+    listeners = sum(v for k, v in result["listener_seconds"].items() if k.startswith("inbox_synced:"))
+    result["seconds_until_listeners"] = seconds - listeners
+    result["messages_per_second_before_listeners"] = (
+        result["stored_messages"] / (seconds - listeners) if seconds > listeners else None)
     return result
 
 

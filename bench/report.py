@@ -157,6 +157,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("time (sync_inbox, end to end)", lambda d: _phase_time(d, "initial_sync")),
         per_db("throughput", lambda d: _throughput(_get(d, "initial_sync"))),
         per_db("of which after-sync listeners", lambda d: _listener_time(d, "initial_sync")),
+        per_db("throughput until the listeners ran", lambda d: _num(
+            _get(d, "initial_sync", "messages_per_second_before_listeners"), 0, "msg/s")),
         per_db("CPU: sync process / Dovecot", lambda d: f"{_s(_get(d, 'initial_sync', 'cpu_seconds'))} / "
                f"{_s(_get(d, 'initial_sync', 'server_cpu_seconds'))}"),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),

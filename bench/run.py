@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="directory: run the sync phases under py-spy and keep collapsed stacks there")
     parser.add_argument("--phase-timeout", type=float, default=PHASE_TIMEOUT,
                         help="seconds a phase may run before it is stopped and reported as unfinished")
+    parser.add_argument("--sync-timeout", type=float, default=None,
+                        help="seconds the initial sync may run (default: --phase-timeout); when stopped, the "
+                             "report shows how far it got")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases (SQLite files, PostgreSQL database) for inspection")
     parser.add_argument("--base-dir", default=default_base_dir(),
@@ -119,7 +122,8 @@ class Bench:
         log(f"note: {text}")
         self.results["notes"].append(text)
 
-    def phase(self, name: str, database: str | None = None, profile: bool = False, **kwargs) -> dict | None:
+    def phase(self, name: str, database: str | None = None, profile: bool = False, timeout: float | None = None,
+              **kwargs) -> dict | None:
         """Run one phase in a child; failures become a note and an ``error`` entry, never an abort."""
         label = f"{name}" + (f" [{database}]" if database else "")
         log(f"{label} ...")
@@ -129,8 +133,8 @@ class Bench:
             profile_path = self.args.profile / f"n{self.args.n}-{database}-{name}"
         server_cpu = self.server_cpu()
         try:
-            result = run_phase(name, app_config=config, profile=profile_path, timeout=self.args.phase_timeout,
-                               **kwargs)
+            result = run_phase(name, app_config=config, profile=profile_path,
+                               timeout=timeout or self.args.phase_timeout, **kwargs)
         except PhaseTimeout as exc:
             where = exc.marks[-1][1] if exc.marks else "unknown"
             self.note(f"{label} {exc.summary}; it was at: {where}")
@@ -244,17 +248,20 @@ class Bench:
 
     def initial_sync(self, database: str) -> dict:
         """The initial sync; when stopped, how far it got (what is stored, and which step was running)."""
-        result = self.phase("initial_sync", database, profile=True, inbox_id=self.inbox_ids[database])
+        result = self.phase("initial_sync", database, profile=True, timeout=self.args.sync_timeout,
+                            inbox_id=self.inbox_ids[database])
         if not result.get("timed_out"):
             return result
         progress = self.phase("sync_progress", database, inbox_id=self.inbox_ids[database]) or {}
-        result.update({k: v for k, v in progress.items() if k not in ("error", "process_seconds")})
+        own = ("error", "process_seconds", "cpu_seconds", "peak_rss_mb", "rss_before_mb", "server_cpu_seconds")
+        result.update({k: v for k, v in progress.items() if k not in own})
         marks = result["marks"]  # step -> seconds when it was first reached
         started = marks.get("sync started", 0.0)
         listeners = [t for what, t in marks.items() if what.startswith("listener inbox_synced:")]
+        stored = result.get("stored_messages") or 0
         if listeners:
             result["seconds_until_listeners"] = min(listeners) - started
-        stored = result.get("stored_messages") or 0
+            result["messages_per_second_before_listeners"] = stored / max(result["seconds_until_listeners"], 1e-9)
         result["messages_per_second"] = stored / result["timeout_seconds"]
         result["partial"] = True
         return result
