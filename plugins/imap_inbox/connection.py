@@ -216,8 +216,17 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+# Words that switch IMAP_BLOCK_PRIVATE_HOSTS off when it arrives as text (CRM_IMAP_BLOCK_PRIVATE_HOSTS=False).
+_OFF_WORDS = ("", "0", "false", "no", "off")
+
+
 def _block_private_hosts() -> bool:
-    return bool(has_app_context() and current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False))
+    if not has_app_context():
+        return False
+    value = current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False)
+    if isinstance(value, str):  # any other word keeps the block on: the safe side
+        return value.strip().lower() not in _OFF_WORDS
+    return bool(value)
 
 
 def is_public_address(address: str) -> bool:
