@@ -1051,6 +1051,26 @@ def test_private_hosts_are_allowed_by_default(crm_app_factory, dovecot):
                                                password=PASSWORD, ca_file=dovecot.ca_file, timeout=10))
 
 
+@pytest.mark.parametrize("value, blocked", [
+    ("False", False), ("false", False), ("0", False), ("no", False), ("off", False), ("", False), (False, False),
+    ("True", True), ("true", True), ("1", True), ("yes", True), ("on", True), (True, True), (1, True),
+])
+def test_block_private_hosts_setting_reads_words_from_the_environment(crm_app_factory, dovecot, value, blocked):
+    """CRM_IMAP_BLOCK_PRIVATE_HOSTS=False arrives as the string "False": it must mean off, as the hint says."""
+    from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError, check_login
+
+    username = new_account(dovecot, PASSWORD)
+    app = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=value)
+    settings = ConnectionSettings(host="127.0.0.1", port=dovecot.imaps_port, username=username, password=PASSWORD,
+                                  ca_file=dovecot.ca_file, timeout=10)
+    with app.app_context():
+        if blocked:
+            with pytest.raises(ImapConnectError, match="private or local network address"):
+                check_login(settings)
+        else:
+            check_login(settings)
+
+
 # ---------------------------------------------------------------------------
 # A) Markup from mail is escaped everywhere it is shown
 # ---------------------------------------------------------------------------
