@@ -665,6 +665,29 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
         db.session.remove()
 
 
+def test_a_broken_encryption_key_is_reported_without_showing_it(crm_app_factory, dovecot, caplog):
+    from plugins.imap_inbox import service
+    from plugins.imap_inbox.jobs import sync_inbox
+
+    good = crm_app_factory()
+    owner_id = make_agent(good, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    with good.app_context():
+        inbox_id = service.create_inbox(name="Keyed", host=dovecot.host, port=dovecot.imaps_port, security="ssl",
+                                        username=new_account(dovecot, PASSWORD), password=PASSWORD,
+                                        owner_id=owner_id, ca_file=dovecot.ca_file).id
+        db.session.remove()
+    broken_key = "Not-A-Fernet-Key-But-Still-A-Secret-0123456789"
+    broken = crm_app_factory(IMAP_ENCRYPTION_KEYS=broken_key)
+    result = broken.test_cli_runner().invoke(args=["inboxes", "rotate-key"])
+    assert result.exit_code == 1 and "#1 is not a valid Fernet key" in result.output
+    with broken.app_context():
+        summary = sync_inbox(inbox_id)
+        assert summary["status"] == "needs_attention" and "not a valid Fernet key" in summary["error"]
+        db.session.remove()
+    for text in (result.output, json.dumps(summary), caplog.text):
+        assert broken_key not in text and not leaks(text)
+
+
 def test_generated_key_file_is_private(app):
     import os
     import stat
