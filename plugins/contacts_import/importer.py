@@ -136,7 +136,9 @@ def select_people(
         other = kept.get(email)
         if other is not None:  # the provider gave the address twice (e.g. in two spellings)
             name = other.name or name
-        kept[email] = dataclasses.replace(person, email=email, name=name)
+        if email != person.email or name != person.name:
+            person = dataclasses.replace(person, email=email, name=name)
+        kept[email] = person
     return kept
 
 
