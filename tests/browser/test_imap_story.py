@@ -172,6 +172,12 @@ def test_connect_a_mailbox_read_the_timeline_and_automate_replies(page, live_ser
         assert [c["key"] for c in rule.conditions] == ["imap_email"]
         assert rule.conditions[0]["params"]["responded"] is True
         assert rule.actions == [{"key": "add_tag", "params": {"tag": "replied"}}]
+    # Opened again, the builder shows what was saved.
+    page.get_by_role("link", name="Tag people who reply").click()
+    expect(page.get_by_label("When")).to_have_value("contact_replied")
+    expect(page.locator("[name='cond-0-responded']")).to_have_value("True")
+    expect(page.locator("[name='cond-0-inbox_id'] option:checked")).to_have_text("Any team inbox")
+    expect(page.locator("[name='act-0-tag']")).to_have_value("replied")
 
     # Anna replies again; "Sync now" brings the reply, the event fires the automation.
     mailbox.append("INBOX", make_message(
