@@ -208,12 +208,12 @@ def _rematch_if_roles_changed(inbox_id: int) -> set[tuple[int, int]] | None:
 
 
 def _insert(model):
-    """INSERT with ON CONFLICT support for the database in use."""
+    """INSERT ... ON CONFLICT for the database in use (Core, not ORM: rows are plain dicts, inserted in bulk)."""
     if db.session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
+    return insert(model.__table__)
 
 
 def _index_messages(rows: Sequence) -> None:
@@ -243,7 +243,13 @@ def _index_messages(rows: Sequence) -> None:
 
 
 def _candidate_pairs(ids: list[int]) -> dict[tuple[int, int], tuple]:
-    """(reply, ours) pairs where the reply or our e-mail is among ``ids``, with what a Response needs."""
+    """(reply, ours) pairs where the reply or our e-mail is among ``ids``, with what a Response needs.
+
+    Each query starts from the batch (primary keys) and follows one index per
+    step: the reply's references or subject key, then our e-mail. Whether our
+    e-mail was addressed to the replying contact is a correlated EXISTS on the
+    address table's primary key, so no plan ever walks a contact's whole history.
+    """
     reply, ours, address = aliased(Message), aliased(Message), aliased(MessageAddress)
     columns = (
         reply.id.label("reply_pk"),
@@ -255,34 +261,35 @@ def _candidate_pairs(ids: list[int]) -> dict[tuple[int, int], tuple]:
         ours.inbox_id.label("our_inbox_id"),
         ours.date.label("sent_at"),
     )
-    addressed_to_sender = sa.and_(
-        address.message_pk == ours.id, address.role.in_(RECIPIENT_ROLES), address.email == reply.from_email
+    addressed_to_sender = (
+        sa.select(address.message_pk)
+        .where(address.message_pk == ours.id, address.role.in_(RECIPIENT_ROLES), address.email == reply.from_email)
+        .exists()
     )
     by_header = (
         sa.select(*columns)
         .select_from(ReplyReference)
         .join(reply, reply.id == ReplyReference.message_pk)
         .join(ours, sa.and_(ours.message_id == ReplyReference.ref_id, ours.direction == "out"))
-        .join(address, addressed_to_sender)
+        .where(addressed_to_sender)
     )
     reply_subject, our_subject = aliased(SubjectKey), aliased(SubjectKey)
     by_subject = (
         sa.select(*columns)
         .select_from(reply_subject)
-        .join(our_subject, sa.and_(our_subject.side == OURS, our_subject.subject_key == reply_subject.subject_key))
+        .join(our_subject, sa.and_(our_subject.subject_key == reply_subject.subject_key, our_subject.side == OURS))
         .join(reply, reply.id == reply_subject.message_pk)
         .join(ours, ours.id == our_subject.message_pk)
-        .join(address, addressed_to_sender)
-        .where(reply_subject.side == REPLY)
+        .where(reply_subject.side == REPLY, addressed_to_sender)
     )
     pairs: dict[tuple[int, int], tuple] = {}
     for chunk in _chunks(ids, 500):
-        # Two queries per kind rather than one OR, so each side uses its index.
+        # Two queries per kind rather than one OR, so each starts from the batch.
         queries = [
             (BY_HEADER, by_header.where(ReplyReference.message_pk.in_(chunk))),
             (BY_HEADER, by_header.where(ours.id.in_(chunk))),
             (BY_SUBJECT, by_subject.where(reply_subject.message_pk.in_(chunk))),
-            (BY_SUBJECT, by_subject.where(ours.id.in_(chunk))),
+            (BY_SUBJECT, by_subject.where(our_subject.message_pk.in_(chunk))),
         ]
         for matched_by, query in queries:
             for row in db.session.execute(query):
@@ -312,8 +319,9 @@ def _store(pairs: dict[tuple[int, int], tuple]) -> list[NewResponse]:
                 "created_at": datetime.now(UTC),
             }
         )
+    table = Response.__table__
     inserted = db.session.execute(
-        _insert(Response).on_conflict_do_nothing().returning(Response.reply_pk, Response.our_pk), values
+        _insert(Response).on_conflict_do_nothing().returning(table.c.reply_pk, table.c.our_pk), values
     ).all()
     result = []
     for reply_pk, our_pk in inserted:

@@ -62,7 +62,9 @@ class SubjectKey(db.Model):
     """The normalized subject (hashed) of one of our e-mails, or of a possible reply without thread headers."""
 
     __tablename__ = "reply_condition_subject"
-    __table_args__ = (Index("ix_reply_condition_subject_side_key", "side", "subject_key"),)
+    # subject_key first: "side" has two values, and a planner without statistics (SQLite) would
+    # otherwise walk every row of one side instead of starting from the batch.
+    __table_args__ = (Index("ix_reply_condition_subject_key_side", "subject_key", "side"),)
 
     message_pk: Mapped[int] = mapped_column(ForeignKey("imap_message.id", ondelete="CASCADE"), primary_key=True)
     side: Mapped[str] = mapped_column(String(5))  # "ours" or "reply"
