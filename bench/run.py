@@ -17,6 +17,7 @@ from . import report
 from .child import PHASE_TIMEOUT, PhaseFailed, PhaseTimeout, py_spy, run_phase
 from .databases import BACKENDS, DEFAULT_PG_URL, app_config, fresh_database, postgres_reachable
 from .mailbox import OWNER, SENT_FOLDER, TIMELINE_CONTACT, TIMELINE_CONTACT_NAME, add_new_mail, build_mailbox
+from .redis_server import private_redis
 from .server_cpu import dovecot_cpu_seconds
 from .wire import PEER_ITEMS, fetch_items, uid_next, warm_fetch_cache
 
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "skipped with a note when not reachable)")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
                         help="PostgreSQL server URL; a bench database is created there and dropped")
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL"),
+                        help="Redis for the sync's locks (default: a private redis-server started for the run)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the result files go")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated subset of {', '.join(PHASES)} (sync always runs when a later "
@@ -151,6 +153,14 @@ class Bench:
             result["server_cpu_seconds"] = round(after - server_cpu, 2)
         return result
 
+    def check_sync(self, database: str, name: str, result: dict | None) -> dict | None:
+        """A sync that did not end "ok" makes its numbers meaningless: say so next to them."""
+        summary = (result or {}).get("summary") or (result or {}).get("last_summary") or {}
+        if summary and summary.get("status") != "ok":
+            self.note(f"{database}: {name} ended with status {summary.get('status')!r}: "
+                      f"{summary.get('error', '')} {summary.get('hint', '')}".strip())
+        return result
+
     def server_cpu(self) -> float | None:
         return dovecot_cpu_seconds(self.server.conf_path) if self.server is not None else None
 
@@ -168,6 +178,8 @@ class Bench:
         args, phases = self.args, set(self.args.phases)
         started = time.perf_counter()
         with DovecotServer(args.base_dir) as server, contextlib.ExitStack() as stack:
+            if not args.redis_url:
+                args.redis_url = stack.enter_context(private_redis()) or "redis://127.0.0.1:6379/11"
             self.server = server
             server.add_user(OWNER, MAILBOX_PASSWORD)
             log(f"building the mailbox: {args.n:,} INBOX + {args.n // 10:,} Sent messages")
@@ -205,16 +217,17 @@ class Bench:
             needs_sync = phases & {"sync", "noop", "incremental", "import", "timeline", "condition"}
             if needs_sync:
                 for database in synced:
-                    self.store(database, "initial_sync", self.initial_sync(database))
+                    self.store(database, "initial_sync",
+                               self.check_sync(database, "initial sync", self.initial_sync(database)))
             unfinished = [d for d in synced if self.results["databases"][d]["initial_sync"].get("timed_out")]
             for database in unfinished:
                 self.note(f"{database}: no-op and incremental syncs skipped (the initial sync did not finish)")
             synced = [d for d in synced if d not in unfinished]
             if "noop" in phases:
                 for database in synced:
-                    self.store(database, "noop_sync", self.phase(
+                    self.store(database, "noop_sync", self.check_sync(database, "no-op sync", self.phase(
                         "noop_sync", database, profile=True, inbox_id=self.inbox_ids[database],
-                        runs=args.noop_runs))
+                        runs=args.noop_runs)))
             if "incremental" in phases and synced:
                 log(f"adding {args.new_messages:,} new messages")
                 before = uid_next(**imap, folders=folders)
@@ -222,8 +235,9 @@ class Bench:
                 new.cache_warm_seconds = warm_fetch_cache(**imap, folders=folders, items=items, from_uids=before)
                 self.results["new_mail"] = vars(new)
                 for database in synced:
-                    self.store(database, "incremental_sync", self.phase(
-                        "incremental_sync", database, profile=True, inbox_id=self.inbox_ids[database]))
+                    self.store(database, "incremental_sync", self.check_sync(
+                        database, "incremental sync",
+                        self.phase("incremental_sync", database, profile=True, inbox_id=self.inbox_ids[database])))
             for database in databases:
                 if "import" in phases:
                     if database in self.inbox_ids:

@@ -66,11 +66,13 @@ def test_sync_import_timeline_and_condition_facts(bench_run):
     assert not [note for note in results["notes"] if "failed" in note], results["notes"]
     data = results["databases"][database]
     total = N + N // 10
+    assert data["initial_sync"]["summary"]["status"] == "ok"
     assert data["initial_sync"]["stored_messages"] == total
     assert data["initial_sync"]["stored_by_folder"] == {"INBOX": N, "Sent": N // 10}
     assert data["initial_sync"]["peak_rss_mb"] > 0
     assert data["noop_sync"]["stored_messages"] == total
     assert data["noop_sync"]["runs"] == 2
+    assert data["incremental_sync"]["summary"]["status"] == "ok"
     assert data["incremental_sync"]["new_messages"] == NEW_MESSAGES
     assert data["contacts_import"]["available"] is True
     created = data["contacts_import"]["result"]["created"]
