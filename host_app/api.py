@@ -79,10 +79,16 @@ class ContactProvider:
 
 @dataclasses.dataclass(frozen=True)
 class EventType:
-    """An event plugins may emit and automations may be triggered by."""
+    """An event plugins may emit.
+
+    Events about contacts are automation triggers; set ``trigger=False`` for
+    events that never name contacts (e.g. "inbox synced"), which only
+    ``event_emitted`` listeners receive.
+    """
 
     key: str
     label: str
+    trigger: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ class RuleForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     trigger = SelectField("When", validators=[DataRequired()])
     match = SelectField(
-        "Conditions",
+        "Match",
         choices=[SelectChoice("all", "all must hold (AND)"), SelectChoice("any", "any may hold (OR)")],
     )
     enabled = BooleanField("Enabled", default=True)
@@ -57,7 +57,30 @@ def _parts(kind: str, saved: list[dict], available: dict, formdata) -> list[Part
 @admin_required
 def rule_list():
     rules = db.session.scalars(db.select(AutomationRule).order_by(AutomationRule.name)).all()
-    return render_template("automations/list.html", rules=rules, event_types=event_types(), form=FlaskForm())
+    return render_template(
+        "automations/list.html",
+        rules=rules,
+        event_types=event_types(),
+        summaries={rule.id: summarize(rule) for rule in rules},
+        form=FlaskForm(),
+    )
+
+
+def summarize(rule: AutomationRule) -> dict[str, str]:
+    """Human words for a rule's conditions and actions (labels, not keys)."""
+    available_conditions, available_actions = conditions(), actions()
+    parts = []
+    for item in rule.conditions:
+        condition = available_conditions.get(item["key"])
+        parts.append(condition.describe(item.get("params") or {}) if condition else f"{item['key']} (unavailable)")
+    joiner = " AND " if rule.match == "all" else " OR "
+    done = []
+    for item in rule.actions:
+        action = available_actions.get(item["key"])
+        params = ", ".join(str(v) for v in (item.get("params") or {}).values() if v not in (None, ""))
+        label = action.label if action else f"{item['key']} (unavailable)"
+        done.append(f"{label}: {params}" if params else label)
+    return {"conditions": joiner.join(parts) or "always", "actions": "; ".join(done)}
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -67,7 +90,8 @@ def rule_edit(rule_id: int | None = None):
     rule = db.get_or_404(AutomationRule, rule_id) if rule_id else None
     form = RuleForm(obj=rule)
     types = event_types()
-    form.trigger.choices = [SelectChoice(k, t.label) for k, t in sorted(types.items(), key=lambda kv: kv[1].label)]
+    triggers = sorted((t for t in types.values() if t.trigger), key=lambda t: t.label)
+    form.trigger.choices = [SelectChoice(t.key, t.label) for t in triggers]
     available_conditions, available_actions = conditions(), actions()
     posted = request.method == "POST"
     formdata = request.form if posted else None

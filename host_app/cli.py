@@ -279,8 +279,16 @@ def scheduler_command():
     make_scheduler(current_app._get_current_object()).start()
 
 
+def _fresh_group(group: AppGroup) -> AppGroup:
+    """A copy per app, so the subcommands plugins add (register_commands) stay with that app."""
+    copy = AppGroup(group.name, help=group.help)
+    for command in group.commands.values():
+        copy.add_command(command)
+    return copy
+
+
 def init_app(app: Flask) -> None:
     for group in (db_cli, plugins_cli, agents_cli, contacts_cli, conditions_cli, automations_cli):
-        app.cli.add_command(group)
+        app.cli.add_command(_fresh_group(group))
     app.cli.add_command(worker_command)
     app.cli.add_command(scheduler_command)

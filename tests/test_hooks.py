@@ -53,6 +53,8 @@ def test_hook_register_commands(crm_app_factory):
         runner = crm_app_factory(plugins=plugins).test_cli_runner()
         assert runner.invoke(args=["greet", "Ada"]).output == "Hello Ada\n"
         assert runner.invoke(args=["contacts", "count"]).output == "42\n"
+        # Another app without the plugin does not inherit its subcommand.
+        assert "count" not in crm_app_factory(plugins={}).cli.commands["contacts"].commands
 
 
 def test_hook_recurring_jobs(crm_app_factory):
@@ -226,7 +228,10 @@ def test_hook_event_types(crm_app_factory):
         from host_app.api import EventType
         @hookimpl
         def event_types():
-            return [EventType("invoice_paid", "Invoice paid")]
+            return [
+                EventType("invoice_paid", "Invoice paid"),
+                EventType("ledger_closed", "Ledger closed", trigger=False),
+            ]
     """
     with throwaway_plugin("billing", source) as plugins:
         app = crm_app_factory(plugins=plugins)
@@ -240,8 +245,11 @@ def test_hook_event_types(crm_app_factory):
             assert db.session.get(Contact, contact.id).tags == ["paid"]
             with pytest.raises(LookupError):
                 emit("never_declared", key="x", contact_ids=[contact.id])
-        page = _admin(app).get("/automations/new").get_data(as_text=True)
-        assert "Invoice paid" in page
+        client = _admin(app)
+        page = client.get("/automations/new").get_data(as_text=True)
+        assert "Invoice paid" in page and "Ledger closed" not in page  # names no contacts: not a trigger
+        listing = client.get("/automations/").get_data(as_text=True)
+        assert "Invoice paid" in listing and "Add tag: paid" in listing and "add_tag" not in listing
 
 
 def test_hook_automation_conditions(crm_app_factory):
