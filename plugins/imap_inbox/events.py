@@ -25,7 +25,7 @@ INBOX_SYNCED = "inbox_synced"
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
     EventType(EMAIL_SENT, "E-mail sent to a contact (IMAP inbox)"),
-    EventType(INBOX_SYNCED, "Connected inbox synced"),
+    EventType(INBOX_SYNCED, "Connected inbox synced", trigger=False),  # names no contacts
 ]
 
 
