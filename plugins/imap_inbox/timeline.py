@@ -34,7 +34,7 @@ def _page(email: str, role: str, direction: str, before: datetime | None, limit:
         sa.select(m.c.id, m.c.dedup_key, m.c.date)
         .select_from(a.join(m, m.c.id == a.c.message_pk))
         .where(a.c.email == email, a.c.role == role, m.c.direction == direction)
-        .order_by(a.c.date.desc(), a.c.message_pk.desc())
+        .order_by(a.c.date.desc())  # the index order: no sort step, stops after `limit` rows
         .limit(limit)
     )
     if before is not None:
