@@ -202,11 +202,16 @@ def schedule_due_syncs() -> dict[str, Any]:
                Inbox.status.notin_((models.NEEDS_ATTENTION, models.DISABLED)))
         .order_by(Inbox.next_sync_at)
     ).all()
+    # Inboxes still waiting for a job Redis no longer has (restarted without persistence, flushed): their
+    # next_sync_at already moved on, so they are not due. enqueue_sync only puts back a job that is missing.
+    waiting = db.session.scalars(
+        db.select(Inbox.id).where(Inbox.enabled.is_(True), Inbox.status == models.QUEUED).order_by(Inbox.id)
+    ).all()
     enqueued = []
-    for inbox_id in due:
+    for inbox_id in list(dict.fromkeys([*due, *waiting])):
         if enqueue_sync(inbox_id):
             enqueued.append(inbox_id)
-            # Not due again until its next slot, even if the job is lost on the way; the job moves it too.
+            # Not due again until its next slot (the job moves it too); were the job lost, "waiting" puts it back.
             db.session.execute(
                 db.update(Inbox).where(Inbox.id == inbox_id).values(next_sync_at=next_regular_sync(inbox_id, now))
             )
