@@ -18,6 +18,9 @@ Cut modes:
   mid-literal or mid-TLS-record);
 * ``stall``: stop forwarding after ``after`` bytes and keep both sockets open
   (the client sees nothing more until its read timeout).
+
+``down_rate`` (bytes per second) throttles server -> client traffic: a slow
+link that makes a sync last long enough for something else to happen meanwhile.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 UP = "up"  # client -> server
@@ -89,8 +93,10 @@ class Trace:
 class FaultProxy:
     """Listens on 127.0.0.1 (a free port) and forwards each connection to ``upstream``."""
 
-    def __init__(self, upstream_host: str, upstream_port: int, listen_host: str = "127.0.0.1"):
+    def __init__(self, upstream_host: str, upstream_port: int, listen_host: str = "127.0.0.1",
+                 down_rate: float | None = None):
         self.upstream = (upstream_host, upstream_port)
+        self.down_rate = down_rate
         self._listener = socket.create_server((listen_host, 0))
         self.host = listen_host
         self.port = self._listener.getsockname()[1]
@@ -203,7 +209,8 @@ class FaultProxy:
                         return
                     if trace.cut_fired:  # stalled: swallow what arrives
                         continue
-                    if cut is not None and cut.direction == direction and trace.sent[direction] + len(data) >= cut.after:
+                    reached = cut is not None and trace.sent[direction] + len(data) >= cut.after
+                    if reached and cut.direction == direction:
                         data = data[:cut.after - trace.sent[direction]]
                         if data:
                             self._forward(target, data, direction, trace)
@@ -217,6 +224,8 @@ class FaultProxy:
                         return
 
     def _forward(self, target: socket.socket, data: bytes, direction: str, trace: Trace) -> bool:
+        if direction == DOWN and self.down_rate:
+            time.sleep(len(data) / self.down_rate)
         try:
             target.sendall(data)
         except OSError:

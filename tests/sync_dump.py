@@ -9,7 +9,7 @@ ids, inbox ids and creation times are left out; dates are compared as UTC
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -26,7 +26,7 @@ MESSAGE_FIELDS = (
 
 def _utc(value):
     if isinstance(value, datetime):
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value.isoformat()
     return value
 
@@ -124,3 +124,34 @@ def diff_dumps(got: dict[str, list[tuple]], want: dict[str, list[tuple]], limit:
             for row in extra[:limit]:
                 lines.append(f"  extra    uid={row[0]} id={row[1]!r} subject={str(row[3])[:50]!r}")
     return "\n".join(lines)
+
+
+def consistency_problems(inbox_id: int, server_uids: dict[str, list[int]], batch: int | None = None) -> list[str]:
+    """What is wrong with what an interrupted sync left ([] when nothing).
+
+    * no address row without its message;
+    * a folder still in its initial sync stores exactly the server's UIDs from
+      its checkpoint ``low_uid`` up (batches are newest first and all-or-nothing),
+      and its ``message_count`` says how many that is;
+    * with ``batch``, such a folder holds whole batches only.
+    """
+    problems = []
+    if orphan_addresses(inbox_id):
+        problems.append(f"{orphan_addresses(inbox_id)} address rows without their message")
+    for name, state in folder_states(inbox_id).items():
+        if state["initial_done"]:
+            continue
+        stored = state["stored_uids"]
+        if state["low_uid"] is None:
+            if stored:
+                problems.append(f"{name}: {len(stored)} messages stored but no checkpoint")
+            continue
+        expected = [uid for uid in server_uids.get(name, []) if uid >= state["low_uid"]]
+        if stored != expected:
+            problems.append(f"{name}: checkpoint low_uid={state['low_uid']} means {len(expected)} stored, "
+                            f"but {len(stored)} are ({len(set(stored) - set(expected))} unexpected)")
+        if state["message_count"] != len(stored):
+            problems.append(f"{name}: message_count={state['message_count']} but {len(stored)} stored")
+        if batch and len(stored) % batch and len(stored) != len(server_uids.get(name, [])):
+            problems.append(f"{name}: {len(stored)} stored is not a whole number of batches of {batch}")
+    return problems

@@ -34,7 +34,6 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -48,7 +47,13 @@ from plugins.imap_inbox.jobs import sync_inbox
 from plugins.imap_inbox.testing import mailgen
 from tests.faultproxy import DOWN, UP, Cut, FaultProxy, Trace
 from tests.sync_dump import (
-    canonical_dump, comparable_folder_states, diff_dumps, folder_states, inbox_row, message_rows, orphan_addresses,
+    canonical_dump,
+    comparable_folder_states,
+    diff_dumps,
+    folder_states,
+    inbox_row,
+    message_rows,
+    orphan_addresses,
 )
 
 TRIALS = int(os.environ.get("FAULT_TRIALS", "100"))
