@@ -15,6 +15,7 @@ e-mail (``imap_message_address``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,7 @@ from .subjects import reply_subject_key, subject_key
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000  # messages per transaction: a first sync of a large mailbox commits as it goes
+STATISTICS_EVERY = 10  # batches between two ANALYZE while a large backlog is matched (PostgreSQL)
 MAX_REFERENCES = 200  # the newest Message-IDs of References kept per reply (threads rarely go deeper)
 MAX_REF_LENGTH = 998  # RFC 5322 line limit; longer "ids" are garbage and would not fit the index
 RECIPIENT_ROLES = ("to", "cc")
@@ -108,8 +110,10 @@ def process_inbox(inbox_id: int) -> list[NewResponse]:
     db.session.commit()
     found: list[NewResponse] = []
     known: set[tuple[int, int]] = set()  # pairs stored before a rematch: not new
-    while True:
+    for batch_number in itertools.count():
         try:
+            if batch_number % STATISTICS_EVERY == 0:
+                _refresh_statistics_if_stale(inbox_id)
             batch, more, forgotten = _process_batch(inbox_id)
         except Exception:
             db.session.rollback()
@@ -169,6 +173,26 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool, set[tuple[in
     )
     db.session.commit()
     return stored, len(rows) == BATCH_SIZE, forgotten or set()
+
+
+def _refresh_statistics_if_stale(inbox_id: int) -> None:
+    """ANALYZE the tables the matcher joins when a large backlog waits (PostgreSQL).
+
+    Right after a first sync of a big mailbox, the planner's statistics still
+    describe near-empty tables, and its plans for the joins degrade from
+    milliseconds to seconds per batch. Autovacuum catches up only later.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    last = db.session.scalar(sa.select(Cursor.last_message_pk).where(Cursor.inbox_id == inbox_id)) or 0
+    pending = sa.select(Message.id).where(Message.inbox_id == inbox_id, Message.id > last).limit(BATCH_SIZE)
+    if db.session.scalar(sa.select(sa.func.count()).select_from(pending.subquery())) < BATCH_SIZE:
+        db.session.commit()
+        return
+    tables = [Message.__table__, MessageAddress.__table__, ReplyReference.__table__, SubjectKey.__table__,
+              Response.__table__]
+    db.session.execute(sa.text("ANALYZE " + ", ".join(f'"{table.name}"' for table in tables)))
+    db.session.commit()
 
 
 def _take_turns() -> None:
