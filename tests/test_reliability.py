@@ -145,7 +145,7 @@ def lock_key(app, inbox_id: int) -> str:
 
 def test_worker_killed_mid_sync_leaves_whole_batches_and_the_next_sync_resumes(make_app, owner, mailbox, tmp_path):
     app = make_app(IMAP_FETCH_BATCH=BIG_BATCH)
-    written = fill(mailbox, 2000, 600, seed=21)
+    written = fill(mailbox, 1600, 400, seed=21)
     total = sum(len(raws) for raws in written.values())
     inbox_id = connect(app, mailbox, owner)  # enqueues the first sync
     worker = WorkerProcess(app, tmp_path / "worker.log", IMAP_FETCH_BATCH=BIG_BATCH).start()
