@@ -45,7 +45,7 @@ def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": url,
         "REDIS_URL": TEST_REDIS_URL,
-        "RQ_QUEUE": "test",
+        "RQ_QUEUE": f"test-{os.getpid()}",  # two suites on one Redis never take each other's jobs
         "WTF_CSRF_ENABLED": False,
         "INSTANCE_PATH": str(instance),
     }
