@@ -53,6 +53,9 @@ from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
+MAX_RECONNECTS = 30  # per run: enough to isolate a few unreadable messages, not to hammer a dying server
+# The server hung up (BYE, reset, EOF) rather than answering NO.
+DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError)
 KEEP_SYNC_RUNS = 50
 Progress = Callable[[int, int], None]
 
@@ -107,6 +110,9 @@ class InboxSync:
         self.progress_total = 0
         self.condstore = False
         self.preview = ""
+        self.client: IMAPClient | None = None
+        self.settings = None
+        self.reconnects = 0
 
     # ------------------------------------------------------------------ totals
 
@@ -135,7 +141,34 @@ class InboxSync:
 
     # ------------------------------------------------------------------ run
 
-    def sync(self, client: IMAPClient) -> None:
+    def open(self, settings) -> None:
+        """Log in (raises ImapConnectError); the connection is this object's until close()."""
+        self.settings = settings
+        self.client = connect(settings)
+
+    def close(self) -> None:
+        if self.client is not None:
+            close(self.client)
+            self.client = None
+
+    def _reconnect(self, folder: Folder) -> None:
+        """A new connection after the server dropped the last one, back in ``folder`` (read-only)."""
+        self.reconnects += 1
+        if self.reconnects > MAX_RECONNECTS:
+            raise imaplib.IMAP4.abort("the server kept closing the connection")
+        if self.client is not None:
+            try:
+                self.client.shutdown()
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
+        self.client = connect(self.settings)
+        state = folder_status(self.client, folder.name, self.condstore)
+        if state.uidvalidity != folder.uidvalidity:
+            raise imaplib.IMAP4.abort("the folder was recreated while it was being read")
+        examine(self.client, folder.name, state)
+
+    def sync(self) -> None:
+        client = self.client
         self.condstore = has_capability(client, "CONDSTORE")
         self.preview = preview_item(client, self.preview_mode)
         plan = plan_folders(client, self.extra_folders)
@@ -149,7 +182,7 @@ class InboxSync:
         if (inbox.progress_total, inbox.progress_done) != (self.progress_total, self.progress_done):
             self._save_progress()
         for folder in folders:
-            self._sync_folder(client, folder, states[folder.id])
+            self._sync_folder(folder, states[folder.id])
         # Committed with the run's outcome.
         inbox = db.session.get(Inbox, self.inbox_id)
         inbox.message_count = sum(folder.message_count or 0 for folder in folders)
@@ -204,7 +237,8 @@ class InboxSync:
 
     # ------------------------------------------------------------------ one folder
 
-    def _sync_folder(self, client: IMAPClient, folder: Folder, status: FolderState) -> None:
+    def _sync_folder(self, folder: Folder, status: FolderState) -> None:
+        client = self.client
         report = self.reports.setdefault(folder.name, FolderReport(folder.name, folder.role))
         if status.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
             if folder.uidvalidity is not None or store.stored_count(folder.id):
@@ -238,17 +272,17 @@ class InboxSync:
         db.session.commit()
 
         if not folder.initial_done:
-            self._initial(client, folder, report)
+            self._initial(folder, report)
         else:
-            self._incremental(client, folder, selected, report)
+            self._incremental(folder, selected, report)
 
         folder.uidnext = selected.uidnext
         folder.message_count = store.stored_count(folder.id)
         folder.last_synced_at = utcnow()
         db.session.commit()
 
-    def _initial(self, client: IMAPClient, folder: Folder, report: FolderReport) -> None:
-        server_uids = search_uids(client, "ALL")
+    def _initial(self, folder: Folder, report: FolderReport) -> None:
+        server_uids = search_uids(self.client, "ALL")
         server_set = set(server_uids)
         stored = store.stored_uids(folder.id)
         gone = stored - server_set
@@ -258,7 +292,7 @@ class InboxSync:
             db.session.commit()
         todo = sorted(server_set - stored, reverse=True)  # newest first
         rematching = store.has_stale(folder.id)
-        for uids, fetched in self._fetch_batches(client, todo):
+        for uids, fetched in self._fetch_batches(folder, todo):
             self._store_batch(folder, uids, fetched, report, rematching, initial=True)
         if rematching:
             report.removed += store.delete_stale(folder.id)
@@ -268,7 +302,8 @@ class InboxSync:
             folder.low_uid = min(folder.low_uid or server_uids[0], min(server_uids))
         db.session.commit()
 
-    def _incremental(self, client: IMAPClient, folder: Folder, selected: FolderState, report: FolderReport) -> None:
+    def _incremental(self, folder: Folder, selected: FolderState, report: FolderReport) -> None:
+        client = self.client
         high = folder.high_uid or 0
         new = uids_above(client, high)
         stored_count = store.stored_count(folder.id)
@@ -283,7 +318,7 @@ class InboxSync:
                 db.session.commit()
             new = sorted((server_set - stored) | set(new))
         todo = sorted(set(new), reverse=True)
-        for uids, fetched in self._fetch_batches(client, todo):
+        for uids, fetched in self._fetch_batches(folder, todo):
             self._store_batch(folder, uids, fetched, report, False, initial=False)
         if todo:
             folder.high_uid = max(high, todo[0])
@@ -291,30 +326,55 @@ class InboxSync:
 
     # ------------------------------------------------------------------ one batch
 
-    def _fetch_batches(self, client: IMAPClient, todo: list[int]):
+    def _fetch_batches(self, folder: Folder, todo: list[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
         batches = [todo[start:start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
-        pending = PendingFetch(client, batches[0], self.preview) if batches else None
+        pending = PendingFetch(self.client, batches[0], self.preview) if batches else None
         for index, uids in enumerate(batches):
             try:
                 fetched = pending.result()
             except FetchFailed as exc:
                 log.warning("inbox %s: batch FETCH refused (%s); fetching one by one", self.inbox_id, exc)
-                fetched = self._fetch_one_by_one(client, uids)
-            pending = PendingFetch(client, batches[index + 1], self.preview) if index + 1 < len(batches) else None
+                fetched = self._fetch_one_by_one(uids)
+            except DROPPED:
+                log.warning("inbox %s: the server dropped the connection while sending %s messages of %r; "
+                            "isolating the message it cannot read", self.inbox_id, len(uids), folder.name)
+                self._reconnect(folder)  # raises when the server is really gone
+                fetched = self._fetch_isolating(folder, uids)
+            pending = PendingFetch(self.client, batches[index + 1], self.preview) if index + 1 < len(batches) else None
             yield uids, fetched
 
-    def _fetch_one_by_one(self, client: IMAPClient, uids: list[int]) -> dict[int, FetchedMessage]:
+    def _fetch_isolating(self, folder: Folder, uids: list[int]) -> dict[int, FetchedMessage]:
+        """Fetch ``uids`` in halves until the message that makes the server hang up is alone; keep it as unreadable.
+
+        Some servers (Dovecot on an I/O error) answer a FETCH of one broken
+        message with BYE: without this, that message would stop every sync.
+        """
+        try:
+            return fetch_metadata(self.client, uids, self.preview)
+        except FetchFailed:
+            return self._fetch_one_by_one(uids)
+        except DROPPED:
+            self._reconnect(folder)
+        if len(uids) == 1:
+            log.warning("inbox %s: message UID %s of %r cannot be read by the server; kept as unreadable",
+                        self.inbox_id, uids[0], folder.name)
+            return {uids[0]: FetchedMessage(uid=uids[0], complete=False)}
+        middle = len(uids) // 2
+        fetched = self._fetch_isolating(folder, uids[:middle])
+        fetched.update(self._fetch_isolating(folder, uids[middle:]))
+        return fetched
+
+    def _fetch_one_by_one(self, uids: list[int]) -> dict[int, FetchedMessage]:
         """After a refused batch: each message alone; one the server cannot read is kept with what it gives."""
         fetched: dict[int, FetchedMessage] = {}
         for uid in uids:
             try:
-                fetched.update(fetch_metadata(client, [uid], self.preview))
+                fetched.update(fetch_metadata(self.client, [uid], self.preview))
             except FetchFailed:
-                basic = fetch_basic(client, uid)
-                if basic is not None:
-                    basic.complete = False
-                    fetched[uid] = basic
+                basic = fetch_basic(self.client, uid) or FetchedMessage(uid=uid)
+                basic.complete = False
+                fetched[uid] = basic
         return fetched
 
     def _store_batch(self, folder: Folder, uids: list[int], fetched: dict[int, FetchedMessage],
@@ -459,6 +519,11 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     if not inbox.enabled:
         return _summary(inbox_id, "disabled")
     started = time.monotonic()
+    # A run still "running" died with its process (a killed worker): we hold the lock, so none is alive.
+    db.session.execute(
+        db.update(SyncRun).where(SyncRun.inbox_id == inbox_id, SyncRun.status == "running")
+        .values(status="failed", finished_at=utcnow(), error="Interrupted: the process running this sync stopped.")
+    )
     run = SyncRun(inbox_id=inbox_id, status="running", started_at=utcnow())
     db.session.add(run)
     inbox.status = SYNCING
@@ -469,11 +534,11 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     settings = None
     try:
         settings = settings_for(inbox)
-        client = connect(settings)
         try:
-            syncer.sync(client)
+            syncer.open(settings)
+            syncer.sync()
         finally:
-            close(client)
+            syncer.close()
     except EncryptionKeyError as exc:
         error = ImapConnectError("auth_failed", str(exc), "Enter the mailbox password again in the inbox settings.",
                                  permanent=True)
