@@ -368,6 +368,33 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         assert inbox_row(app, inbox_id).failures == 0
 
 
+def test_a_message_the_server_cannot_read_does_not_stop_the_sync(crm_app_factory, owner_factory):
+    """Dovecot answers a FETCH of an unreadable message file with BYE; the sync isolates it and goes on."""
+    import glob
+    import os
+
+    app = crm_app_factory(IMAP_FETCH_BATCH=100)
+    owner = owner_factory(app)
+    with DovecotServer() as server:
+        server.add_user("poison@team.example", "pw-poison-1")
+        from tests.conftest import Mailbox
+
+        mailbox = Mailbox(server, "poison@team.example", "pw-poison-1")
+        mailbox.write("INBOX", [message(n) for n in range(1, 251)])
+        server.warm(mailbox.username)
+        files = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))
+        os.chmod(files[136], 0)  # UID 137: the server can no longer read it
+        inbox_id = connect_inbox(app, mailbox, owner)
+        summary = sync(app, inbox_id)
+        assert summary["status"] == "ok", summary
+        rows = {r["uid"]: r for r in stored(app, inbox_id, "INBOX")}
+        assert sorted(rows) == list(range(1, 251))
+        assert "could not give this message" in rows[137]["parse_error"]
+        assert summary["flagged_messages"] == 1
+        assert all(r["parse_error"] is None for uid, r in rows.items() if uid != 137)
+        assert sync(app, inbox_id)["folders"]["INBOX"]["unchanged"]  # counted as stored: no endless retries
+
+
 @pytest.fixture
 def owner_factory():
     def make(app):

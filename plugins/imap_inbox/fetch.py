@@ -134,7 +134,7 @@ def uids_above(client: IMAPClient, high_uid: int) -> list[int]:
     return [uid for uid in search_uids(client, f"UID {high_uid + 1}:*") if uid > high_uid]
 
 
-_MESSAGE_START_RE = re.compile(rb"^\d+ \(")
+_MESSAGE_START_RE = re.compile(rb"^\d+ (?:FETCH )?\(")
 _UID_RE = re.compile(rb"[( ]UID (\d+)")
 _FLAGS_RE = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
 _INTERNALDATE_RE = re.compile(rb'[( ]INTERNALDATE "([^"]*)"')
@@ -186,7 +186,7 @@ def _literal_kind(text: bytes) -> str | None:
 
 def parse_fetch_response(data: Sequence) -> dict[int, FetchedMessage]:
     """Parse imaplib's FETCH data into messages by UID (answers without a UID are ignored)."""
-    grouped: list[tuple[list[bytes], dict[str, bytes]]] = []
+    groups: list[tuple[list[bytes], dict[str, bytes]]] = []
     for item in data:
         if item is None:
             continue
@@ -194,17 +194,22 @@ def parse_fetch_response(data: Sequence) -> dict[int, FetchedMessage]:
             text, literal = item[0], item[1]
         else:
             text, literal = item, None
-        if _MESSAGE_START_RE.match(text) or not grouped:
-            grouped.append(([text], {}))
+        if _MESSAGE_START_RE.match(text) or not groups:
+            groups.append(([text], {}))
         else:
-            grouped[-1][0].append(text)
+            groups[-1][0].append(text)
         if literal is not None:
             kind = _literal_kind(text)
             if kind is not None:
-                grouped[-1][1].setdefault(kind, literal)
+                groups[-1][1].setdefault(kind, literal)
+    return _parse_groups(groups)
+
+
+def _parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dict[int, FetchedMessage]:
+    """Messages from FETCH answers, each given as (its text parts, its literals by kind)."""
     messages: dict[int, FetchedMessage] = {}
-    for parts, literals in grouped:
-        meta = b" ".join(parts)
+    for parts, literals in groups:
+        meta = parts[0] if len(parts) == 1 else b" ".join(parts)
         match = _UID_RE.search(meta)
         if match is None:
             continue  # an unsolicited flag update of a message we did not ask about
@@ -243,6 +248,59 @@ def parse_fetch_response(data: Sequence) -> dict[int, FetchedMessage]:
     return messages
 
 
+_LITERAL_END_RE = re.compile(rb"\{(\d+)\}$")
+_UNTAGGED_FETCH_RE = re.compile(rb"^\d+ FETCH ")
+
+
+def read_fetch_answer(imap: imaplib.IMAP4, tag: bytes) -> tuple[str, bytes, list]:
+    """Read the answer to one FETCH straight off the connection, grouped per message.
+
+    imaplib's generic reader (several regexes, a dict append and a log call
+    per line) costs more than parsing the messages; this reads the same lines
+    and literals. Returns (status, text of the tagged line, groups).
+    """
+    readline = imap.file.readline
+    read = imap.file.read
+    limit = imaplib._MAXLINE + 1
+    groups: list[tuple[list[bytes], dict[str, bytes]]] = []
+    prefix = tag + b" "
+
+    def next_line() -> bytes:
+        line = readline(limit)
+        if not line:
+            raise imaplib.IMAP4.abort("socket error: EOF")
+        if not line.endswith(b"\r\n"):
+            raise imaplib.IMAP4.abort("socket error: unterminated line")
+        return line[:-2]
+
+    while True:
+        line = next_line()
+        if line.startswith(b"* "):
+            body = line[2:]
+            if body.startswith(b"BYE"):
+                raise imaplib.IMAP4.abort(f"server closed the connection: {body[:200]!r}")
+            is_fetch = _UNTAGGED_FETCH_RE.match(body) is not None
+            parts: list[bytes] = [body]
+            literals: dict[str, bytes] = {}
+            match = _LITERAL_END_RE.search(body)
+            while match is not None:  # every literal of this answer, then the rest of its line
+                literal = read(int(match.group(1)))
+                kind = _literal_kind(parts[-1])
+                if kind is not None:
+                    literals.setdefault(kind, literal)
+                body = next_line()
+                parts.append(body)
+                match = _LITERAL_END_RE.search(body)
+            if is_fetch:
+                groups.append((parts, literals))
+        elif line.startswith(prefix):
+            imap.tagged_commands.pop(tag, None)
+            status, _, text = line[len(prefix):].partition(b" ")
+            return status.decode("ascii", "replace"), text, groups
+        else:
+            raise imaplib.IMAP4.abort(f"unexpected answer: {line[:200]!r}")
+
+
 class PendingFetch:
     """A metadata FETCH already sent; ``result()`` reads its answer.
 
@@ -258,13 +316,11 @@ class PendingFetch:
         self.tag = client._imap._command("UID", "FETCH", sequence_set(uids), items)
 
     def result(self) -> dict[int, FetchedMessage]:
-        imap = self.client._imap
-        typ, dat = imap._command_complete("UID", self.tag)
-        typ, data = imap._untagged_response(typ, dat, "FETCH")
-        if typ != "OK":
-            raise FetchFailed(_response_text(data or dat))
+        status, text, groups = read_fetch_answer(self.client._imap, self.tag)
+        if status != "OK":
+            raise FetchFailed(f"{status} {text.decode('utf-8', 'replace')}"[:300])
         wanted = _as_set(self.uids)
-        return {uid: m for uid, m in parse_fetch_response(data).items() if uid in wanted}
+        return {uid: m for uid, m in _parse_groups(groups).items() if uid in wanted}
 
 
 def fetch_metadata(client: IMAPClient, uids: Sequence[int], preview: str = "") -> dict[int, FetchedMessage]:

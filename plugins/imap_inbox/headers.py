@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import email.utils
+import functools
 import hashlib
 import re
 from datetime import datetime, timedelta, timezone
@@ -38,6 +39,7 @@ MAX_CONTENT_TYPE = 200
 MAX_REFERENCES = 200  # ids kept: the first and the most recent, as mailers trim them
 MAX_ADDRESSES = 2000  # per message, all roles together
 MAX_ERROR = 1000
+CACHE_MAX_VALUE = 1000  # header values longer than this are parsed without caching
 
 ADDRESS_ROLES = (("from", "from"), ("to", "to"), ("cc", "cc"), ("reply-to", "reply_to"))
 AUTOMATED_PRECEDENCE = frozenset(("bulk", "list", "junk", "auto_reply"))
@@ -270,7 +272,17 @@ def decode_words(text: str, errors: list[str] | None = None, where: str = "") ->
 
 def header_text(value: bytes, errors: list[str] | None = None, where: str = "") -> str:
     """A header value as clean, decoded, single-line text."""
-    return clean_text(decode_words(decode_raw(value), errors, where))
+    text, problems = _header_text(value) if len(value) <= CACHE_MAX_VALUE else _header_text.__wrapped__(value)
+    if problems and errors is not None:
+        errors.extend(where + problem for problem in problems)
+    return text
+
+
+@functools.lru_cache(maxsize=8192)
+def _header_text(value: bytes) -> tuple[str, tuple[str, ...]]:
+    # Cached: threads and lists repeat subjects.
+    problems: list[str] = []
+    return clean_text(decode_words(decode_raw(value), problems)), tuple(problems)
 
 
 # --------------------------------------------------------------------------- addresses
@@ -308,6 +320,17 @@ def _clean_name(name: str, address: str, errors: list[str] | None, where: str) -
 
 def parse_addresses(value: str, errors: list[str] | None = None, where: str = "") -> list[tuple[str, str]]:
     """``(email, name)`` pairs of an address header; invalid addresses are dropped."""
+    # Long lists are rare and would crowd the cache out.
+    pairs, problems = _parse_addresses(value) if len(value) <= CACHE_MAX_VALUE else _parse_addresses.__wrapped__(value)
+    if problems and errors is not None:
+        errors.extend(where + problem for problem in problems)
+    return list(pairs)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_addresses(value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    # Cached: the same To/From values come back in most messages of a mailbox.
+    problems: list[str] = []
     value = value.replace("\x00", "")
     pairs: list[tuple[str, str]] | None = None
     if not any(c in value for c in '"()\\;:'):
@@ -336,7 +359,7 @@ def parse_addresses(value: str, errors: list[str] | None = None, where: str = ""
         if normalized is None or normalized in seen:
             continue
         seen.add(normalized)
-        result.append((normalized, _clean_name(name, normalized, errors, where)))
+        result.append((normalized, _clean_name(name, normalized, problems, "")))
     if not result and "@" in value:
         # Broken syntax (unbalanced quotes, missing brackets): salvage what looks like an address.
         for candidate in _LOOSE_ADDR_RE.findall(value):
@@ -344,9 +367,8 @@ def parse_addresses(value: str, errors: list[str] | None = None, where: str = ""
             if normalized is not None and normalized not in seen:
                 seen.add(normalized)
                 result.append((normalized, ""))
-        if errors is not None:
-            errors.append(f"{where}address list is malformed" + ("; read what looked like addresses" if result else ""))
-    return result
+        problems.append("address list is malformed" + ("; read what looked like addresses" if result else ""))
+    return tuple(result), tuple(problems)
 
 
 # --------------------------------------------------------------------------- ids and dates

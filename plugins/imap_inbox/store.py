@@ -6,6 +6,7 @@ per batch, so a failed batch leaves nothing half-written.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,20 +106,61 @@ def rematch(updates: Sequence[dict[str, Any]]) -> None:
     )
 
 
+MESSAGE_COLUMNS = tuple(c.name for c in messages.columns if c.name != "id")
+ADDRESS_COLUMNS = tuple(c.name for c in addresses.columns)
+_DATETIME_COLUMNS = {
+    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
+    for table in (messages, addresses)
+}
+_insert_sql: dict[tuple[str, str], str] = {}
+
+
+def _sqlite_datetime(value):
+    # SQLAlchemy's SQLite storage format for DateTime: naive UTC, microseconds always written.
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _bulk_insert(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """executemany straight on the driver: SQLAlchemy's per-row parameter processing is half the insert's CPU."""
+    connection = db.session.connection()
+    dialect = connection.dialect
+    if dialect.name not in ("sqlite", "postgresql"):
+        connection.execute(sa.insert(table), list(rows))
+        return
+    sql = _insert_sql.get((dialect.name, table.name))
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        sql = _insert_sql[(dialect.name, table.name)] = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})"
+        )
+    if dialect.name == "sqlite":
+        dates = _DATETIME_COLUMNS[table.name]
+        params = [tuple(_sqlite_datetime(row[c]) if c in dates else row[c] for c in columns) for row in rows]
+    else:
+        params = [tuple(row[c] for c in columns) for row in rows]
+    connection.exec_driver_sql(sql, params)
+
+
 def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
     """Insert one folder's messages and their addresses; returns the new message ids in the order of ``rows``.
 
     A plain executemany (the driver's fastest path: pipelined on PostgreSQL,
     native on SQLite) and one indexed range query mapping UIDs (unique per
     folder) to the new ids. INSERT ... RETURNING over a 1000-row VALUES list
-    measured 5x slower on PostgreSQL.
+    measured 5x slower on PostgreSQL. Rows must carry every column but ``id``.
     """
     if not rows:
         return []
-    db.session.execute(sa.insert(messages), list(rows))
+    _bulk_insert(messages, MESSAGE_COLUMNS, rows)
     folder_id = rows[0]["folder_id"]
     uids = [row["uid"] for row in rows]
-    id_by_uid = dict(db.session.execute(
+    id_by_uid = dict(db.session.connection().execute(
         sa.select(messages.c.uid, messages.c.id)
         .where(messages.c.folder_id == folder_id, messages.c.uid.between(min(uids), max(uids)))
     ).all())
@@ -129,7 +171,7 @@ def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Seque
             row["message_pk"] = message_pk
             flat.append(row)
     if flat:
-        db.session.execute(sa.insert(addresses), flat)
+        _bulk_insert(addresses, ADDRESS_COLUMNS, flat)
     return ids
 
 

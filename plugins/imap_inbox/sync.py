@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 1000
 MAX_RECONNECTS = 30  # per run: enough to isolate a few unreadable messages, not to hammer a dying server
 # The server hung up (BYE, reset, EOF) rather than answering NO.
-DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError)
+DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError, ssl.SSLEOFError,
+           ssl.SSLZeroReturnError)
 KEEP_SYNC_RUNS = 50
 Progress = Callable[[int, int], None]
 
@@ -357,6 +359,12 @@ class InboxSync:
         except DROPPED:
             self._reconnect(folder)
         if len(uids) == 1:
+            try:  # once more: a single hang-up may have been the network, not the message
+                return fetch_metadata(self.client, uids, self.preview)
+            except FetchFailed:
+                return self._fetch_one_by_one(uids)
+            except DROPPED:
+                self._reconnect(folder)
             log.warning("inbox %s: message UID %s of %r cannot be read by the server; kept as unreadable",
                         self.inbox_id, uids[0], folder.name)
             return {uids[0]: FetchedMessage(uid=uids[0], complete=False)}
