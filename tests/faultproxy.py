@@ -19,6 +19,14 @@ Cut modes:
 * ``stall``: stop forwarding after ``after`` bytes and keep both sockets open
   (the client sees nothing more until its read timeout).
 
+What happens to the connections after the armed one is the ``policy``:
+
+* ``blip``: only the next connection is broken; later ones pass (a reconnect works);
+* ``outage``: once the cut happened, every new connection is reset at once
+  (the server became unreachable) until the proxy is disarmed;
+* ``flaky``: every connection is broken the same way (a link that always
+  drops after so many bytes) until the proxy is disarmed.
+
 ``down_rate`` (bytes per second) throttles server -> client traffic: a slow
 link that makes a sync last long enough for something else to happen meanwhile.
 """
@@ -35,6 +43,7 @@ from collections.abc import Iterator
 UP = "up"  # client -> server
 DOWN = "down"  # server -> client
 MODES = ("rst", "fin", "stall")
+POLICIES = ("blip", "outage", "flaky")
 CHUNK = 65536
 
 
@@ -66,6 +75,7 @@ class Trace:
     chunks: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     sent: dict[str, int] = dataclasses.field(default_factory=lambda: {UP: 0, DOWN: 0})
     cut_fired: bool = False
+    refused: bool = False  # reset on arrival (an outage)
     closed: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def exchanges(self) -> list[tuple[int, int, int]]:
@@ -101,6 +111,8 @@ class FaultProxy:
         self.host = listen_host
         self.port = self._listener.getsockname()[1]
         self._armed: Cut | None = None
+        self._policy = "blip"
+        self._outage = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.traces: list[Trace] = []
@@ -120,10 +132,17 @@ class FaultProxy:
         self._thread.start()
         return self
 
-    def arm(self, cut: Cut | None) -> None:
-        """Break the next accepted connection as ``cut`` says (None: pass it through)."""
+    def arm(self, cut: Cut | None, policy: str = "blip") -> None:
+        """Break the next accepted connection as ``cut`` says, and later ones as ``policy`` says.
+
+        ``arm(None)`` disarms: every connection from now on passes through.
+        """
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         with self._lock:
             self._armed = cut
+            self._policy = policy if cut is not None else "blip"
+            self._outage = False
 
     @property
     def last(self) -> Trace:
@@ -158,9 +177,15 @@ class FaultProxy:
             except OSError:
                 return
             with self._lock:
-                cut, self._armed = self._armed, None
-                trace = Trace(cut=cut)
+                cut, refuse = self._armed, self._outage
+                if self._policy != "flaky":
+                    self._armed = None
+                trace = Trace(cut=None if refuse else cut, refused=refuse)
                 self.traces.append(trace)
+            if refuse:
+                _close(client, reset=True)
+                trace.closed.set()
+                continue
             threading.Thread(target=self._serve, args=(client, trace), daemon=True,
                              name=f"faultproxy-{self.port}-conn{len(self.traces)}").start()
 
@@ -236,6 +261,9 @@ class FaultProxy:
 
     def _break(self, client: socket.socket, server: socket.socket, trace: Trace, selector) -> None:
         trace.cut_fired = True
+        with self._lock:
+            if self._policy == "outage":
+                self._outage = True
         if trace.cut.mode == "stall":
             return
         reset = trace.cut.mode == "rst"
