@@ -25,7 +25,8 @@ session will have its login and its FETCH answers); at the end a third
 inbox synced from scratch must equal the reference too.
 
 ``FAULT_SEED=<n>`` replays a run; ``FAULT_TRIALS=<n>`` changes the number of
-trials (default 100). The seed is printed with every failure.
+trials (default 100); ``FAULT_POLICIES=blip,outage`` restricts what follows a
+cut. The seed is printed with every failure.
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ from tests.sync_dump import (
 )
 
 TRIALS = int(os.environ.get("FAULT_TRIALS", "100"))
+# What follows a cut, with weights; FAULT_POLICIES=blip,outage leaves out the others (e.g. to look past a known bug).
+POLICY_WEIGHTS = {name: weight for name, weight in (("blip", 35), ("outage", 40), ("flaky", 25))
+                  if name in os.environ.get("FAULT_POLICIES", ",".join(POLICIES)).split(",")}
 BATCH = 15
 READ_TIMEOUT = 2  # seconds; what a stalled connection costs
 TRANSIENT_KINDS = {"server_error", "timeout", "tls_error", "connection_refused"}
@@ -353,7 +357,7 @@ class Trials:
         where = ""
         for step in range(cuts):
             cut_kind, cut = self.choose_cut(twin, first=step == 0)
-            policy = self.rng.choices(POLICIES, (35, 40, 25))[0]
+            policy = self.rng.choices(list(POLICY_WEIGHTS), list(POLICY_WEIGHTS.values()))[0]
             where = f"trial {number} ({kind}: {change}; cut {step + 1}/{cuts}: {cut_kind}, {cut}, {policy})"
             self.log.append(where)
             with self.app.app_context():
@@ -370,7 +374,7 @@ class Trials:
             self.check_after_cut(self.inbox, summary, fired, failures, self.reference_dump, before, where)
             if step == 0 and fired:
                 self.fired[cut_kind] += 1
-            if kind == "initial" and not fired and summary["status"] == "ok" and len(traces) == 1:
+            if kind == "initial" and step == 0 and not fired and summary["status"] == "ok" and len(traces) == 1:
                 self.fresh_profile = traces[0]  # a whole fault-free initial sync of the mailbox as it is now
             if summary["status"] == "ok":
                 break
