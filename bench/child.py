@@ -135,6 +135,27 @@ def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | Non
         return result
 
 
+def _apply_sqlite_pragmas(pragmas: list[str] | None) -> None:
+    """Experiment knob (``--sqlite-pragma``): run these PRAGMAs on every new SQLite connection."""
+    if not pragmas:
+        return
+    from sqlalchemy import event
+
+    from host_app.extensions import db
+
+    if db.engine.dialect.name != "sqlite":
+        return
+
+    def on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    event.listen(db.engine, "connect", on_connect)
+    db.engine.dispose()  # connections made while the app was built did not run them
+
+
 def _child_main(spec_path: str, result_path: str) -> None:
     from bench import phases
 
@@ -148,6 +169,7 @@ def _child_main(spec_path: str, result_path: str) -> None:
 
         app = create_app(spec["app_config"])
         with app.app_context():
+            _apply_sqlite_pragmas(spec["app_config"].get("BENCH_SQLITE_PRAGMAS"))
             baseline = current_rss_mb()
             result = func(app, **kwargs)
     else:

@@ -6,8 +6,10 @@ timings for the report.
 """
 from __future__ import annotations
 
+import os
 import resource
 import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,6 +31,12 @@ def wire(**kwargs: Any) -> dict:
     return wire_fetch(**kwargs)
 
 
+def noop_floor(**kwargs: Any) -> dict:
+    from .wire import noop_floor as measure
+
+    return measure(**kwargs)
+
+
 def peer(**kwargs: Any) -> dict:
     from .peer import imap_tools_fetch
 
@@ -46,6 +54,49 @@ def _sync_func() -> Callable[[int], dict] | None:
     return sync_inbox
 
 
+class RssSampler:
+    """Peak RSS per step of a sync (the sync itself, then each listener), sampled every 50 ms.
+
+    ``ru_maxrss`` gives the process's true peak; this says which step reached it.
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+        self.step = "sync"
+        self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss_mb(self) -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page_mb
+
+    def _sample(self) -> None:
+        rss = self._rss_mb()
+        if rss > self.peaks.get(self.step, 0.0):
+            self.peaks[self.step] = rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
+
+    def enter(self, step: str) -> None:
+        self._sample()
+        self.step = step
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def report(self) -> dict[str, float]:
+        return {step: round(mb, 1) for step, mb in self.peaks.items()}
+
+
 class ListenerTimer:
     """Times each plugin's ``event_emitted`` listener by wrapping the plugin manager's ``call_each``.
 
@@ -53,7 +104,7 @@ class ListenerTimer:
     reply_condition) run inside it; this splits their time out of the sync's.
     """
 
-    def __init__(self, app: Flask) -> None:
+    def __init__(self, app: Flask, sampler: RssSampler | None = None) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         manager = app.extensions["plugins"]
         original = manager.call_each
@@ -64,12 +115,16 @@ class ListenerTimer:
             iterator = original(hook_name, **kwargs)
             for plugin in _listener_order(manager, hook_name):
                 mark(f"listener {label}:{plugin}")
+                if sampler is not None:
+                    sampler.enter(f"listener {label}:{plugin}")
                 started = time.perf_counter()
                 try:
                     item = next(iterator)
                 except StopIteration:
                     return
                 self.seconds[f"{label}:{item[0]}"] += time.perf_counter() - started
+                if sampler is not None:
+                    sampler.enter("sync")
                 yield item
             yield from iterator
 
@@ -116,17 +171,18 @@ def _cpu_seconds() -> float:
 def _timed_sync(app: Flask, inbox_id: int) -> dict:
     """One ``sync_inbox`` call: wall and CPU seconds, its summary, and each listener's share."""
     sync_inbox = _sync_func()
-    timer = ListenerTimer(app)
-    mark("sync started")
-    cpu = _cpu_seconds()
-    started = time.perf_counter()
-    summary = sync_inbox(inbox_id)
-    seconds = time.perf_counter() - started
-    cpu = _cpu_seconds() - cpu
-    mark("sync finished")
+    with RssSampler() as sampler:
+        timer = ListenerTimer(app, sampler)
+        mark("sync started")
+        cpu = _cpu_seconds()
+        started = time.perf_counter()
+        summary = sync_inbox(inbox_id)
+        seconds = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu
+        mark("sync finished")
     return {"seconds": seconds, "cpu_seconds": round(cpu, 3),
             "summary": summary if isinstance(summary, dict) else {"result": summary},
-            "listener_seconds": timer.report()}
+            "listener_seconds": timer.report(), "peak_rss_mb_by_step": sampler.report()}
 
 
 def _percentile(values: list[float], pct: float) -> float:

@@ -144,6 +144,10 @@ def markdown(results: dict, databases: list[str]) -> str:
                  _s(peer.get("seconds")), _num(peer.get("messages_per_second"), 0, "msg/s"),
                  _num(peer.get("peak_rss_mb"), 0, "MB"), _s(peer.get("server_cpu_seconds"))])
     out += _table(["reader", "messages", "bytes", "time", "throughput", "peak RSS", "Dovecot CPU"], rows)
+    floor = results.get("noop_floor") or {}
+    out += [f"No-op floor (fresh TLS connection + LOGIN, STATUS of both folders, LOGOUT; median of "
+            f"{floor.get('rounds', '?')}): {_num(floor.get('total_ms'), 1, 'ms')} "
+            f"(login {_num(floor.get('login_ms'), 1, 'ms')}, STATUS {_num(floor.get('status_ms'), 1, 'ms')}).", ""]
     out += [f"FETCH items of the sync ({meta.get('fetch_items_source', '?')}): `{meta.get('fetch_items', '?')}`", ""]
 
     def per_db(label: str, getter: Callable[[dict], str]) -> list[str]:
@@ -163,6 +167,7 @@ def markdown(results: dict, databases: list[str]) -> str:
                f"{_s(_get(d, 'initial_sync', 'server_cpu_seconds'))}"),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
         per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
+        per_db("peak RSS by step (sampled)", lambda d: _rss_steps(_get(d, "initial_sync", "peak_rss_mb_by_step"))),
         per_db("distinct addresses stored", lambda d: _num(_get(d, "initial_sync", "distinct_addresses"))),
         per_db("messages with parse errors", lambda d: _num(_get(d, "initial_sync", "parse_errors"))),
         per_db("÷ wire limit", lambda d: _num(_get(d, "ratios", "sync_to_wire"), 2, "×")),
@@ -233,6 +238,12 @@ def markdown(results: dict, databases: list[str]) -> str:
     out += [f"- {note}" for note in notes] or ["- none"]
     out.append("")
     return "\n".join(out)
+
+
+def _rss_steps(steps: dict | None) -> str:
+    if not steps:
+        return NA
+    return ", ".join(f"{step.removeprefix('listener inbox_synced:')} {mb:,.0f} MB" for step, mb in steps.items())
 
 
 def _phase_time(data: dict, phase: str) -> str:

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sync-timeout", type=float, default=None,
                         help="seconds the initial sync may run (default: --phase-timeout); when stopped, the "
                              "report shows how far it got")
+    parser.add_argument("--sqlite-pragma", action="append", default=[], metavar="PRAGMA",
+                        help="experiment: run 'PRAGMA <this>' on every SQLite connection (repeatable), e.g. "
+                             "journal_mode=WAL, synchronous=NORMAL, cache_size=-65536")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases (SQLite files, PostgreSQL database) for inspection")
     parser.add_argument("--base-dir", default=default_base_dir(),
@@ -105,6 +108,7 @@ def _meta(args: argparse.Namespace) -> dict:
             "dovecot": f"Dovecot {_command_output(dovecot, '--version')}" if dovecot else "Dovecot ?",
         },
         "phases": args.phases,
+        "sqlite_pragmas": args.sqlite_pragma,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -199,6 +203,7 @@ class Bench:
                 # imap-tools asks for other items, which Dovecot has not cached yet: two passes, the last counts.
                 self.results["wire_peer_items"] = self.phase("wire", **imap, folders=folders, items=PEER_ITEMS,
                                                              passes=2)
+                self.results["noop_floor"] = self.phase("noop_floor", **imap, folders=folders)
             if "peer" in phases:
                 self.results["peer"] = self.phase("peer", **imap, folders=folders)
                 if self.results["peer"].get("note"):
@@ -291,6 +296,9 @@ class Bench:
             if self.args.keep:
                 self.note(f"{database} database kept: {url}")
             self.configs[database] = app_config(url, instance, self.args.redis_url, queue=f"bench-{database}")
+            if database == "sqlite" and self.args.sqlite_pragma:
+                self.configs[database]["BENCH_SQLITE_PRAGMAS"] = self.args.sqlite_pragma
+                self.note(f"experiment: SQLite connections run PRAGMA {', '.join(self.args.sqlite_pragma)}")
             self.results["databases"][database] = {}
             opened.append(database)
         return opened

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import statistics
 import time
 
 # What the sync fetches until the engine publishes its own list (see fetch_items()).
@@ -196,3 +197,27 @@ def warm_fetch_cache(host: str, port: int, ca_file: str, username: str, password
         return time.perf_counter() - started
     finally:
         conn.close()
+
+
+def noop_floor(host: str, port: int, ca_file: str, username: str, password: str, folders: list[str],
+               rounds: int = 7) -> dict:
+    """What a no-op sync cannot go below: connect + TLS + LOGIN, one STATUS per folder, LOGOUT.
+
+    Returns medians in milliseconds (each round on a fresh connection, as each sync job opens one).
+    """
+    login_ms, status_ms, total_ms = [], [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        conn = _connect(host, port, ca_file, username, password)
+        logged_in = time.perf_counter()
+        try:
+            for folder in folders:
+                conn.command(f"STATUS {_quote(folder)} (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)")
+        finally:
+            statused = time.perf_counter()
+            conn.close()
+        login_ms.append((logged_in - started) * 1000)
+        status_ms.append((statused - logged_in) * 1000)
+        total_ms.append((time.perf_counter() - started) * 1000)
+    return {"rounds": rounds, "login_ms": round(statistics.median(login_ms), 2),
+            "status_ms": round(statistics.median(status_ms), 2), "total_ms": round(statistics.median(total_ms), 2)}

@@ -57,6 +57,7 @@ def test_mailbox_wire_and_peer_counts(bench_run):
     assert results["wire"]["bytes"] > 0
     assert results["wire_peer_items"]["messages"] == total
     assert results["peer"]["messages"] == total
+    assert results["noop_floor"]["rounds"] > 0 and results["noop_floor"]["total_ms"] > 0
     assert results["new_mail"]["inbox"] + results["new_mail"]["sent"] == NEW_MESSAGES
 
 
@@ -70,6 +71,7 @@ def test_sync_import_timeline_and_condition_facts(bench_run):
     assert data["initial_sync"]["stored_messages"] == total
     assert data["initial_sync"]["stored_by_folder"] == {"INBOX": N, "Sent": N // 10}
     assert data["initial_sync"]["peak_rss_mb"] > 0
+    assert "sync" in data["initial_sync"]["peak_rss_mb_by_step"]
     assert data["noop_sync"]["stored_messages"] == total
     assert data["noop_sync"]["runs"] == 2
     assert data["incremental_sync"]["summary"]["status"] == "ok"
