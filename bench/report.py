@@ -168,6 +168,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
         per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
         per_db("peak RSS by step (sampled)", lambda d: _rss_steps(_get(d, "initial_sync", "peak_rss_mb_by_step"))),
+        per_db("RSS as the mailbox is stored",
+               lambda d: _rss_curve(_get(d, "initial_sync", "rss_mb_by_messages_stored"))),
         per_db("distinct addresses stored", lambda d: _num(_get(d, "initial_sync", "distinct_addresses"))),
         per_db("messages with parse errors", lambda d: _num(_get(d, "initial_sync", "parse_errors"))),
         per_db("÷ wire limit", lambda d: _num(_get(d, "ratios", "sync_to_wire"), 2, "×")),
@@ -244,6 +246,19 @@ def _rss_steps(steps: dict | None) -> str:
     if not steps:
         return NA
     return ", ".join(f"{step.removeprefix('listener inbox_synced:')} {mb:,.0f} MB" for step, mb in steps.items())
+
+
+def _rss_curve(points: list | None) -> str:
+    """RSS at about a quarter, half, three quarters and all of the messages stored."""
+    if not points:
+        return NA
+    last = points[-1][0] or 1
+    shown = []
+    for quarter in (0.25, 0.5, 0.75, 1.0):
+        done, mb = min(points, key=lambda p: abs(p[0] - quarter * last))
+        if not shown or shown[-1][0] != done:
+            shown.append((done, mb))
+    return ", ".join(f"{mb:,.0f} MB at {done:,}" for done, mb in shown)
 
 
 def _phase_time(data: dict, phase: str) -> str:

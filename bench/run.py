@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sqlite-pragma", action="append", default=[], metavar="PRAGMA",
                         help="experiment: run 'PRAGMA <this>' on every SQLite connection (repeatable), e.g. "
                              "journal_mode=WAL, synchronous=NORMAL, cache_size=-65536")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="skip warming Dovecot's cache for the sync's FETCH items (scaling/RSS runs only; "
+                             "the targets are stated for a warm cache)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases (SQLite files, PostgreSQL database) for inspection")
     parser.add_argument("--base-dir", default=default_base_dir(),
@@ -142,13 +145,18 @@ class Bench:
             result = run_phase(name, app_config=config, profile=profile_path,
                                timeout=timeout or self.args.phase_timeout, **kwargs)
         except PhaseTimeout as exc:
-            where = exc.marks[-1][1] if exc.marks else "unknown"
+            where = next((w for _, w in reversed(exc.marks) if not w.startswith("rss-at ")), "unknown")
             self.note(f"{label} {exc.summary}; it was at: {where}")
             first_reached: dict[str, float] = {}
+            rss_by_progress = []
             for t, what in exc.marks:
-                first_reached.setdefault(what, t)
+                if what.startswith("rss-at "):
+                    done, rss = what.split()[1:3]
+                    rss_by_progress.append((int(done), float(rss)))
+                else:
+                    first_reached.setdefault(what, t)
             return {"error": exc.summary, "timed_out": True, "timeout_seconds": exc.seconds,
-                    "marks": first_reached, "last_mark": where}
+                    "marks": first_reached, "last_mark": where, "rss_mb_by_messages_stored": rss_by_progress}
         except PhaseFailed as exc:
             self.note(f"{label} failed: {exc.summary}")
             return {"error": exc.summary, "stderr": exc.stderr}
@@ -195,9 +203,13 @@ class Bench:
                 items, source = fetch_items(client, PREVIEW_MODE)
             self.results["meta"].update(fetch_items=items, fetch_items_source=source)
             folders = ["INBOX", SENT_FOLDER]
-            self.results["mailbox"]["cache_warm_seconds"] = warm_fetch_cache(**imap, folders=folders, items=items)
-            log(f"Dovecot's cache warmed for the sync's FETCH items in "
-                f"{self.results['mailbox']['cache_warm_seconds']:.1f} s")
+            if args.cold_cache:
+                self.note("Dovecot's cache was NOT warmed for the sync's FETCH items (--cold-cache)")
+            else:
+                self.results["mailbox"]["cache_warm_seconds"] = warm_fetch_cache(**imap, folders=folders,
+                                                                                 items=items)
+                log(f"Dovecot's cache warmed for the sync's FETCH items in "
+                    f"{self.results['mailbox']['cache_warm_seconds']:.1f} s")
             if "wire" in phases:
                 self.results["wire"] = self.phase("wire", **imap, folders=folders, items=items)
                 # imap-tools asks for other items, which Dovecot has not cached yet: two passes, the last counts.
@@ -237,7 +249,9 @@ class Bench:
                 log(f"adding {args.new_messages:,} new messages")
                 before = uid_next(**imap, folders=folders)
                 new = add_new_mail(server, OWNER, args.new_messages, seed=args.seed + 1)
-                new.cache_warm_seconds = warm_fetch_cache(**imap, folders=folders, items=items, from_uids=before)
+                if not args.cold_cache:
+                    new.cache_warm_seconds = warm_fetch_cache(**imap, folders=folders, items=items,
+                                                              from_uids=before)
                 self.results["new_mail"] = vars(new)
                 for database in synced:
                     self.store(database, "incremental_sync", self.check_sync(
