@@ -194,7 +194,21 @@ def _close_quietly(client: IMAPClient) -> None:
         pass
 
 
+_contexts: dict[tuple[str | None, float], ssl.SSLContext] = {}
+
+
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """A verifying TLS context, cached: loading the system CA store on every login costs milliseconds."""
+    stamp = os.path.getmtime(ca_file) if ca_file and os.path.isfile(ca_file) else 0.0
+    context = _contexts.get((ca_file, stamp))
+    if context is None:
+        context = _new_tls_context(ca_file)
+        if len(_contexts) < 64:
+            _contexts[(ca_file, stamp)] = context
+    return context
+
+
+def _new_tls_context(ca_file: str | None) -> ssl.SSLContext:
     if ca_file:
         if not os.path.isfile(ca_file):
             raise ImapConnectError(

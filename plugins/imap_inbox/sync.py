@@ -27,7 +27,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import current_app
@@ -95,10 +95,11 @@ class FolderReport:
 class InboxSync:
     """Syncs the folders of one inbox over one logged-in connection."""
 
-    def __init__(self, inbox: Inbox, run_id: int, *, on_progress: Progress | None = None, lock=None):
+    def __init__(self, inbox: Inbox, *, on_progress: Progress | None = None, lock=None):
         config = current_app.config
         self.inbox_id = inbox.id
-        self.run_id = run_id
+        self.run_id: int | None = None  # set by begin(), when there is work to do
+        self.started_at = utcnow()
         self.extra_folders = list(inbox.extra_folders or [])
         self.own_addresses = {a for a in (inbox.email, inbox.username.lower()) if a and "@" in a}
         self.batch_size = max(1, int(config.get("IMAP_FETCH_BATCH", DEFAULT_BATCH)))
@@ -153,6 +154,21 @@ class InboxSync:
             close(self.client)
             self.client = None
 
+    def begin(self) -> None:
+        """There is work to do: record the run and show the inbox as syncing (once per run)."""
+        if self.run_id is not None:
+            return
+        _close_interrupted_runs(self.inbox_id)
+        run = SyncRun(inbox_id=self.inbox_id, status="running", started_at=self.started_at)
+        db.session.add(run)
+        db.session.execute(
+            db.update(Inbox).where(Inbox.id == self.inbox_id)
+            # The watchdog: retried if this process dies without a word.
+            .values(status=SYNCING, next_sync_at=utcnow() + timedelta(seconds=WATCHDOG))
+        )
+        db.session.commit()
+        self.run_id = run.id
+
     def _reconnect(self, folder: Folder) -> None:
         """A new connection after the server dropped the last one, back in ``folder`` (read-only)."""
         self.reconnects += 1
@@ -182,6 +198,7 @@ class InboxSync:
         self.progress_done = sum(folder.message_count or 0 for folder in folders)
         inbox = db.session.get(Inbox, self.inbox_id)
         if (inbox.progress_total, inbox.progress_done) != (self.progress_total, self.progress_done):
+            self.begin()
             self._save_progress()
         for folder in folders:
             self._sync_folder(folder, states[folder.id])
@@ -196,6 +213,7 @@ class InboxSync:
         wanted = {choice.name: choice.role for choice in plan.folders}
         for name, folder in existing.items():
             if name not in wanted:
+                self.begin()
                 removed = store.delete_folder_messages(folder.id)
                 db.session.delete(folder)
                 self.reports[name] = report = FolderReport(name, folder.role)
@@ -243,6 +261,7 @@ class InboxSync:
         client = self.client
         report = self.reports.setdefault(folder.name, FolderReport(folder.name, folder.role))
         if status.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
+            self.begin()
             if folder.uidvalidity is not None or store.stored_count(folder.id):
                 report.uidvalidity_changed = True
                 parked = store.mark_stale(folder.id)
@@ -264,6 +283,7 @@ class InboxSync:
             folder.last_synced_at = utcnow()  # committed with the run's outcome
             return
 
+        self.begin()
         selected = examine(client, folder.name, status)
         if self.condstore and folder.highestmodseq and selected.highestmodseq != folder.highestmodseq:
             low, high = store.uid_range(folder.id)
@@ -308,6 +328,9 @@ class InboxSync:
         client = self.client
         high = folder.high_uid or 0
         new = uids_above(client, high)
+        if new:
+            # A run cut short stored some new mail (newest first) without moving high_uid: not new any more.
+            new = sorted(set(new) - store.existing_uids(folder.id, new))
         stored_count = store.stored_count(folder.id)
         if selected.messages != stored_count + len(new):
             # Something was expunged (or a message is missing here): compare the full UID lists.
@@ -322,8 +345,9 @@ class InboxSync:
         todo = sorted(set(new), reverse=True)
         for uids, fetched in self._fetch_batches(folder, todo):
             self._store_batch(folder, uids, fetched, report, False, initial=False)
-        if todo:
-            folder.high_uid = max(high, todo[0])
+        top = store.uid_range(folder.id)[1]
+        if top and top > high:
+            folder.high_uid = top
             db.session.commit()
 
     # ------------------------------------------------------------------ one batch
@@ -502,9 +526,9 @@ class InboxSync:
 # --------------------------------------------------------------------------- the run
 
 
-def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, run_id: int | None = None,
-             **extra: Any) -> dict[str, Any]:
-    summary: dict[str, Any] = {"inbox_id": inbox_id, "status": status, "sync_run_id": run_id}
+def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, **extra: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"inbox_id": inbox_id, "status": status,
+                               "sync_run_id": syncer.run_id if syncer is not None else None}
     if syncer is not None:
         summary.update(
             new_messages=syncer.new_messages,
@@ -518,7 +542,11 @@ def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, run_id
 
 
 def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -> dict[str, Any]:
-    """Sync one inbox now (the caller holds its lock); returns a JSON-able summary. Never leaks the password."""
+    """Sync one inbox now (the caller holds its lock); returns a JSON-able summary. Never leaks the password.
+
+    The run is recorded (SyncRun, status "syncing") once there is work to do;
+    a run that finds nothing changed writes its outcome in a single commit.
+    """
     from .service import settings_for
 
     inbox = db.session.get(Inbox, inbox_id)
@@ -527,18 +555,7 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     if not inbox.enabled:
         return _summary(inbox_id, "disabled")
     started = time.monotonic()
-    # A run still "running" died with its process (a killed worker): we hold the lock, so none is alive.
-    db.session.execute(
-        db.update(SyncRun).where(SyncRun.inbox_id == inbox_id, SyncRun.status == "running")
-        .values(status="failed", finished_at=utcnow(), error="Interrupted: the process running this sync stopped.")
-    )
-    run = SyncRun(inbox_id=inbox_id, status="running", started_at=utcnow())
-    db.session.add(run)
-    inbox.status = SYNCING
-    inbox.next_sync_at = utcnow() + _seconds(WATCHDOG)  # retried if this process dies without a word
-    db.session.commit()
-    run_id = run.id
-    syncer = InboxSync(inbox, run_id, on_progress=on_progress, lock=lock)
+    syncer = InboxSync(inbox, on_progress=on_progress, lock=lock)
     settings = None
     try:
         settings = settings_for(inbox)
@@ -550,40 +567,45 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     except EncryptionKeyError as exc:
         error = ImapConnectError("auth_failed", str(exc), "Enter the mailbox password again in the inbox settings.",
                                  permanent=True)
-        return _failed(inbox_id, run_id, syncer, error, started)
+        return _failed(inbox_id, syncer, error, started)
     except ImapConnectError as exc:
-        return _failed(inbox_id, run_id, syncer, exc, started)
+        return _failed(inbox_id, syncer, exc, started)
     except SyncAborted as exc:
-        return _aborted(inbox_id, run_id, syncer, exc.reason, started)
+        return _aborted(inbox_id, syncer, exc.reason, started)
     except FetchFailed as exc:
         error = ImapConnectError("server_error", f"The server refused to read messages ({exc}).",
                                  "This is usually temporary; the sync retries automatically.")
-        return _failed(inbox_id, run_id, syncer, error, started)
+        return _failed(inbox_id, syncer, error, started)
     except NETWORK_ERRORS as exc:
-        return _failed(inbox_id, run_id, syncer, classify_error(exc, settings), started)
+        return _failed(inbox_id, syncer, classify_error(exc, settings), started)
     except Exception as exc:
         db.session.rollback()
         if db.session.get(Inbox, inbox_id) is None:  # deleted by someone else mid-sync
             log.info("inbox %s was deleted during its sync", inbox_id)
-            return _summary(inbox_id, "deleted", syncer, run_id)
+            return _summary(inbox_id, "deleted", syncer)
         log.exception("inbox %s: sync failed unexpectedly", inbox_id)
         error = ImapConnectError("server_error", f"The sync failed unexpectedly ({type(exc).__name__}).",
                                  "This is a bug; it has been logged. The sync retries automatically.")
-        _failed(inbox_id, run_id, syncer, error, started)
+        _failed(inbox_id, syncer, error, started)
         raise
-    return _succeeded(inbox_id, run_id, syncer, started)
+    return _succeeded(inbox_id, syncer, started)
 
 
-def _seconds(n: int):
-    from datetime import timedelta
+def _close_interrupted_runs(inbox_id: int) -> None:
+    # A run still "running" died with its process (a killed worker): we hold the lock, so none is alive.
+    db.session.execute(
+        db.update(SyncRun).where(SyncRun.inbox_id == inbox_id, SyncRun.status == "running")
+        .values(status="failed", finished_at=utcnow(), error="Interrupted: the process running this sync stopped.")
+    )
 
-    return timedelta(seconds=n)
 
-
-def _finish_run(run_id: int, syncer: InboxSync, status: str, error: str | None = None) -> None:
-    run = db.session.get(SyncRun, run_id)
+def _finish_run(syncer: InboxSync, status: str, error: str | None = None) -> int:
+    """Record the run's outcome (creating its row when it never had work to do); returns its id."""
+    run = db.session.get(SyncRun, syncer.run_id) if syncer.run_id is not None else None
     if run is None:
-        return
+        _close_interrupted_runs(syncer.inbox_id)
+        run = SyncRun(inbox_id=syncer.inbox_id, started_at=syncer.started_at)
+        db.session.add(run)
     run.status = status
     run.finished_at = utcnow()
     run.error = error
@@ -592,6 +614,9 @@ def _finish_run(run_id: int, syncer: InboxSync, status: str, error: str | None =
     run.updated_messages = syncer.updated_messages
     run.flagged_messages = syncer.flagged_messages
     run.details = syncer.details()
+    db.session.flush()
+    syncer.run_id = run.id
+    return run.id
 
 
 def _prune_runs(inbox_id: int) -> None:
@@ -603,7 +628,7 @@ def _prune_runs(inbox_id: int) -> None:
         db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id, SyncRun.id <= keep))
 
 
-def _succeeded(inbox_id: int, run_id: int, syncer: InboxSync, started: float) -> dict[str, Any]:
+def _succeeded(inbox_id: int, syncer: InboxSync, started: float) -> dict[str, Any]:
     inbox = db.session.get(Inbox, inbox_id)
     now = utcnow()
     inbox.status = OK if inbox.enabled else DISABLED
@@ -614,22 +639,22 @@ def _succeeded(inbox_id: int, run_id: int, syncer: InboxSync, started: float) ->
     if syncer.missing_folders:
         inbox.error = "Folders not found on the server: " + ", ".join(syncer.missing_folders)[:500]
         inbox.error_hint = "Check the folder names in the inbox settings (they are matched ignoring case)."
-    _finish_run(run_id, syncer, "ok")
+    run_id = _finish_run(syncer, "ok")
     _prune_runs(inbox_id)
     db.session.commit()
     events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
                              removed_messages=syncer.removed_messages, status="ok")
     log.info("inbox %s synced: %s new, %s removed, %s updated in %.1fs", inbox_id, syncer.new_messages,
              syncer.removed_messages, syncer.updated_messages, time.monotonic() - started)
-    return _summary(inbox_id, "ok", syncer, run_id, message_count=inbox.message_count,
+    return _summary(inbox_id, "ok", syncer, message_count=inbox.message_count,
                     seconds=round(time.monotonic() - started, 3))
 
 
-def _failed(inbox_id: int, run_id: int, syncer: InboxSync, error: ImapConnectError, started: float) -> dict[str, Any]:
+def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: float) -> dict[str, Any]:
     db.session.rollback()  # the batch in flight, if any: nothing half-written
     inbox = db.session.get(Inbox, inbox_id)
     if inbox is None:
-        return _summary(inbox_id, "deleted", syncer, run_id)
+        return _summary(inbox_id, "deleted", syncer)
     if error.permanent:
         inbox.status = NEEDS_ATTENTION
         inbox.next_sync_at = None  # no retries until the settings change
@@ -642,7 +667,7 @@ def _failed(inbox_id: int, run_id: int, syncer: InboxSync, error: ImapConnectErr
     inbox.error = error.message
     inbox.error_hint = error.hint
     inbox.message_count = store.inbox_message_count(inbox_id)
-    _finish_run(run_id, syncer, "failed", error.message)
+    run_id = _finish_run(syncer, "failed", error.message)
     _prune_runs(inbox_id)
     db.session.commit()
     log.warning("inbox %s: sync failed (%s): %s", inbox_id, error.kind, error.message)
@@ -650,21 +675,21 @@ def _failed(inbox_id: int, run_id: int, syncer: InboxSync, error: ImapConnectErr
         # What was committed before the failure is there for listeners to see.
         events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
                                  removed_messages=syncer.removed_messages, status="failed")
-    return _summary(inbox_id, status, syncer, run_id, error=error.message, error_kind=error.kind,
+    return _summary(inbox_id, status, syncer, error=error.message, error_kind=error.kind,
                     hint=error.hint, retry_at=inbox.next_sync_at.isoformat() if inbox.next_sync_at else None,
                     seconds=round(time.monotonic() - started, 3))
 
 
-def _aborted(inbox_id: int, run_id: int, syncer: InboxSync, reason: str, started: float) -> dict[str, Any]:
+def _aborted(inbox_id: int, syncer: InboxSync, reason: str, started: float) -> dict[str, Any]:
     db.session.rollback()
     if reason == "lock_lost":
         error = ImapConnectError("server_error", "The sync lost its lock (Redis unreachable?) and stopped.",
                                  "It resumes where it stopped on the next try.", permanent=False)
-        return _failed(inbox_id, run_id, syncer, error, started)
+        return _failed(inbox_id, syncer, error, started)
     inbox = db.session.get(Inbox, inbox_id)
     if inbox is not None:
-        _finish_run(run_id, syncer, "failed", f"stopped: inbox {reason}")
+        _finish_run(syncer, "failed", f"stopped: inbox {reason}")
         inbox.message_count = store.inbox_message_count(inbox_id)
         db.session.commit()
     log.info("inbox %s: sync stopped (inbox %s)", inbox_id, reason)
-    return _summary(inbox_id, reason, syncer, run_id, seconds=round(time.monotonic() - started, 3))
+    return _summary(inbox_id, reason, syncer, seconds=round(time.monotonic() - started, 3))
