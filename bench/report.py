@@ -147,7 +147,12 @@ def markdown(results: dict, databases: list[str]) -> str:
     floor = results.get("noop_floor") or {}
     out += [f"No-op floor (fresh TLS connection + LOGIN, STATUS of both folders, LOGOUT; median of "
             f"{floor.get('rounds', '?')}): {_num(floor.get('total_ms'), 1, 'ms')} "
-            f"(login {_num(floor.get('login_ms'), 1, 'ms')}, STATUS {_num(floor.get('status_ms'), 1, 'ms')}).", ""]
+            f"(login {_num(floor.get('login_ms'), 1, 'ms')}, STATUS {_num(floor.get('status_ms'), 1, 'ms')})."]
+    after = results.get("noop_floor_after_sync") or {}
+    if after:
+        out += [f"The same after the syncs: {_num(after.get('total_ms'), 1, 'ms')} "
+                f"(login {_num(after.get('login_ms'), 1, 'ms')}, STATUS {_num(after.get('status_ms'), 1, 'ms')})."]
+    out.append("")
     out += [f"FETCH items of the sync ({meta.get('fetch_items_source', '?')}): `{meta.get('fetch_items', '?')}`", ""]
 
     def per_db(label: str, getter: Callable[[dict], str]) -> list[str]:

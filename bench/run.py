@@ -215,6 +215,7 @@ class Bench:
                 # imap-tools asks for other items, which Dovecot has not cached yet: two passes, the last counts.
                 self.results["wire_peer_items"] = self.phase("wire", **imap, folders=folders, items=PEER_ITEMS,
                                                              passes=2)
+            if "wire" in phases or "noop" in phases:
                 self.results["noop_floor"] = self.phase("noop_floor", **imap, folders=folders)
             if "peer" in phases:
                 self.results["peer"] = self.phase("peer", **imap, folders=folders)
@@ -245,6 +246,9 @@ class Bench:
                     self.store(database, "noop_sync", self.check_sync(database, "no-op sync", self.phase(
                         "noop_sync", database, profile=True, inbox_id=self.inbox_ids[database],
                         runs=args.noop_runs)))
+            if "noop" in phases and synced:
+                # The same floor again, now that the sync has EXAMINEd and FETCHed: did the server's state change?
+                self.results["noop_floor_after_sync"] = self.phase("noop_floor", **imap, folders=folders)
             if "incremental" in phases and synced:
                 log(f"adding {args.new_messages:,} new messages")
                 before = uid_next(**imap, folders=folders)
