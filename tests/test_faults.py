@@ -49,6 +49,7 @@ from plugins.imap_inbox import models, service
 from plugins.imap_inbox.jobs import sync_inbox
 from plugins.imap_inbox.testing import mailgen
 from tests.faultproxy import DOWN, POLICIES, UP, Cut, FaultProxy, Trace
+from tests.reliability_helpers import RedisServer
 from tests.sync_dump import (
     canonical_dump,
     comparable_folder_states,
@@ -79,8 +80,17 @@ def fault_seed() -> int:
     return int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
 
 
+@pytest.fixture(scope="module")
+def private_redis():
+    """RQ job ids ("imap_inbox-sync-<inbox id>") are global in a Redis database: deleting our inbox #2 would
+    cancel the queued job of another suite's inbox #2 on the shared one."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def fault_app(crm_app_factory, crm_database_url):
+def fault_app(crm_app_factory, crm_database_url, private_redis):
     """The sync engine alone, small batches, a short read timeout, a queue of its own.
 
     On SQLite the database lives in /dev/shm: the trials commit thousands of
@@ -89,7 +99,8 @@ def fault_app(crm_app_factory, crm_database_url):
     config = dict(
         IMAP_FETCH_BATCH=BATCH,
         IMAP_TIMEOUT=READ_TIMEOUT,
-        RQ_QUEUE=f"faults-{uuid.uuid4().hex[:8]}",  # no other test's worker takes our jobs or locks
+        RQ_QUEUE=f"faults-{uuid.uuid4().hex[:8]}",
+        REDIS_URL=private_redis.url(),
         IMAP_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
     )
     directory = None

@@ -44,12 +44,23 @@ _accounts = itertools.count(1)
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
+@pytest.fixture(scope="module")
+def private_redis():
+    """A Redis of this module's own: RQ job ids are global in a Redis database, so suites running at the same
+    time on the shared one (each with inbox #1) would take each other's "imap_inbox-sync-1" for their own."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def make_app(crm_app_factory):
-    """``make(**config)``: the app on the test database with a queue of its own and a shared encryption key."""
+def make_app(crm_app_factory, private_redis):
+    """``make(**config)``: the app on the test database and a private Redis, sharing an encryption key."""
+    Redis.from_url(private_redis.url()).flushdb()
 
     def make(**config):
-        values = dict(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"reliability-{uuid.uuid4().hex[:8]}")
+        values = dict(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"reliability-{uuid.uuid4().hex[:8]}",
+                      REDIS_URL=private_redis.url())
         values.update(config)
         return crm_app_factory(**values)
 
