@@ -302,6 +302,25 @@ def test_redis_gone_while_a_worker_syncs_stops_it_cleanly_and_the_retry_complete
     assert_exactly(app, inbox_id, mailbox, written)
 
 
+def test_two_installations_sharing_a_redis_database_keep_their_sync_jobs_apart(make_app, owner, mailbox):
+    """Sync locks are namespaced by RQ_QUEUE, so one Redis may serve several installations (or a staging and
+    a production one); their sync jobs must be kept apart too: inbox #1 of one is not inbox #1 of the other."""
+    first, second = make_app(RQ_QUEUE="crm-one"), make_app(RQ_QUEUE="crm-two")
+    inbox_id = connect(first, mailbox, owner)  # enqueues on crm-one
+    with first.app_context():
+        assert jobs.queue().count == 1
+    with second.app_context():
+        enqueued = jobs.enqueue_sync(inbox_id)
+        second_count = jobs.queue().count
+        service.cancel_queued_sync(inbox_id)  # e.g. the second installation deletes its inbox #1
+    with first.app_context():
+        first_count = jobs.queue().count
+    assert (enqueued is not None, second_count, first_count) == (True, 1, 1), (
+        f"installation two could {'not ' if enqueued is None else ''}enqueue its inbox #{inbox_id} "
+        f"({second_count} job on its queue), and cancelling it left {first_count} job on installation one's "
+        "queue: RQ job ids (imap_inbox-sync-<id>) are global in a Redis database, unlike the sync locks")
+
+
 # --------------------------------------------------------------------------- 4. the database connection dropped
 
 
