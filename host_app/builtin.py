@@ -30,6 +30,9 @@ class HasTag(Condition):
     def evaluate(self, contact, params):
         return params["tag"] in contact.tags
 
+    def describe(self, params):
+        return f"Has tag {params.get('tag', '')}"
+
     def evaluate_bulk(self, contact_ids, params):
         ids = list(contact_ids)
         stmt = db.select(ContactTag.contact_id).where(ContactTag.tag == params["tag"], ContactTag.contact_id.in_(ids))

@@ -115,8 +115,8 @@ def test_automation_builder_with_has_tag_saves_a_rule_that_runs(admin_page, live
     expect(page.get_by_text("Automation “Welcome VIPs” saved.")).to_be_visible()
     row = page.locator("table.list tbody tr").filter(has_text="Welcome VIPs")
     expect(row).to_contain_text("Contact created")
-    expect(row).to_contain_text("has_tag")
-    expect(row).to_contain_text("add_tag")
+    expect(row).to_contain_text("Has tag vip")  # labels, never raw keys
+    expect(row).to_contain_text("Add tag: welcomed")
     with live_server.app.app_context():
         rule = db.session.scalar(db.select(AutomationRule))
         assert (rule.trigger, rule.match, rule.enabled) == ("contact_created", "all", True)

@@ -165,7 +165,9 @@ def test_connect_a_mailbox_read_the_timeline_and_automate_replies(page, live_ser
     screenshot("automation_imap_condition")
     page.get_by_role("button", name="Save automation").click()
     expect(page.get_by_text("Automation “Tag people who reply” saved.")).to_be_visible()
-    expect(page.locator("table.list tbody tr").filter(has_text="Tag people who reply")).to_contain_text("imap_email")
+    expect(page.locator("table.list tbody tr").filter(has_text="Tag people who reply")).to_contain_text(
+        "IMAP email: has responded to one of our e-mails"
+    )
     with live_server.app.app_context():
         rule = db.session.scalar(db.select(AutomationRule))
         assert rule.trigger == "contact_replied"
