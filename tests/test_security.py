@@ -521,7 +521,7 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
     run_worker(app)
 
     # A job that fails after logging in (a bug): RQ keeps the failure with its traceback.
-    def broken_sync(self, client):
+    def broken_sync(self, *args):
         raise RuntimeError(f"forced failure while syncing inbox {self.inbox_id}")
 
     with monkeypatch.context() as patch:
