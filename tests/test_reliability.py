@@ -472,7 +472,6 @@ def test_uidvalidity_reset_rematches_by_message_id_without_duplicates_or_losses(
     assert summary["folders"]["Sent"]["uidvalidity_changed"]
     assert summary["new_messages"] == 0, "messages already stored must be re-matched, not stored again"
 
-    written = {"Sent": sent, "INBOX": []}
     uids = server_uids(mailbox)
     with app.app_context():
         dump = canonical_dump(inbox_id)
@@ -486,7 +485,6 @@ def test_uidvalidity_reset_rematches_by_message_id_without_duplicates_or_losses(
         keys = Counter(entry.key for entry in entries)
         assert max(keys.values()) == 1, "an e-mail shown twice on the timeline"
         assert len(entries) == 12 + 1 + 1 + 5  # 12 offers, the reused ID once, the one without an ID, 5 questions
-        del written
 
     # Each UID must carry its own message's data, as a sync from scratch stores it.
     reference = connect(app, mailbox, owner, host="localhost")
