@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 from host_app.extensions import db
 from host_app.jobs import queue
 from host_app.testing import make_agent
+from plugins.imap_inbox.jobs import sync_job_id
 from plugins.imap_inbox.models import Inbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, message
 
@@ -31,7 +32,7 @@ def test_connect_prints_the_id_and_queues_the_first_sync(app, runner, mailbox, o
     with app.app_context():
         inbox = db.session.get(Inbox, data["id"])
         assert inbox.create_users and inbox.owner.email == OWNER_EMAIL
-        assert queue().job_ids == [f"imap_inbox-sync-{data['id']}"]
+        assert queue().job_ids == [sync_job_id(data["id"])]
     assert mailbox.password not in result.output
 
 
@@ -96,7 +97,8 @@ def test_sync_enqueue(app, runner, mailbox, owner):
     with app.app_context():
         queue().empty()
     result = runner.invoke(args=["inboxes", "sync", str(inbox_id), "--enqueue"])
-    assert json.loads(result.stdout)["job_id"] == f"imap_inbox-sync-{inbox_id}"
+    with app.app_context():
+        assert json.loads(result.stdout)["job_id"] == sync_job_id(inbox_id)
 
 
 def test_rotate_key(crm_app_factory, mailbox):

@@ -170,6 +170,13 @@ def test_personal_mail_is_not_automated():
     assert parsed.content_type == "text/plain"
 
 
+def test_more_addresses_than_stored_are_noted():
+    many = ", ".join(f"u{i}@example.com" for i in range(6000))
+    parsed = parse_headers(head("From: a@example.com", f"To: {many}"))
+    assert len(parsed.addresses) == 5000
+    assert "only the first 5000" in parsed.parse_error
+
+
 def test_dedup_key_is_the_message_id_or_a_stable_hash():
     date = dt.datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert dedup_key("id@example.com", "a@example.com", date, "Hi", 10) == "id@example.com"
@@ -184,7 +191,9 @@ def test_every_malformed_message_parses_without_raising():
         parsed = parse_headers(raw, dt.datetime(2025, 1, 1, tzinfo=UTC))
         for value in (parsed.subject, parsed.from_name, parsed.message_id or "", parsed.references or ""):
             assert "\x00" not in value, name
-        assert len(parsed.subject) <= 1000 and len(parsed.addresses) <= 2000, name
+        assert len(parsed.subject) <= 1000 and len(parsed.addresses) <= 5000, name
+        if name == "two_thousand_recipients":
+            assert len(parsed.addresses) == 2001  # the sender and every recipient
 
 
 def test_generated_mailbox_parses_cleanly():

@@ -385,14 +385,46 @@ def test_a_message_the_server_cannot_read_does_not_stop_the_sync(crm_app_factory
         files = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))
         os.chmod(files[136], 0)  # UID 137: the server can no longer read it
         inbox_id = connect_inbox(app, mailbox, owner)
+        # Twice it is skipped (a flaky link could have been to blame) while everything else is stored ...
+        for strike in (1, 2):
+            summary = sync(app, inbox_id)
+            assert summary["status"] == "ok", summary
+            assert summary["folders"]["INBOX"]["skipped"] == [137]
+            assert sorted(r["uid"] for r in stored(app, inbox_id, "INBOX")) == [u for u in range(1, 251) if u != 137]
+            assert folder_row(app, inbox_id, "INBOX").unreadable == {"137": strike}
+        # ... the third time it is stored as unreadable, flagged, and no longer retried.
         summary = sync(app, inbox_id)
-        assert summary["status"] == "ok", summary
+        assert summary["status"] == "ok" and summary["new_messages"] == 1 and summary["flagged_messages"] == 1
         rows = {r["uid"]: r for r in stored(app, inbox_id, "INBOX")}
         assert sorted(rows) == list(range(1, 251))
         assert "could not give this message" in rows[137]["parse_error"]
-        assert summary["flagged_messages"] == 1
         assert all(r["parse_error"] is None for uid, r in rows.items() if uid != 137)
+        assert folder_row(app, inbox_id, "INBOX").unreadable is None
         assert sync(app, inbox_id)["folders"]["INBOX"]["unchanged"]  # counted as stored: no endless retries
+
+
+def test_a_message_skipped_once_is_stored_normally_when_it_reads_again(crm_app_factory, owner_factory):
+    import glob
+    import os
+
+    app = crm_app_factory(IMAP_FETCH_BATCH=100)
+    owner = owner_factory(app)
+    with DovecotServer() as server:
+        server.add_user("flaky@team.example", "pw-flaky-2")
+        from tests.conftest import Mailbox
+
+        mailbox = Mailbox(server, "flaky@team.example", "pw-flaky-2")
+        mailbox.write("INBOX", [message(n) for n in range(1, 31)])
+        server.warm(mailbox.username)
+        path = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))[9]
+        os.chmod(path, 0)
+        inbox_id = connect_inbox(app, mailbox, owner)
+        assert sync(app, inbox_id)["folders"]["INBOX"]["skipped"] == [10]
+        os.chmod(path, 0o600)  # readable again (e.g. the storage recovered)
+        summary = sync(app, inbox_id)
+        assert summary["new_messages"] == 1 and summary["flagged_messages"] == 0
+        assert sorted(r["uid"] for r in stored(app, inbox_id, "INBOX")) == list(range(1, 31))
+        assert folder_row(app, inbox_id, "INBOX").unreadable is None
 
 
 @pytest.fixture

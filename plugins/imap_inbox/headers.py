@@ -37,7 +37,7 @@ MAX_AUTO_SUBMITTED = 100
 MAX_PRECEDENCE = 50
 MAX_CONTENT_TYPE = 200
 MAX_REFERENCES = 200  # ids kept: the first and the most recent, as mailers trim them
-MAX_ADDRESSES = 2000  # per message, all roles together
+MAX_ADDRESSES = 5000  # per message, all roles together; more are noted in parse_error
 MAX_ERROR = 1000
 CACHE_MAX_VALUE = 1000  # header values longer than this are parsed without caching
 
@@ -505,11 +505,16 @@ def _parse_into(parsed: ParsedHeaders, raw: bytes, internal_date: datetime | Non
         # Some mailers repeat To/Cc; From takes the first header only.
         for value in values[:1] if role == "from" else values:
             for addr, name in parse_addresses(decode_raw(value), errors, where):
-                if addr not in seen and len(addresses) < MAX_ADDRESSES:
-                    seen.add(addr)
-                    addresses.append((role, addr, name))
-                    if role == "from" and parsed.from_email is None:
-                        parsed.from_email, parsed.from_name = addr, name
+                if addr in seen:
+                    continue
+                if len(addresses) >= MAX_ADDRESSES:
+                    if not any(e.startswith("too many addresses") for e in errors):
+                        errors.append(f"too many addresses: only the first {MAX_ADDRESSES} were stored")
+                    continue
+                seen.add(addr)
+                addresses.append((role, addr, name))
+                if role == "from" and parsed.from_email is None:
+                    parsed.from_email, parsed.from_name = addr, name
         if role == "from" and not seen and values[0].strip():
             errors.append("From: no valid address")
     parsed.addresses = addresses

@@ -33,7 +33,8 @@ STALE_STARTED_AFTER = 120  # a "started" job without its lock for this long died
 
 
 def sync_job_id(inbox_id: int) -> str:
-    return f"imap_inbox-sync-{int(inbox_id)}"
+    """Deterministic per inbox and per installation: RQ job ids are global in a Redis database."""
+    return f"imap_inbox-sync-{current_app.config['RQ_QUEUE']}-{int(inbox_id)}"
 
 
 def _lock_name(inbox_id: int) -> str:

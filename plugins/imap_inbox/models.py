@@ -86,6 +86,8 @@ class Folder(db.Model):
     initial_done: Mapped[bool] = mapped_column(Boolean, default=False)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # {uid: syncs in which the server hung up when asked for that message}; at 3 it is stored as unreadable.
+    unreadable: Mapped[dict | None] = mapped_column(JSON)
 
     inbox: Mapped[Inbox] = relationship(back_populates="folders")
 

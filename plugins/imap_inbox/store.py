@@ -81,17 +81,19 @@ def has_stale(folder_id: int) -> bool:
     ).first() is not None
 
 
-def stale_by_key(folder_id: int, keys: Iterable[str]) -> dict[str, list[int]]:
-    """Stale rows (negative UID) of the folder with these dedup keys: key -> message ids."""
-    found: dict[str, list[int]] = {}
+def stale_by_key(folder_id: int, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Stale rows (negative UID) of the folder with these dedup keys: key -> [{id, subject, size, date, from_email}]."""
+    found: dict[str, list[dict[str, Any]]] = {}
     for chunk in _chunks(sorted(set(keys))):
         rows = db.session.execute(
-            sa.select(messages.c.dedup_key, messages.c.id)
+            sa.select(messages.c.dedup_key, messages.c.id, messages.c.subject, messages.c.size, messages.c.date,
+                      messages.c.from_email)
             .where(messages.c.folder_id == folder_id, messages.c.uid < 0, messages.c.dedup_key.in_(chunk))
             .order_by(messages.c.id)
         )
-        for key, message_pk in rows:
-            found.setdefault(key, []).append(message_pk)
+        for key, message_pk, subject, size, date, from_email in rows:
+            found.setdefault(key, []).append(
+                {"id": message_pk, "subject": subject, "size": size, "date": date, "from_email": from_email})
     return found
 
 

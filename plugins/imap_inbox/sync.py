@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
 MAX_RECONNECTS = 30  # per run: enough to isolate a few unreadable messages, not to hammer a dying server
+UNREADABLE_AFTER = 3  # syncs in which the server hung up on one message before it is stored as unreadable
 # The server hung up (BYE, reset, EOF) rather than answering NO.
 DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError, ssl.SSLEOFError,
            ssl.SSLZeroReturnError)
@@ -85,11 +86,12 @@ class FolderReport:
         self.flagged = 0
         self.unchanged = False
         self.uidvalidity_changed = False
+        self.skipped: list[int] = []  # UIDs the server hung up on this time
 
     def to_dict(self) -> dict[str, Any]:
         return {"role": self.role, "new": self.new, "removed": self.removed, "updated": self.updated,
                 "flagged": self.flagged, "unchanged": self.unchanged,
-                "uidvalidity_changed": self.uidvalidity_changed}
+                "uidvalidity_changed": self.uidvalidity_changed, "skipped": self.skipped}
 
 
 class InboxSync:
@@ -371,10 +373,13 @@ class InboxSync:
             yield uids, fetched
 
     def _fetch_isolating(self, folder: Folder, uids: list[int]) -> dict[int, FetchedMessage]:
-        """Fetch ``uids`` in halves until the message that makes the server hang up is alone; keep it as unreadable.
+        """Fetch ``uids`` (on a fresh connection) in halves until the message that makes the server hang up is alone.
 
         Some servers (Dovecot on an I/O error) answer a FETCH of one broken
-        message with BYE: without this, that message would stop every sync.
+        message with BYE. That message is skipped for this run and gets a
+        strike; a flaky link drops random connections, so only a message
+        singled out in UNREADABLE_AFTER separate syncs is stored as unreadable
+        (otherwise it would stop every sync, or a bad link would hide mail).
         """
         try:
             return fetch_metadata(self.client, uids, self.preview)
@@ -382,20 +387,23 @@ class InboxSync:
             return self._fetch_one_by_one(uids)
         except DROPPED:
             self._reconnect(folder)
-        if len(uids) == 1:
-            try:  # once more: a single hang-up may have been the network, not the message
-                return fetch_metadata(self.client, uids, self.preview)
-            except FetchFailed:
-                return self._fetch_one_by_one(uids)
-            except DROPPED:
-                self._reconnect(folder)
-            log.warning("inbox %s: message UID %s of %r cannot be read by the server; kept as unreadable",
-                        self.inbox_id, uids[0], folder.name)
-            return {uids[0]: FetchedMessage(uid=uids[0], complete=False)}
-        middle = len(uids) // 2
-        fetched = self._fetch_isolating(folder, uids[:middle])
-        fetched.update(self._fetch_isolating(folder, uids[middle:]))
-        return fetched
+        if len(uids) > 1:
+            middle = len(uids) // 2
+            fetched = self._fetch_isolating(folder, uids[:middle])
+            fetched.update(self._fetch_isolating(folder, uids[middle:]))
+            return fetched
+        uid = uids[0]
+        strikes = dict(folder.unreadable or {})
+        strikes[str(uid)] = strikes.get(str(uid), 0) + 1
+        folder.unreadable = strikes  # a new dict: JSON columns only notice assignment
+        if strikes[str(uid)] >= UNREADABLE_AFTER:
+            log.warning("inbox %s: the server hung up on message UID %s of %r in %s syncs; stored as unreadable",
+                        self.inbox_id, uid, folder.name, strikes[str(uid)])
+            return {uid: FetchedMessage(uid=uid, complete=False)}
+        log.warning("inbox %s: the server hung up on message UID %s of %r; skipped this time (%s/%s)",
+                    self.inbox_id, uid, folder.name, strikes[str(uid)], UNREADABLE_AFTER)
+        self.reports[folder.name].skipped.append(uid)
+        return {}
 
     def _fetch_one_by_one(self, uids: list[int]) -> dict[int, FetchedMessage]:
         """After a refused batch: each message alone; one the server cannot read is kept with what it gives."""
@@ -427,6 +435,10 @@ class InboxSync:
             rows, address_rows = self._rematch(folder, rows, address_rows, report)
 
         store.insert_messages(rows, address_rows)
+        if folder.unreadable:
+            stored_now = {str(uid) for uid in fetched}
+            if stored_now & set(folder.unreadable):
+                folder.unreadable = {k: v for k, v in folder.unreadable.items() if k not in stored_now} or None
         report.new += len(rows)
         report.flagged += sum(1 for row in rows if row["parse_error"])
         self.progress_done += len(fetched) - len(already)
@@ -457,14 +469,21 @@ class InboxSync:
         self._report_progress()
 
     def _rematch(self, folder: Folder, rows, address_rows, report: FolderReport):
-        """Rows whose message was stored before the UIDVALIDITY change get their new UID instead of a copy."""
+        """Rows whose message was stored before the UIDVALIDITY change get their new UID instead of a copy.
+
+        Matched by dedup key (Message-ID), and among rows sharing one (broken
+        mailers reuse Message-IDs) by subject, size, sender and date, so each
+        UID keeps its own message's data; a different message that merely
+        reuses an ID is stored anew.
+        """
         parked = store.stale_by_key(folder.id, (row["dedup_key"] for row in rows))
         updates = []
         keep_rows, keep_addresses = [], []
         for row, addresses in zip(rows, address_rows):
-            candidates = parked.get(row["dedup_key"])
-            if candidates:
-                updates.append({"pk": candidates.pop(0), "new_uid": row["uid"], "new_flags": row["flags"]})
+            candidate = _best_match(row, parked.get(row["dedup_key"]) or [])
+            if candidate is not None:
+                parked[row["dedup_key"]].remove(candidate)
+                updates.append({"pk": candidate["id"], "new_uid": row["uid"], "new_flags": row["flags"]})
             else:
                 keep_rows.append(row)
                 keep_addresses.append(addresses)
@@ -521,6 +540,29 @@ class InboxSync:
             for role, email, name in parsed.addresses
         ]
         return row, addresses
+
+
+def _same_instant(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    a = a.replace(tzinfo=timezone.utc) if a.tzinfo is None else a
+    b = b.replace(tzinfo=timezone.utc) if b.tzinfo is None else b
+    return a == b
+
+
+def _best_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The parked row most likely to be ``row``'s message: same subject or size required, ties by sender and date."""
+    best, best_score = None, 0
+    for candidate in candidates:
+        same_subject = candidate["subject"] == row["subject"]
+        same_size = candidate["size"] == row["size"]
+        if not (same_subject or same_size):
+            continue
+        score = (same_subject + same_size) * 2 + (candidate["from_email"] == row["from_email"]) \
+            + _same_instant(candidate["date"], row["date"])
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 # --------------------------------------------------------------------------- the run
