@@ -135,6 +135,8 @@ def uids_above(client: IMAPClient, high_uid: int) -> list[int]:
 
 
 _MESSAGE_START_RE = re.compile(rb"^\d+ (?:FETCH )?\(")
+_ITEMS_IN_ORDER_RE = re.compile(
+    rb'\d+ (?:FETCH )?\(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE "([^"]*)" RFC822\.SIZE (\d+)[ )]')
 _UID_RE = re.compile(rb"[( ]UID (\d+)")
 _FLAGS_RE = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
 _INTERNALDATE_RE = re.compile(rb'[( ]INTERNALDATE "([^"]*)"')
@@ -210,19 +212,26 @@ def _parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dic
     messages: dict[int, FetchedMessage] = {}
     for parts, literals in groups:
         meta = parts[0] if len(parts) == 1 else b" ".join(parts)
-        match = _UID_RE.search(meta)
-        if match is None:
-            continue  # an unsolicited flag update of a message we did not ask about
-        message = FetchedMessage(uid=int(match.group(1)))
-        match = _FLAGS_RE.search(meta)
+        # Servers answer in the order asked (Dovecot, Gmail ...): one match; any other order: item by item.
+        match = _ITEMS_IN_ORDER_RE.match(meta)
         if match is not None:
-            message.flags = parse_flags(match.group(1))
-        match = _INTERNALDATE_RE.search(meta)
-        if match is not None:
-            message.internal_date = parse_internaldate(match.group(1))
-        match = _SIZE_RE.search(meta)
-        if match is not None:
-            message.size = min(int(match.group(1)), MAX_SIZE)
+            uid, flags, internal_date, size = match.groups()
+            message = FetchedMessage(uid=int(uid), flags=parse_flags(flags) if flags else "",
+                                     internal_date=parse_internaldate(internal_date), size=min(int(size), MAX_SIZE))
+        else:
+            match = _UID_RE.search(meta)
+            if match is None:
+                continue  # an unsolicited flag update of a message we did not ask about
+            message = FetchedMessage(uid=int(match.group(1)))
+            match = _FLAGS_RE.search(meta)
+            if match is not None:
+                message.flags = parse_flags(match.group(1))
+            match = _INTERNALDATE_RE.search(meta)
+            if match is not None:
+                message.internal_date = parse_internaldate(match.group(1))
+            match = _SIZE_RE.search(meta)
+            if match is not None:
+                message.size = min(int(match.group(1)), MAX_SIZE)
         header = literals.get("header")
         if header is None:
             match = _QUOTED_HEADER_RE.search(meta)

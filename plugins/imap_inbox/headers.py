@@ -147,6 +147,8 @@ def decode_raw(value: bytes) -> str:
 
 def clean_text(text: str) -> str:
     """One line of text: control characters and NULs removed, whitespace collapsed."""
+    if text.isprintable() and "  " not in text:  # the usual case, checked in C
+        return text.strip()
     if _CONTROL_RE.search(text):
         text = _CONTROL_RE.sub(" ", text.replace("\x00", ""))
     if "  " in text or "\t" in text or "\n" in text or "\xa0" in text:

@@ -5,6 +5,7 @@ per batch, so a failed batch leaves nothing half-written.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import timezone
 from typing import Any
@@ -121,9 +122,9 @@ def _sqlite_datetime(value):
     # SQLAlchemy's SQLite storage format for DateTime: naive UTC, microseconds always written.
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc) if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _bulk_insert(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -133,19 +134,32 @@ def _bulk_insert(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[st
     if dialect.name not in ("sqlite", "postgresql"):
         connection.execute(sa.insert(table), list(rows))
         return
-    sql = _insert_sql.get((dialect.name, table.name))
+    key = (dialect.name, table.name)
+    sql = _insert_sql.get(key)
     if sql is None:
         quote = dialect.identifier_preparer.quote
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        sql = _insert_sql[(dialect.name, table.name)] = (
+        sql = _insert_sql[key] = (
             f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
             f"VALUES ({', '.join([mark] * len(columns))})"
         )
+    getter = operator.itemgetter(*columns)
     if dialect.name == "sqlite":
-        dates = _DATETIME_COLUMNS[table.name]
-        params = [tuple(_sqlite_datetime(row[c]) if c in dates else row[c] for c in columns) for row in rows]
+        positions = [i for i, c in enumerate(columns) if c in _DATETIME_COLUMNS[table.name]]
+        formatted: dict[int, str | None] = {}  # addresses share their message's datetime objects
+        params = []
+        for row in rows:
+            values = list(getter(row))
+            for i in positions:
+                value = values[i]
+                if value is not None:
+                    text = formatted.get(id(value))
+                    if text is None:
+                        text = formatted[id(value)] = _sqlite_datetime(value)
+                    values[i] = text
+            params.append(tuple(values))
     else:
-        params = [tuple(row[c] for c in columns) for row in rows]
+        params = [getter(row) for row in rows]
     connection.exec_driver_sql(sql, params)
 
 
