@@ -280,7 +280,7 @@ def header_text(value: bytes, errors: list[str] | None = None, where: str = "") 
     return text
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def _header_text(value: bytes) -> tuple[str, tuple[str, ...]]:
     # Cached: threads and lists repeat subjects.
     problems: list[str] = []
@@ -329,7 +329,7 @@ def parse_addresses(value: str, errors: list[str] | None = None, where: str = ""
     return list(pairs)
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=8192)
 def _parse_addresses(value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     # Cached: the same To/From values come back in most messages of a mailbox.
     problems: list[str] = []

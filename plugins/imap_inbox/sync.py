@@ -49,7 +49,7 @@ from .models import (
     DISABLED, ERROR, NEEDS_ATTENTION, OK, ROLE_SENT, SYNCING, Folder, Inbox, SyncRun,
 )
 from .preview import clean_preview, preview_from_body
-from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
+from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -718,7 +718,7 @@ def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: 
         events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
                                  removed_messages=syncer.removed_messages, status="failed")
     return _summary(inbox_id, status, syncer, error=error.message, error_kind=error.kind,
-                    hint=error.hint, retry_at=inbox.next_sync_at.isoformat() if inbox.next_sync_at else None,
+                    hint=error.hint, retry_at=as_utc(inbox.next_sync_at).isoformat() if inbox.next_sync_at else None,
                     seconds=round(time.monotonic() - started, 3))
 
 
