@@ -44,7 +44,8 @@ TARGETS = (
     Target("initial sync throughput", ">= 8,000 msg/s",
            lambda r, d: _get(d, "initial_sync", "messages_per_second"), lambda v, r: v >= 8000, "msg/s"),
     Target("initial sync faster than imap-tools", "> peer msg/s",
-           lambda r, d: _get(d, "initial_sync", "messages_per_second"),
+           lambda r, d: _get(d, "initial_sync", "messages_per_second") if _get(r, "peer", "messages_per_second")
+           else None,
            lambda v, r: v > (_get(r, "peer", "messages_per_second") or float("inf")), "msg/s"),
     Target("initial sync peak RSS", "<= 150 MB",
            lambda r, d: _get(d, "initial_sync", "peak_rss_mb"), lambda v, r: v <= 150, "MB"),
@@ -129,7 +130,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         ["mailbox size", _num(box["bytes"] / 1e6, 1, "MB")],
         ["build (generate + write Maildir)", _s(box["build_seconds"])],
         ["Dovecot index warm-up (doveadm index)", _s(box["warm_seconds"])],
-        ["Dovecot cache warm-up (first FETCH of the sync's items)", _s(box.get("cache_warm_seconds"))],
+        ["Dovecot cache warm-up (first FETCH of the sync's items)",
+         _s(box.get("cache_warm_seconds")) if box.get("cache_warm_seconds") else "skipped (--cold-cache)"],
         ["new messages for the incremental sync", _num(new.get("inbox", 0) + new.get("sent", 0)) if new else NA],
     ])
 
@@ -137,7 +139,7 @@ def markdown(results: dict, databases: list[str]) -> str:
     wire, wire_peer, peer = results.get("wire") or {}, results.get("wire_peer_items") or {}, results.get("peer") or {}
     rows = []
     for label, data in (("wire limit, sync's FETCH items", wire), ("wire limit, imap-tools' FETCH items", wire_peer)):
-        rows.append([label, _num(data.get("messages")), _num((data.get("bytes") or 0) / 1e6, 1, "MB"),
+        rows.append([label, _num(data.get("messages")), _num(data["bytes"] / 1e6, 1, "MB") if data.get("bytes") else NA,
                      _s(data.get("seconds")), _num(data.get("messages_per_second"), 0, "msg/s"), "—",
                      f"{_s(data.get('server_cpu_seconds'))} ({data.get('passes', 1)} pass(es))"])
     rows.append([f"imap-tools {peer.get('version', '')} peer (headers_only, bulk)", _num(peer.get("messages")), "—",
@@ -318,6 +320,17 @@ def write(results: dict, out_dir: Path) -> list[Path]:
     return written + [out_dir / "latest.json", out_dir / "latest.md"]
 
 
+def rerender(paths: list[Path]) -> None:
+    """Write the Markdown of stored JSON results again (after a change to this module), targets re-evaluated."""
+    for path in paths:
+        results = json.loads(path.read_text())
+        for database, data in results["databases"].items():
+            data["ratios"] = ratios(results, database)
+            data["targets"] = evaluate_targets(results, database)
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        path.with_suffix(".md").write_text(markdown(results, list(results["databases"])))
+
+
 def summary_lines(results: dict) -> list[str]:
     """What the command prints at the end: throughput and the ratios to the wire limit and the peer."""
     lines = []
@@ -339,3 +352,9 @@ def summary_lines(results: dict) -> list[str]:
         if missed:
             lines.append(f"{database}: targets missed: {', '.join(missed)}")
     return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    rerender([Path(p) for p in sys.argv[1:]])
