@@ -18,6 +18,12 @@ Per folder (INBOX, Sent, extra folders):
    count does not add up, UID SEARCH ALL finds what was expunged (deleted
    here) and any gap (fetched).
 
+A server that hangs up while sending a batch gets a new connection and the
+batch is fetched in halves until the one message it cannot send is alone;
+that message is skipped (and retried next time), and stored as unreadable
+only after UNREADABLE_AFTER syncs, so neither a broken message nor a flaky
+link stops the sync or hides mail.
+
 Events are emitted after each committed batch and once at the end of the run.
 """
 from __future__ import annotations
@@ -280,7 +286,8 @@ class InboxSync:
             db.session.commit()
 
         if (folder.initial_done and folder.uidnext == status.uidnext and folder.message_count == status.messages
-                and (not self.condstore or folder.highestmodseq == status.highestmodseq)):
+                and (not self.condstore or folder.highestmodseq == status.highestmodseq)
+                and not folder.unreadable):  # a message skipped last time is tried again
             report.unchanged = True
             folder.last_synced_at = utcnow()  # committed with the run's outcome
             return
@@ -334,7 +341,8 @@ class InboxSync:
             # A run cut short stored some new mail (newest first) without moving high_uid: not new any more.
             new = sorted(set(new) - store.existing_uids(folder.id, new))
         stored_count = store.stored_count(folder.id)
-        if selected.messages != stored_count + len(new):
+        # Skipped messages (the server hung up on them) may hide behind expunges in the count: compare then too.
+        if folder.unreadable or selected.messages != stored_count + len(new):
             # Something was expunged (or a message is missing here): compare the full UID lists.
             server_set = set(search_uids(client, "ALL"))
             stored = store.stored_uids(folder.id)
