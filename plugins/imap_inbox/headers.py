@@ -376,6 +376,7 @@ def _parse_addresses(value: str) -> tuple[tuple[tuple[str, str], ...], tuple[str
 # --------------------------------------------------------------------------- ids and dates
 
 _ANGLE_ID_RE = re.compile(r"<([^<>]+)>")
+_PLAIN_ID_RE = re.compile(r"<([^<>\s]+)>")
 
 
 def _clean_id(token: str) -> str | None:
@@ -397,7 +398,11 @@ def parse_message_id(value: str) -> str | None:
 
 
 def parse_references(value: str) -> list[str]:
-    ids = [i for i in (_clean_id(t) for t in _ANGLE_ID_RE.findall(value)) if i]
+    ids = _PLAIN_ID_RE.findall(value)
+    if len(ids) == value.count("<"):  # the usual "<a@b> <c@d>": nothing to clean
+        ids = [i[:MAX_ID] for i in ids]
+    else:
+        ids = [i for i in (_clean_id(t) for t in _ANGLE_ID_RE.findall(value)) if i]
     ids = list(dict.fromkeys(ids))
     if len(ids) > MAX_REFERENCES:
         ids = [ids[0], *ids[-(MAX_REFERENCES - 1):]]
