@@ -39,6 +39,7 @@ from typing import Any
 from flask import current_app
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from host_app.extensions import db
 
@@ -628,6 +629,14 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
         return _failed(inbox_id, syncer, error, started)
     except NETWORK_ERRORS as exc:
         return _failed(inbox_id, syncer, classify_error(exc, settings), started)
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away (restart, failover, a killed backend): transient, and the
+        # batch in flight was rolled back as a whole, so the next try resumes at the checkpoint.
+        log.warning("inbox %s: database connection lost during the sync: %s", inbox_id, type(exc).__name__)
+        db.session.rollback()
+        error = ImapConnectError("server_error", "The connection to the database was lost during the sync.",
+                                 "Nothing was half-written; the sync resumes where it stopped on the next try.")
+        return _failed(inbox_id, syncer, error, started)
     except Exception as exc:
         db.session.rollback()
         if db.session.get(Inbox, inbox_id) is None:  # deleted by someone else mid-sync
