@@ -47,13 +47,32 @@ from . import events, store
 from .connection import ImapConnectError, classify_error, close, connect
 from .crypto import EncryptionKeyError
 from .fetch import (
-    FetchedMessage, FetchFailed, FolderState, PendingFetch, examine, fetch_basic, fetch_changed_flags,
-    fetch_metadata, folder_status, has_capability, preview_item, search_uids, uids_above,
+    FetchedMessage,
+    FetchFailed,
+    FolderState,
+    PendingFetch,
+    examine,
+    fetch_basic,
+    fetch_changed_flags,
+    fetch_metadata,
+    folder_status,
+    has_capability,
+    preview_item,
+    search_uids,
+    uids_above,
 )
 from .folders import plan_folders
 from .headers import dedup_key, parse_headers
 from .models import (
-    DISABLED, ERROR, NEEDS_ATTENTION, OK, ROLE_SENT, SYNCING, Folder, Inbox, SyncRun,
+    DISABLED,
+    ERROR,
+    NEEDS_ATTENTION,
+    OK,
+    ROLE_SENT,
+    SYNCING,
+    Folder,
+    Inbox,
+    SyncRun,
 )
 from .preview import clean_preview, preview_from_body
 from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
