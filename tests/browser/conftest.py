@@ -207,8 +207,8 @@ def browser():
     instance per thread, and other test modules start their own.
     """
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (make system-packages installs it)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail(f"Chromium is not installed at {CHROMIUM} (make system-packages installs it)")
+    import playwright.sync_api as playwright_api
     playwright_api.expect.set_options(timeout=TIMEOUT_MS)
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
