@@ -51,6 +51,18 @@ def ensure_redis(children: list[subprocess.Popen]) -> None:
     raise click.ClickException("redis-server did not start")
 
 
+def stop_children(children: list[subprocess.Popen]) -> None:
+    """SIGTERM every child still running, give each 10 s to finish its job, then kill it."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def ensure_first_admin() -> str | None:
     """Create an admin on an empty database; return its one-time password (shown once, kept 0600)."""
     if db.session.scalar(db.select(Agent.id).limit(1)) is not None:
@@ -91,10 +103,4 @@ def run_command(host: str, port: int, no_worker: bool):
         click.echo()
         run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)

@@ -252,17 +252,6 @@ def _start_background(demo: Demo, children: list[subprocess.Popen]) -> None:
         children.append(subprocess.Popen([sys.executable, manage, command], env=env))
 
 
-def _stop_children(children: list[subprocess.Popen]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -270,7 +259,7 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import run_simple
 
-    from host_app.runner import ensure_redis
+    from host_app.runner import ensure_redis, stop_children
 
     parser = argparse.ArgumentParser(prog="python -m plugins.imap_inbox.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -302,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        _stop_children(children)
+        stop_children(children)
         if demo is not None:
             demo.stop()
         print("Demo stopped.")
