@@ -170,3 +170,25 @@ def test_enabling_a_plugin_later_upgrades_an_existing_database(empty_database_ur
     with everything.app_context():
         assert db.session.execute(sa.text("SELECT count(*) FROM contact")).scalar() == 1
         db.engine.dispose()
+
+
+def test_every_owner_s_migrations_build_exactly_its_models(app):
+    """A model changed without a revision (or a revision the models do not match) fails here, on both databases."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with app.app_context(), db.engine.connect() as connection:
+        for owner in migrating.owners(app):
+            def own(obj, name, type_, reflected, compare_to, owner=owner):
+                if type_ == "table" and reflected and compare_to is None:
+                    return False  # another owner's table, or an Alembic version table
+                table = obj if type_ == "table" else getattr(obj, "table", None)
+                if table is None:
+                    return True
+                model_table = db.metadata.tables.get(table.name)  # reflected objects name the model's table
+                return model_table is not None and owner.owns_table(model_table)
+
+            context = MigrationContext.configure(connection, opts={
+                "include_object": own, "compare_type": True, "version_table": owner.version_table})
+            differences = compare_metadata(context, db.metadata)
+            assert differences == [], f"{owner.name}: models and migrations differ: {differences}"

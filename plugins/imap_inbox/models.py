@@ -106,17 +106,19 @@ class Message(db.Model):
     # No index of its own: the unique (folder_id, uid) index serves every folder_id lookup.
     folder_id: Mapped[int] = mapped_column(ForeignKey("imap_folder.id", ondelete="CASCADE"))
     uid: Mapped[int] = mapped_column(BigInteger)
-    message_id: Mapped[str | None] = mapped_column(String(998), index=True)  # without <>, as sent
+    # Not indexed: every B-tree on a long random string costs each insert of a large first sync
+    # (bench/README.md). Look a Message-ID up by dedup_key, which equals it whenever there is one.
+    message_id: Mapped[str | None] = mapped_column(String(998))  # without <>, as sent
     dedup_key: Mapped[str] = mapped_column(String(998), index=True)  # message_id, or a hash when missing
     direction: Mapped[str] = mapped_column(String(3))  # "in" or "out"
     subject: Mapped[str] = mapped_column(Text, default="")  # decoded
-    from_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    from_email: Mapped[str | None] = mapped_column(String(320))  # lookups by address use imap_message_address
     from_name: Mapped[str] = mapped_column(String(300), default="")
     date: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # Date header, or INTERNALDATE
     internal_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     size: Mapped[int] = mapped_column(Integer, default=0)
     flags: Mapped[str] = mapped_column(String(500), default="")
-    in_reply_to: Mapped[str | None] = mapped_column(String(998), index=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[str | None] = mapped_column(Text)  # space-separated Message-IDs without <>
     auto_submitted: Mapped[str | None] = mapped_column(String(100))
     precedence: Mapped[str | None] = mapped_column(String(50))
