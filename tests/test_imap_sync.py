@@ -163,6 +163,8 @@ def test_unchanged_mailbox_needs_no_examine_and_no_fetch(app, mailbox, owner, im
     assert "EXAMINE" not in imap_commands and "SELECT" not in imap_commands
     assert not [c for c in imap_commands if c.startswith("UID")], imap_commands
     assert imap_commands.count("STATUS") == 2
+    # The folders synced before are asked first: Dovecot answers a STATUS after a LIST far slower.
+    assert imap_commands.index("LIST") > max(i for i, c in enumerate(imap_commands) if c == "STATUS")
 
 
 def test_new_mail_is_fetched_alone(app, mailbox, owner, imap_commands):
@@ -275,6 +277,24 @@ def test_extra_folders_and_a_missing_one(app, mailbox, dovecot, owner):
     summary = sync(app, inbox_id)
     assert summary["folders"]["Projects/Acme"]["removed"] == 2
     assert {r["folder"] for r in stored(app, inbox_id)} == set()
+
+
+def test_a_synced_folder_deleted_on_the_server_is_reported_missing(app, mailbox, dovecot, owner):
+    dovecot.create_folder(mailbox.username, "Projects/Gone")
+    mailbox.write("Projects/Gone", [message(n) for n in range(1, 3)])
+    mailbox.write("INBOX", [message(n) for n in range(1, 3)])
+    inbox_id = connect_inbox(app, mailbox, owner, extra_folders=["Projects/Gone"])
+    assert sync(app, inbox_id)["folders"]["Projects/Gone"]["new"] == 2
+    client = dovecot.client(mailbox.username)
+    try:
+        client.delete_folder("Projects/Gone")
+    finally:
+        client.logout()
+    summary = sync(app, inbox_id)  # its STATUS is refused: no crash, and the LIST decides
+    assert summary["status"] == "ok"
+    assert summary["missing_folders"] == ["Projects/Gone"]
+    assert summary["folders"]["Projects/Gone"]["removed"] == 2
+    assert {r["folder"] for r in stored(app, inbox_id)} == {"INBOX"}
 
 
 @pytest.fixture(scope="module")
