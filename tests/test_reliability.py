@@ -327,6 +327,27 @@ def test_two_installations_sharing_a_redis_database_keep_their_sync_jobs_apart(m
 POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 
 
+@pytest.mark.skipif(not POSTGRES, reason="PostgreSQL only: COPY is the PostgreSQL insert path")
+def test_postgres_copy_errors_surface_as_sqlalchemy_errors_and_the_session_recovers(app):
+    """COPY goes past SQLAlchemy: its driver errors must still look like SQLAlchemy's, or the sync mislabels them."""
+    from plugins.imap_inbox import store
+
+    broken_row = dict.fromkeys(store.MESSAGE_COLUMNS)  # NOT NULL columns left empty
+    with app.app_context():
+        with pytest.raises(sa.exc.IntegrityError):
+            store.insert_messages([broken_row | {"folder_id": 1, "uid": 1}], [[]])
+        db.session.rollback()
+        pid = db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        monitor = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], isolation_level="AUTOCOMMIT")
+        with monitor.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monitor.dispose()
+        with pytest.raises(sa.exc.OperationalError):
+            store.insert_messages([broken_row | {"folder_id": 1, "uid": 1}], [[]])
+        db.session.rollback()
+        assert db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid  # a new connection
+
+
 @pytest.mark.skipif(not POSTGRES, reason="PostgreSQL only (set TEST_DATABASE_URL): SQLite is a file in the "
                                          "worker's own process, there is no server connection to drop")
 def test_postgres_connection_terminated_mid_transaction(make_app, owner, mailbox, dovecot):

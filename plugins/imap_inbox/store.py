@@ -128,7 +128,10 @@ def _sqlite_datetime(value):
 
 
 def _bulk_insert(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    """executemany straight on the driver: SQLAlchemy's per-row parameter processing is half the insert's CPU."""
+    """Rows straight to the driver (COPY on PostgreSQL, executemany on SQLite).
+
+    SQLAlchemy's per-row parameter processing was half the insert's CPU.
+    """
     connection = db.session.connection()
     dialect = connection.dialect
     if dialect.name not in ("sqlite", "postgresql"):
@@ -158,9 +161,34 @@ def _bulk_insert(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[st
                         text = formatted[id(value)] = _sqlite_datetime(value)
                     values[i] = text
             params.append(tuple(values))
+    elif dialect.driver == "psycopg":
+        _copy_rows(connection, table, columns, map(getter, rows))
+        return
     else:
         params = [getter(row) for row in rows]
     connection.exec_driver_sql(sql, params)
+
+
+def _copy_rows(connection: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    """COPY ... FROM STDIN in the session's transaction: twice as fast as a pipelined executemany.
+
+    COPY goes past SQLAlchemy, so a driver error is wrapped here as SQLAlchemy
+    would (a lost connection becomes sqlalchemy's OperationalError, and the
+    connection is invalidated so the session can roll back and reconnect).
+    """
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    raw = connection.connection.dbapi_connection
+    dbapi = dialect.loaded_dbapi
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except dbapi.Error as exc:
+        if dialect.is_disconnect(exc, raw, None):
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
 
 
 def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence[dict[str, Any]]]) -> list[int]:
