@@ -16,7 +16,7 @@ from host_app.models import Contact
 
 from . import models  # noqa: F401  (registers the plugin's tables)
 from .condition import RepliedCondition
-from .matcher import NewResponse, process_inbox, rebuild
+from .matcher import NewResponse, match_batches, nothing_to_match, rebuild
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,15 @@ def event_emitted(app, event):
     """After each sync, store the responses it brought and announce them."""
     if event.type != INBOX_SYNCED or "inbox_id" not in event.payload:
         return
-    found = process_inbox(int(event.payload["inbox_id"]))
-    announce(found, sync_run_id=event.payload.get("sync_run_id"))
+    payload = event.payload
+    inbox_id = int(payload["inbox_id"])
+    # Most syncs bring nothing; they should cost a query or two here, not a matching run.
+    unchanged = payload.get("new_messages") == 0 and payload.get("removed_messages") == 0
+    if unchanged and nothing_to_match(inbox_id):
+        return
+    # Announced batch by batch: a first sync's backlog is never held in memory at once.
+    for found in match_batches(inbox_id):
+        announce(found, sync_run_id=payload.get("sync_run_id"))
 
 
 def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
@@ -57,8 +64,12 @@ def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
             by_reply[response.reply_key].append(response)
     if not by_reply:
         return 0
-    emails = {r.contact_email for responses in by_reply.values() for r in responses}
-    contact_ids = dict(db.session.execute(db.select(Contact.email, Contact.id).where(Contact.email.in_(emails))).all())
+    emails = sorted({r.contact_email for responses in by_reply.values() for r in responses})
+    contact_ids: dict[str, int] = {}
+    for start in range(0, len(emails), 500):
+        chunk = emails[start:start + 500]
+        rows = db.session.execute(db.select(Contact.email, Contact.id).where(Contact.email.in_(chunk)))
+        contact_ids.update((email, contact_id) for email, contact_id in rows)
     for reply_key, responses in sorted(by_reply.items()):
         first = responses[0]
         emit(
