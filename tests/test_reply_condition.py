@@ -678,3 +678,213 @@ def test_cli_rebuild_finds_the_responses_again(app, runner):
     assert "1 responses stored" in result.output
     with app.app_context():
         assert holds(db.session.get(Contact, bob_id))
+
+
+# ---------------------------------------------------------------------------- batches, SQL arithmetic, no-op syncs
+
+
+def _statements(engine):
+    """Collect the SQL statements run on ``engine`` (a context manager yielding the list)."""
+    import contextlib
+
+    from sqlalchemy import event
+
+    @contextlib.contextmanager
+    def collecting():
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, *args):
+            seen.append(" ".join(statement.split()))
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield seen
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+    return collecting()
+
+
+def test_pairs_are_found_across_batch_boundaries_in_both_directions(sales, bob, monkeypatch):
+    """Batches are id ranges of one inbox: a pair whose two sides land in different batches, or whose
+    other side is in another inbox with ids inside this inbox's range, is still found exactly once."""
+    from plugins.reply_condition import matcher
+
+    monkeypatch.setattr(matcher, "BATCH_SIZE", 3)
+    monkeypatch.setattr(matcher, "INDEX_CHUNK", 2)
+    support = make_inbox(OTHER_TEAM)
+    carol = make_contact("carol@client.example")
+    # Replies stored before the e-mails they answer (INBOX synced before Sent), by header and by subject.
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: x", date=days_ago(5), in_reply_to="late-1@team.example")
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: Pricing 7", date=days_ago(5))
+    # The other inbox's messages take ids inside this inbox's batches.
+    theirs = add_message(support, from_email=OTHER_TEAM, to=carol.email, subject="Ticket", date=days_ago(9))
+    add_message(sales, from_email=carol.email, to=TEAM, subject="Re: Ticket", date=days_ago(8),
+                in_reply_to=theirs.message_id)
+    for i in range(4):  # filler, so the two sides of each pair fall in different batches
+        add_message(sales, from_email=f"other{i}@client.example", to=TEAM, subject=f"Hello {i}", date=days_ago(7))
+    add_message(sales, from_email=TEAM, to=BOB, subject="x", date=days_ago(6), message_id="late-1@team.example")
+    add_message(sales, from_email=TEAM, to=BOB, subject="Pricing 7", date=days_ago(6))
+    # And the usual order: ours first, the reply some batches later.
+    early = our_offer(sales, sent=days_ago(4), subject="Offer Z")
+    for i in range(3):
+        add_message(sales, from_email=f"more{i}@client.example", to=TEAM, subject=f"Hi {i}", date=days_ago(3))
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: Offer Z", date=days_ago(2), in_reply_to=early.message_id)
+    add_message(sales, from_email=BOB, to=TEAM, subject="RE: offer z", date=days_ago(2))
+
+    batches = list(matcher.match_batches(sales.id))
+    assert len(batches) > 1  # several batches, each handed on with its own responses
+    found = [r for batch in batches for r in batch]
+    pairs = sorted((r.contact_email, r.matched_by) for r in found)
+    assert pairs == [(BOB, "header"), (BOB, "header"), (BOB, "subject"), (BOB, "subject"),
+                     (carol.email, "header")]
+    assert len({(r.reply_pk, r.our_pk) for r in found}) == len(found)
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == len(found)
+    carol_reply = next(r for r in found if r.contact_email == carol.email)
+    assert (carol_reply.our_pk, carol_reply.our_inbox_id, carol_reply.reply_inbox_id) == (theirs.id, support.id,
+                                                                                          sales.id)
+    assert process_inbox(sales.id) == [] and process_inbox(support.id) == []
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == len(found)
+
+
+DELAYS = [
+    timedelta(days=1),
+    timedelta(seconds=0),
+    timedelta(microseconds=1),
+    timedelta(microseconds=999_999),
+    timedelta(seconds=1),
+    timedelta(seconds=1, microseconds=1),
+    timedelta(seconds=59, microseconds=999_999),
+    timedelta(days=400, hours=5, minutes=3, seconds=2, microseconds=500_000),
+    timedelta(microseconds=-1),
+    timedelta(microseconds=-500_000),
+    timedelta(microseconds=-999_999),
+    timedelta(seconds=-1),
+    timedelta(seconds=-1, microseconds=-1),
+    timedelta(days=-3, microseconds=-1),
+]
+
+
+def test_delay_seconds_computed_in_sql_equal_python(sales, bob):
+    """delay_seconds is int((replied - sent).total_seconds()): truncated toward zero, to the microsecond,
+    also when the reply is dated before our e-mail (clocks differ) and across a second's boundary."""
+    base = NOW - timedelta(days=500) + timedelta(microseconds=999_999)
+    expected = {}
+    for i, delay in enumerate(DELAYS):
+        sent = base + timedelta(days=i)
+        offer = our_offer(sales, sent=sent, subject=f"Offer {i}")
+        reply = add_message(sales, from_email=BOB, to=TEAM, subject=f"Re: Offer {i}", date=sent + delay,
+                            in_reply_to=offer.message_id)
+        expected[reply.id] = int(((sent + delay) - sent).total_seconds())
+    synced(sales)
+    stored = dict(db.session.execute(db.select(Response.reply_pk, Response.delay_seconds)).all())
+    assert stored == expected
+    assert {expected[pk] for pk in expected} >= {0, 1, -1, 59, 86400, -259200}
+
+
+def test_subject_fallback_answers_only_an_email_sent_before_it_to_the_microsecond(sales, bob):
+    sent = NOW - timedelta(days=3) + timedelta(microseconds=500_000)
+    for i, delay in enumerate([timedelta(microseconds=1), timedelta(0), timedelta(microseconds=-1),
+                               timedelta(seconds=-1, microseconds=999_999)]):
+        our_offer(sales, sent=sent, subject=f"Quote {i}")
+        add_message(sales, from_email=BOB, to=TEAM, subject=f"Re: Quote {i}", date=sent + delay)
+    found = process_inbox(sales.id)
+    assert [(r.matched_by, r.replied_at) for r in found] == [("subject", sent + timedelta(microseconds=1))]
+    assert db.session.scalar(db.select(Response.delay_seconds)) == 0
+
+
+def test_a_reference_to_a_hash_key_is_not_our_email(sales, bob):
+    """Our e-mail is found by dedup_key, which equals the Message-ID; without one it is a hash no reply names."""
+    offer = our_offer(sales)
+    db.session.execute(db.update(Message).where(Message.id == offer.id).values(message_id=None, dedup_key="sha1:ab12"))
+    db.session.commit()
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to="sha1:ab12")
+    synced(sales)
+    assert not holds(bob)
+
+
+def test_folder_losing_its_sent_role_forgets_the_responses_it_held(sales, bob):
+    """Its e-mails are no longer ours: their responses go, and nothing is announced."""
+    sent_folder = next(f for f in sales.folders if f.role == ROLE_SENT)
+    offer = our_offer(sales)
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to=offer.message_id)
+    assert len(process_inbox(sales.id)) == 1
+    db.session.execute(db.update(Message).where(Message.folder_id == sent_folder.id).values(direction="in"))
+    db.session.get(Folder, sent_folder.id).role = "other"
+    db.session.commit()
+    assert process_inbox(sales.id) == []
+    assert not holds(bob)
+
+
+def _event(inbox: Inbox, new: int, removed: int = 0) -> Event:
+    return Event("inbox_synced", key=f"sync-{inbox.id}-{next(_uids)}",
+                 payload={"inbox_id": inbox.id, "new_messages": new, "removed_messages": removed,
+                          "sync_run_id": None, "status": "ok"})
+
+
+def test_a_sync_that_changed_nothing_costs_two_small_queries(rc_app, sales, bob):
+    from plugins.reply_condition import plugin
+
+    offer = our_offer(sales)
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to=offer.message_id)
+    plugin.event_emitted(rc_app, _event(sales, new=2))
+    assert holds(bob)
+    unchanged = _event(sales, new=0)
+    with _statements(db.engine) as statements:
+        plugin.event_emitted(rc_app, unchanged)
+    assert len(statements) <= 2, statements
+    assert all(s.upper().startswith("SELECT") for s in statements), statements
+    assert not any("reply_condition_response" in s for s in statements)
+
+
+def test_a_sync_that_changed_nothing_still_catches_up(rc_app, sales, bob):
+    """The cursor may be behind (an earlier run failed), or a folder changed role: both are matched."""
+    from plugins.reply_condition import plugin
+
+    plugin.event_emitted(rc_app, _event(sales, new=0))  # no cursor yet: a normal run
+    offer = our_offer(sales)
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to=offer.message_id)
+    plugin.event_emitted(rc_app, _event(sales, new=0))
+    assert holds(bob)
+
+    archive = Folder(inbox_id=sales.id, name="Sent Items", role="other")
+    db.session.add(archive)
+    db.session.commit()
+    plugin.event_emitted(rc_app, _event(sales, new=0))  # a new, empty folder: its role is remembered
+    hidden = add_message(sales, from_email="assistant@team.example", to=BOB, subject="Offer B", date=days_ago(10),
+                         direction="in")
+    db.session.execute(db.update(Message).where(Message.id == hidden.id).values(folder_id=archive.id))
+    db.session.commit()
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: B", date=days_ago(9), in_reply_to=hidden.message_id)
+    plugin.event_emitted(rc_app, _event(sales, new=2))
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 1
+    db.session.execute(db.update(Message).where(Message.folder_id == archive.id).values(direction="out"))
+    db.session.get(Folder, archive.id).role = ROLE_SENT
+    db.session.commit()
+    plugin.event_emitted(rc_app, _event(sales, new=0))  # only the role changed
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 2
+
+
+def test_contact_replied_is_announced_batch_by_batch(rc_app, sales, bob, monkeypatch):
+    """Each batch's responses are announced once the batch is committed, before the next batch is matched."""
+    from plugins.reply_condition import matcher
+    from plugins.reply_condition.models import Cursor
+
+    monkeypatch.setattr(matcher, "BATCH_SIZE", 2)
+    replies = []
+    for i in range(3):
+        offer = our_offer(sales, sent=days_ago(2), subject=f"Offer {i}")
+        replies.append(add_message(sales, from_email=BOB, to=TEAM, subject=f"Re: Offer {i}", date=days_ago(1),
+                                   in_reply_to=offer.message_id))
+    announced = []
+
+    class Spy:
+        @hookimpl
+        def event_emitted(self, event):
+            if event.type == "contact_replied":
+                cursor = db.session.scalar(db.select(Cursor.last_message_pk).where(Cursor.inbox_id == sales.id))
+                announced.append((event.key, cursor))
+
+    rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
+    rc_app.extensions["plugins"].hook.event_emitted(app=rc_app, event=_event(sales, new=6))
+    assert announced == [(reply.dedup_key, reply.id) for reply in replies]
