@@ -21,7 +21,6 @@ before the next batch starts, so memory does not grow with the mailbox.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 # statements cost about the same whatever the batch size, so batches are large.
 BATCH_SIZE = 10000
 INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds the rows held in Python)
-STATISTICS_EVERY = 5  # batches between two ANALYZE while a large backlog is matched (PostgreSQL)
 # A batch that adds at least this many rows to an index table, and a fifth of what it held, refreshes its
 # planner statistics (PostgreSQL); a first sync fills these tables from nothing.
 ANALYZE_MIN_ROWS = 1000
@@ -124,18 +122,20 @@ def match_batches(inbox_id: int) -> Iterator[list[NewResponse]]:
     """
     # The sync committed before emitting its event; end any read transaction so we see everything.
     db.session.commit()
-    for batch_number in itertools.count():
-        try:
-            if batch_number % STATISTICS_EVERY == 0:
-                _refresh_statistics_if_stale(inbox_id)
-            stored, more = _process_batch(inbox_id)
-        except Exception:
-            db.session.rollback()
-            raise
+    _rolled_back_on_error(_refresh_statistics_if_stale, inbox_id)
+    more = True
+    while more:
+        stored, more = _rolled_back_on_error(_process_batch, inbox_id)
         if stored:
             yield stored
-        if not more:
-            return
+
+
+def _rolled_back_on_error(function, *args):
+    try:
+        return function(*args)
+    except Exception:
+        db.session.rollback()
+        raise
 
 
 def process_inbox(inbox_id: int) -> list[NewResponse]:
@@ -203,11 +203,12 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
 
 
 def _refresh_statistics_if_stale(inbox_id: int) -> None:
-    """ANALYZE the tables the matcher joins when a large backlog waits (PostgreSQL).
+    """ANALYZE the message tables the matcher joins when a large backlog waits (PostgreSQL).
 
     Right after a first sync of a big mailbox, the planner's statistics still
     describe near-empty tables, and its plans for the joins degrade from
     milliseconds to seconds per batch. Autovacuum catches up only later.
+    Once per run: matching does not change these tables.
     """
     if db.session.get_bind().dialect.name != "postgresql":
         return
@@ -519,7 +520,8 @@ def _match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[s
     """The (reply, ours) pairs where the reply or our e-mail is among the batch, as rows of a Response.
 
     Each query starts from the batch's id range on one side and follows one
-    index per step to the other side. Header matches go first so that a pair
+    index per step to the other side. The range is repeated on both tables
+    of the batch's side, the same rows, so that planners know it on each. Header matches go first so that a pair
     found both ways keeps "header". Whether our e-mail was addressed to the
     replying contact is a correlated EXISTS on the address table's primary
     key, so no plan ever walks a contact's whole history.
@@ -566,7 +568,8 @@ def _match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[s
     by_header_from_reply = (
         sa.select(*values(BY_HEADER))
         .select_from(reference.join(reply, reply.c.id == reference.c.message_pk).join(ours, names_ours))
-        .where(in_batch(reference.c.message_pk), NotIndexed(reply.c.inbox_id) == inbox_id, addressed_to_sender)
+        .where(in_batch(reference.c.message_pk), in_batch(reply.c.id), NotIndexed(reply.c.inbox_id) == inbox_id,
+               addressed_to_sender)
     )
     by_header_from_ours = (
         sa.select(*values(BY_HEADER))
@@ -584,11 +587,13 @@ def _match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[s
     by_subject_from_reply = (
         sa.select(*values(BY_SUBJECT))
         .select_from(subject_pairs)
-        .where(in_batch(reply_subject.c.message_pk), NotIndexed(reply.c.inbox_id) == inbox_id, subject_match)
+        .where(in_batch(reply_subject.c.message_pk), in_batch(reply.c.id), NotIndexed(reply.c.inbox_id) == inbox_id,
+               subject_match)
     )
     by_subject_from_ours = (
         sa.select(*values(BY_SUBJECT))
         .select_from(subject_pairs)
-        .where(in_batch(our_subject.c.message_pk), NotIndexed(ours.c.inbox_id) == inbox_id, subject_match)
+        .where(in_batch(our_subject.c.message_pk), in_batch(ours.c.id), NotIndexed(ours.c.inbox_id) == inbox_id,
+               subject_match)
     )
     return [by_header_from_reply, by_header_from_ours, by_subject_from_reply, by_subject_from_ours]
