@@ -576,3 +576,58 @@ def test_disabled_inbox_is_not_synced(app, mailbox, owner):
         service.set_enabled(db.session.get(Inbox, inbox_id), False)
     assert sync(app, inbox_id)["status"] == "disabled"
     assert inbox_row(app, inbox_id).status == "disabled"
+
+
+# --------------------------------------------------------------------------- rows built beside the sync
+
+
+def test_rows_built_in_the_helper_process_equal_rows_built_in_process(crm_app_factory, mailbox, caplog):
+    from plugins.imap_inbox import service
+    from tests.sync_dump import canonical_dump
+
+    corpus = [raw for _, raw in mailgen.malformed_corpus()]
+    generated = list(mailgen.generate_mailbox(300, 30, owner=mailbox.username, correspondents=60, seed=7))
+    mailbox.write("INBOX", corpus + [raw for folder, raw in generated if folder == "INBOX"])
+    mailbox.write("Sent", [raw for folder, raw in generated if folder == "Sent"])
+    helper = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=1)
+    in_process = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=10**9)
+    owner_id = make_agent(helper, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    with caplog.at_level(logging.DEBUG, logger="plugins.imap_inbox.sync"):
+        first = connect_inbox(helper, mailbox, owner_id)
+        assert sync(helper, first)["status"] == "ok"
+        assert "in a helper process" in caplog.text
+        with helper.app_context():
+            built_beside = canonical_dump(first)
+            service.delete_inbox(first)
+        caplog.clear()
+        second = connect_inbox(in_process, mailbox, owner_id)
+        assert sync(in_process, second)["status"] == "ok"
+        assert "in a helper process" not in caplog.text
+    with in_process.app_context():
+        built_here = canonical_dump(second)
+    assert sum(map(len, built_here.values())) == len(corpus) + len(generated)
+    assert built_beside == built_here
+
+
+def test_a_dead_helper_process_costs_no_rows():
+    import datetime as dt
+    import os
+    import signal
+
+    from plugins.imap_inbox.fetch import FetchedMessage
+    from plugins.imap_inbox.rows import RowBuilder, RowContext, build_rows
+
+    context = RowContext(inbox_id=1, folder_id=2, folder_role="inbox", own_addresses=frozenset({"team@x.example"}),
+                         now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    batch = {uid: FetchedMessage(uid=uid, header=message(uid).split(b"\r\n\r\n")[0] + b"\r\n\r\n", size=100)
+             for uid in range(1, 30)}
+    with RowBuilder(parallel=True) as builder:
+        assert builder.parallel
+        assert builder.submit(context, batch).result() == build_rows(context, batch.values())
+        for process in list(builder._pool._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(5)
+        rows = builder.submit(context, batch).result()  # the helper is gone: built here instead
+        assert not builder.parallel
+    assert rows == build_rows(context, batch.values())
+    assert [row["uid"] for row in rows[0]] == sorted(batch, reverse=True)

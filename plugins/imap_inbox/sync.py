@@ -62,7 +62,6 @@ from .fetch import (
     uids_above,
 )
 from .folders import plan_folders
-from .headers import dedup_key, parse_headers
 from .models import (
     DISABLED,
     ERROR,
@@ -74,12 +73,16 @@ from .models import (
     Inbox,
     SyncRun,
 )
-from .preview import clean_preview, preview_from_body
+from .rows import RowBuilder, RowContext
 from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000
+# From this many messages to fetch in one folder, rows are built in a helper process (rows.py) and SQLite
+# gets a larger page cache; below it, starting the helper costs more than it saves.
+DEFAULT_LARGE_SYNC_FROM = 5000
+DEFAULT_SQLITE_CACHE_MB = 16  # measured at 100k: as fast as 32 MB, and the job stays under 150 MB
 MAX_RECONNECTS = 30  # per run: enough to isolate a few unreadable messages, not to hammer a dying server
 UNREADABLE_AFTER = 3  # syncs in which the server hung up on one message before it is stored as unreadable
 # The server hung up (BYE, reset, EOF) rather than answering NO.
@@ -131,6 +134,8 @@ class InboxSync:
         self.extra_folders = list(inbox.extra_folders or [])
         self.own_addresses = {a for a in (inbox.email, inbox.username.lower()) if a and "@" in a}
         self.batch_size = max(1, int(config.get("IMAP_FETCH_BATCH", DEFAULT_BATCH)))
+        self.large_from = int(config.get("IMAP_LARGE_SYNC_FROM", DEFAULT_LARGE_SYNC_FROM))
+        self.sqlite_cache_mib = int(config.get("IMAP_SQLITE_CACHE_MB", DEFAULT_SQLITE_CACHE_MB))
         self.preview_mode = config.get("IMAP_PREVIEW", "server")
         self.on_progress = on_progress
         self.lock = lock
@@ -356,8 +361,7 @@ class InboxSync:
             db.session.commit()
         todo = sorted(server_set - stored, reverse=True)  # newest first
         rematching = store.has_stale(folder.id)
-        for uids, fetched in self._fetch_batches(folder, todo):
-            self._store_batch(folder, uids, fetched, report, rematching, initial=True)
+        self._store_all(folder, todo, report, rematching, initial=True)
         if rematching:
             report.removed += store.delete_stale(folder.id)
         folder.initial_done = True
@@ -386,14 +390,31 @@ class InboxSync:
                 db.session.commit()
             new = sorted((server_set - stored) | set(new))
         todo = sorted(set(new), reverse=True)
-        for uids, fetched in self._fetch_batches(folder, todo):
-            self._store_batch(folder, uids, fetched, report, False, initial=False)
+        self._store_all(folder, todo, report, False, initial=False)
         top = store.uid_range(folder.id)[1]
         if top and top > high:
             folder.high_uid = top
             db.session.commit()
 
     # ------------------------------------------------------------------ one batch
+
+    def _store_all(self, folder: Folder, todo: list[int], report: FolderReport, rematching: bool,
+                   initial: bool) -> None:
+        """Fetch, build and store ``todo`` batch by batch; the rows of one batch are built while the last is stored."""
+        context = RowContext(inbox_id=self.inbox_id, folder_id=folder.id, folder_role=folder.role,
+                             own_addresses=frozenset(self.own_addresses), now=utcnow())
+        large = len(todo) >= self.large_from
+        with RowBuilder(parallel=large) as builder, store.bulk_writes(self.sqlite_cache_mib if large else 0):
+            if builder.parallel:
+                log.debug("inbox %s: building the rows of %r in a helper process", self.inbox_id, folder.name)
+            previous = None
+            for uids, fetched in self._fetch_batches(folder, todo):
+                building = builder.submit(context, fetched)
+                if previous is not None:
+                    self._store_batch(folder, *previous, report, rematching, initial)
+                previous = (uids, fetched, building)
+            if previous is not None:
+                self._store_batch(folder, *previous, report, rematching, initial)
 
     def _fetch_batches(self, folder: Folder, todo: list[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
@@ -458,19 +479,14 @@ class InboxSync:
                 fetched[uid] = basic
         return fetched
 
-    def _store_batch(self, folder: Folder, uids: list[int], fetched: dict[int, FetchedMessage],
+    def _store_batch(self, folder: Folder, uids: list[int], fetched: dict[int, FetchedMessage], building,
                      report: FolderReport, rematching: bool, initial: bool) -> None:
         self._check_alive()
         already = store.existing_uids(folder.id, fetched)
-        now = utcnow()
-        rows: list[dict[str, Any]] = []
-        address_rows: list[list[dict[str, Any]]] = []
-        for uid in sorted(fetched, reverse=True):
-            if uid in already:
-                continue
-            row, addresses = self._message_row(folder, fetched[uid], now)
-            rows.append(row)
-            address_rows.append(addresses)
+        rows, address_rows = building.result()
+        if already:
+            kept = [i for i, row in enumerate(rows) if row["uid"] not in already]
+            rows, address_rows = [rows[i] for i in kept], [address_rows[i] for i in kept]
 
         if rematching and rows:
             rows, address_rows = self._rematch(folder, rows, address_rows, report)
@@ -531,56 +547,6 @@ class InboxSync:
         store.rematch(updates)
         report.updated += len(updates)
         return keep_rows, keep_addresses
-
-    def _message_row(self, folder: Folder, message: FetchedMessage, now: datetime):
-        parsed = parse_headers(message.header, message.internal_date)
-        errors = parsed.errors
-        if not message.complete:
-            errors.insert(0, "the server could not give this message's headers")
-        date = parsed.date or message.internal_date or now
-        direction = "out" if folder.role == ROLE_SENT or parsed.from_email in self.own_addresses else "in"
-        if message.preview is not None:
-            preview = clean_preview(message.preview)
-        elif message.text is not None:
-            preview = preview_from_body(message.text, parsed.content_type_raw, parsed.transfer_encoding)
-        else:
-            preview = None
-        row = {
-            "inbox_id": self.inbox_id,
-            "folder_id": folder.id,
-            "uid": message.uid,
-            "message_id": parsed.message_id,
-            "dedup_key": dedup_key(parsed.message_id, parsed.from_email, date, parsed.subject, message.size),
-            "direction": direction,
-            "subject": parsed.subject,
-            "from_email": parsed.from_email,
-            "from_name": parsed.from_name,
-            "date": date,
-            "internal_date": message.internal_date,
-            "size": message.size,
-            "flags": message.flags,
-            "in_reply_to": parsed.in_reply_to,
-            "references": parsed.references,
-            "auto_submitted": parsed.auto_submitted,
-            "precedence": parsed.precedence,
-            "list_id": parsed.list_id,
-            "list_unsubscribe": parsed.list_unsubscribe,
-            "x_autoreply": parsed.x_autoreply,
-            "content_type": parsed.content_type,
-            "automated": parsed.automated,
-            "preview": preview,
-            "parse_error": parsed.parse_error,
-            "created_at": now,
-        }
-        for key in ("message_id", "dedup_key", "in_reply_to", "references", "preview", "list_id"):
-            value = row[key]
-            if value and "\x00" in value:  # PostgreSQL refuses NUL in text
-                row[key] = value.replace("\x00", "")
-        addresses = [
-            {"role": role, "email": email, "name": name, "inbox_id": self.inbox_id, "date": date}
-            for role, email, name in parsed.addresses
-        ]
-        return row, addresses
 
 
 def _same_instant(a: datetime | None, b: datetime | None) -> bool:
