@@ -179,6 +179,10 @@ def _child_main(spec_path: str, result_path: str) -> None:
     result["rss_before_mb"] = round(baseline, 1)
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
     result["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)  # the whole child, start-up included
+    # The sync's own helper process (rows built beside it, plugins/imap_inbox/rows.py), if it had one.
+    helpers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["helper_peak_rss_mb"] = round(helpers.ru_maxrss / 1024, 1)
+    result["helper_cpu_seconds"] = round(helpers.ru_utime + helpers.ru_stime, 3)
     tmp = Path(result_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result, default=str))
     os.replace(tmp, result_path)

@@ -173,6 +173,9 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("CPU: sync process / Dovecot", lambda d: f"{_s(_get(d, 'initial_sync', 'cpu_seconds'))} / "
                f"{_s(_get(d, 'initial_sync', 'server_cpu_seconds'))}"),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
+        per_db("row-building helper process: peak RSS / CPU", lambda d: (
+            f"{_num(_get(d, 'initial_sync', 'helper_peak_rss_mb'), 0, 'MB')} / "
+            f"{_s(_get(d, 'initial_sync', 'helper_cpu_seconds'))}")),
         per_db("RSS before the sync", lambda d: _num(_get(d, "initial_sync", "rss_before_mb"), 0, "MB")),
         per_db("peak RSS by step (sampled)", lambda d: _rss_steps(_get(d, "initial_sync", "peak_rss_mb_by_step"))),
         per_db("RSS as the mailbox is stored",
