@@ -33,7 +33,7 @@ def sync(app, inbox_id: int, **kwargs) -> dict:
 
 def message(n: int, *, sender="Carla Customer <carla@customer.example>", to="team@team.example",
             subject=None, folder_date=None, **kwargs) -> bytes:
-    date = folder_date or dt.datetime(2024, 1, 1, 9, 0, tzinfo=dt.timezone.utc) + dt.timedelta(hours=n)
+    date = folder_date or dt.datetime(2024, 1, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(hours=n)
     return mailgen.make_message(sender, to, subject or f"Message {n}", date=date,
                                 message_id=kwargs.pop("message_id", f"<m{n}@customer.example>"),
                                 **kwargs)

@@ -8,7 +8,12 @@ import threading
 import pytest
 
 from plugins.imap_inbox.connection import (
-    ConnectionSettings, ImapConnectError, check_login, classify_error, connect, is_public_address,
+    ConnectionSettings,
+    ImapConnectError,
+    check_login,
+    classify_error,
+    connect,
+    is_public_address,
 )
 from plugins.imap_inbox.testing.dovecot import DovecotServer
 

@@ -7,12 +7,18 @@ import datetime as dt
 import pytest
 
 from plugins.imap_inbox.headers import (
-    dedup_key, decode_words, normalize_address, parse_addresses, parse_date, parse_headers, split_fields,
+    decode_words,
+    dedup_key,
+    normalize_address,
+    parse_addresses,
+    parse_date,
+    parse_headers,
+    split_fields,
 )
 from plugins.imap_inbox.preview import clean_preview, preview_from_body
 from plugins.imap_inbox.testing import mailgen
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def head(*lines: str | bytes) -> bytes:
@@ -34,8 +40,8 @@ def b(text: str, charset: str) -> str:
     ("=?utf-8?Q?a?= plain =?utf-8?Q?b?=", "a plain b"),
     (b("日", "utf-8") + "\r\n " + b("本", "utf-8"), "日本"),
     # One character split across two words: the bytes are joined before decoding.
-    (f"=?utf-8?B?{base64.b64encode('日'.encode()[:2]).decode()}?= =?utf-8?B?{base64.b64encode('日'.encode()[2:]).decode()}?=",
-     "日"),
+    (f"=?utf-8?B?{base64.b64encode('日'.encode()[:2]).decode()}?= "
+     f"=?utf-8?B?{base64.b64encode('日'.encode()[2:]).decode()}?=", "日"),
     ("=?UTF-8*en?Q?hello?=", "hello"),  # RFC 2231 language suffix
     ("=?windows-1252?Q?=80_100?=", "€ 100"),
     ("no encoded words", "no encoded words"),
@@ -211,10 +217,12 @@ def test_generated_mailbox_parses_cleanly():
      "Grüße aus Köln"),
     ("text/html; charset=us-ascii", "7bit", b"<html><style>p{}</style><p>Hello &amp; welcome</p>", "Hello & welcome"),
     ('multipart/alternative; boundary="b1"', "",
-     b"--b1\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b1\r\nContent-Type: text/plain\r\n\r\nplain text\r\n--b1--",
+     b"--b1\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n"
+     b"--b1\r\nContent-Type: text/plain\r\n\r\nplain text\r\n--b1--",
      "plain text"),
     ('multipart/mixed; boundary="o"', "",
-     b'--o\r\nContent-Type: multipart/alternative; boundary="i"\r\n\r\n--i\r\nContent-Type: text/plain; charset=utf-8\r\n'
+     b'--o\r\nContent-Type: multipart/alternative; boundary="i"\r\n\r\n'
+     b"--i\r\nContent-Type: text/plain; charset=utf-8\r\n"
      b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"Hallo Welt") + b"\r\n--i--\r\n--o--",
      "Hallo Welt"),
     ("text/plain", "", b"My answer.\r\n> quoted older text\r\n-- \r\nSignature", "My answer."),

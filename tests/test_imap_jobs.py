@@ -21,7 +21,7 @@ from plugins.imap_inbox import jobs, schedule
 from plugins.imap_inbox.models import Inbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, message, stored
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture

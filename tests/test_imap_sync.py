@@ -14,7 +14,14 @@ from host_app.testing import make_agent
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
 from tests.imap_helpers import (
-    OWNER_EMAIL, OWNER_NAME, addresses, connect_inbox, message, server_snapshot, stored, sync,
+    OWNER_EMAIL,
+    OWNER_NAME,
+    addresses,
+    connect_inbox,
+    message,
+    server_snapshot,
+    stored,
+    sync,
 )
 
 FORBIDDEN = {"STORE", "EXPUNGE", "COPY", "MOVE", "APPEND", "SELECT", "DELETE", "CREATE", "RENAME", "CLOSE",
@@ -82,17 +89,17 @@ def assert_unique(rows):
 def test_initial_sync_stores_metadata_of_inbox_and_sent(app, mailbox, owner, imap_commands):
     mailbox.write("INBOX", [
         mailgen.make_message(("Jürgen Müller", "Juergen@Kunde.example"), [mailbox.username], "Grüße aus München",
-                             date=dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.timezone.utc), message_id="<k1@kunde.example>",
+                             date=dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.UTC), message_id="<k1@kunde.example>",
                              cc=[("Ann", "ann@kunde.example")], charset="iso-8859-1",
                              in_reply_to="<s1@team.example>", references=["<s0@team.example>", "<s1@team.example>"],
                              body="Hallo,\n\ndas Angebot passt.\n"),
         mailgen.make_message("News <news@lists.example>", [mailbox.username], "Weekly digest",
-                             date=dt.datetime(2024, 3, 2, tzinfo=dt.timezone.utc), message_id="<n1@lists.example>",
+                             date=dt.datetime(2024, 3, 2, tzinfo=dt.UTC), message_id="<n1@lists.example>",
                              headers={"List-Id": "<weekly.lists.example>", "Precedence": "bulk"}),
     ])
     mailbox.write("Sent", [
         mailgen.make_message(mailbox.username, [("Jürgen", "juergen@kunde.example"), "bob@other.example"], "Angebot",
-                             date=dt.datetime(2024, 2, 28, tzinfo=dt.timezone.utc), message_id="<s1@team.example>"),
+                             date=dt.datetime(2024, 2, 28, tzinfo=dt.UTC), message_id="<s1@team.example>"),
     ])
     inbox_id = connect_inbox(app, mailbox, owner)
     summary = sync(app, inbox_id)
@@ -221,7 +228,7 @@ def test_uidvalidity_change_rematches_by_message_id(app, mailbox, dovecot, owner
     originals = [message(n, sender=mailbox.username, message_id=f"<s{n}@team.example>") for n in range(1, 6)]
     mailbox.write("Sent", originals)
     mailbox.write("Sent", [mailgen.make_message(mailbox.username, "x@customer.example", "no id here",
-                                                date=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc),
+                                                date=dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
                                                 message_id="")])
     inbox_id = connect_inbox(app, mailbox, owner)
     sync(app, inbox_id)
@@ -234,7 +241,7 @@ def test_uidvalidity_change_rematches_by_message_id(app, mailbox, dovecot, owner
     for raw in [originals[4], originals[0], originals[2], originals[3]]:
         mailbox.append("Sent", raw)
     mailbox.append("Sent", mailgen.make_message(mailbox.username, "x@customer.example", "no id here",
-                                                date=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc),
+                                                date=dt.datetime(2024, 5, 1, tzinfo=dt.UTC),
                                                 message_id=""))
     mailbox.append("Sent", message(9, sender=mailbox.username, message_id="<s9@team.example>"))
     summary = sync(app, inbox_id)
@@ -469,12 +476,12 @@ def test_server_down_is_retried_with_backoff(app, owner):
         server.stop()
         delays = []
         for _ in range(2):
-            before = dt.datetime.now(dt.timezone.utc)
+            before = dt.datetime.now(dt.UTC)
             summary = sync(app, inbox_id)
             assert summary["status"] == "failed" and summary["error_kind"] == "connection_refused"
             inbox = inbox_row(app, inbox_id)
             assert inbox.status == "error" and "refused" in inbox.error
-            retry_at = inbox.next_sync_at.replace(tzinfo=dt.timezone.utc)
+            retry_at = inbox.next_sync_at.replace(tzinfo=dt.UTC)
             delays.append((retry_at - before).total_seconds())
         assert 55 <= delays[0] <= 65 and 115 <= delays[1] <= 125  # 1 minute, then 2
         with app.app_context():
@@ -504,7 +511,7 @@ def test_wrong_password_needs_attention_until_the_credentials_change(app, mailbo
     assert mailbox.password not in inbox.error + (inbox.error_hint or "")
     with app.app_context():
         db.session.execute(sa.update(Inbox).where(Inbox.id == inbox_id)
-                           .values(next_sync_at=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)))
+                           .values(next_sync_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
         db.session.commit()
         assert schedule_due_syncs()["enqueued"] == []  # no automatic retries
 

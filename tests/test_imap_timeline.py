@@ -16,7 +16,7 @@ from plugins.imap_inbox.testing import mailgen
 from tests.conftest import Mailbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, sync
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CARLA = "carla@customer.example"
 
 

@@ -41,7 +41,8 @@ def connect_command(name, host, port, username, password_stdin, owner_email, sec
 
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise _fail("No password on standard input.", "Pipe it in: printf '%s\\n' \"$PASSWORD\" | manage.py inboxes connect ...")
+        raise _fail("No password on standard input.",
+                    "Pipe it in: printf '%s\\n' \"$PASSWORD\" | manage.py inboxes connect ...")
     owner = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(owner_email)))
     if owner is None:
         raise _fail(f"No agent with e-mail {owner_email}.", "Create one with `manage.py agents create`.")

@@ -326,7 +326,8 @@ def provider_hint(host: str, kind: str) -> str:
     if "yahoo." in host:
         return "Yahoo needs an app password: Account Info > Account Security > Generate app password."
     if host.endswith(("mail.me.com", "icloud.com")):
-        return "iCloud needs an app-specific password: appleid.apple.com > Sign-In and Security > App-Specific Passwords."
+        return ("iCloud needs an app-specific password: "
+                "appleid.apple.com > Sign-In and Security > App-Specific Passwords.")
     if kind == IMAP_DISABLED:
         return "Enable IMAP access in the mailbox's settings at your e-mail provider."
     if kind == APP_PASSWORD_REQUIRED:

@@ -11,13 +11,13 @@ import dataclasses
 import imaplib
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from imapclient import IMAPClient
 
 from .headers import HEADER_FIELDS
 
-HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]" % " ".join(HEADER_FIELDS)
+HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 METADATA_ITEMS = f"UID FLAGS INTERNALDATE RFC822.SIZE {HEADER_ITEM}"
 TEXT_PREVIEW_BYTES = 2048
 IGNORED_FLAGS = frozenset(("\\Recent",))  # session state, not a property of the message
@@ -144,7 +144,8 @@ _SIZE_RE = re.compile(rb"[( ]RFC822\.SIZE (\d+)")
 _QUOTED_HEADER_RE = re.compile(rb'BODY\[HEADER\.FIELDS \([^)]*\)\] (?:"((?:[^"\\]|\\.)*)"|NIL)')
 _QUOTED_PREVIEW_RE = re.compile(rb'[( ]PREVIEW (?:"((?:[^"\\]|\\.)*)"|NIL)')
 _QUOTED_TEXT_RE = re.compile(rb'BODY\[TEXT\](?:<\d+>)? (?:"((?:[^"\\]|\\.)*)"|NIL)')
-_INTERNALDATE_PARTS_RE = re.compile(rb"\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
+_INTERNALDATE_PARTS_RE = re.compile(
+    rb"\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{1,2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
 _MONTHS = {m: i for i, m in enumerate((b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep",
                                        b"oct", b"nov", b"dec"), start=1)}
 _LITERAL_KINDS = ((b"BODY[HEADER", "header"), (b"BODY[TEXT]", "text"), (b"PREVIEW", "preview"))
@@ -159,7 +160,7 @@ def parse_internaldate(value: bytes) -> datetime | None:
     if month is None:
         return None
     try:
-        local = datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+        local = datetime(int(year), month, int(day), int(hour), int(minute), int(second), tzinfo=UTC)
     except ValueError:
         return None
     offset = timedelta(hours=int(tzh), minutes=int(tzm))

@@ -18,7 +18,7 @@ import email.utils
 import functools
 import hashlib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 # What the sync fetches with BODY.PEEK[HEADER.FIELDS (...)].
 HEADER_FIELDS = (
@@ -46,10 +46,10 @@ AUTOMATED_PRECEDENCE = frozenset(("bulk", "list", "junk", "auto_reply"))
 AUTOMATED_LOCAL_PARTS = frozenset((
     "mailer-daemon", "postmaster", "mailerdaemon", "no-reply", "noreply", "do-not-reply", "donotreply",
 ))
-EARLIEST_DATE = datetime(1971, 1, 1, tzinfo=timezone.utc)
+EARLIEST_DATE = datetime(1971, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=2)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ParsedHeaders:
@@ -435,7 +435,7 @@ def parse_date(value: str) -> datetime | None:
             try:
                 local = datetime(int(year), month, int(day), int(hour), int(minute), int(second or 0),
                                  tzinfo=_tz(-offset if sign == "-" else offset))
-                return local.astimezone(timezone.utc)
+                return local.astimezone(UTC)
             except (ValueError, OverflowError):
                 return None
     try:
@@ -448,7 +448,7 @@ def parse_date(value: str) -> datetime | None:
             if abs(offset) >= 24 * 3600:
                 return None
             local = datetime(*parsed[:6], tzinfo=timezone(timedelta(seconds=offset)))
-            return local.astimezone(timezone.utc)
+            return local.astimezone(UTC)
         except (ValueError, OverflowError, TypeError):
             return None
     try:  # ISO 8601, which some scripts write
@@ -456,9 +456,9 @@ def parse_date(value: str) -> datetime | None:
     except ValueError:
         return None
     if parsed_iso.tzinfo is None:
-        parsed_iso = parsed_iso.replace(tzinfo=timezone.utc)
+        parsed_iso = parsed_iso.replace(tzinfo=UTC)
     try:
-        return parsed_iso.astimezone(timezone.utc)
+        return parsed_iso.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
 
@@ -466,7 +466,7 @@ def parse_date(value: str) -> datetime | None:
 def plausible_date(value: datetime | None, received: datetime | None) -> bool:
     if value is None or value < EARLIEST_DATE:
         return False
-    limit = (received or datetime.now(timezone.utc)) + FUTURE_SLACK
+    limit = (received or datetime.now(UTC)) + FUTURE_SLACK
     return value <= limit
 
 

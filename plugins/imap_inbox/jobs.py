@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from flask import current_app
@@ -154,9 +154,8 @@ def _started_job_is_dead(job: Job, inbox_id: int) -> bool:
     if started is None:
         return False
     if started.tzinfo is None:
-        from datetime import timezone
 
-        started = started.replace(tzinfo=timezone.utc)
+        started = started.replace(tzinfo=UTC)
     return utcnow() - started > timedelta(seconds=STALE_STARTED_AFTER)
 
 

@@ -1,7 +1,7 @@
 """When inboxes sync: a fixed per-inbox phase within the interval, and backoff after failures."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 
@@ -11,7 +11,7 @@ WATCHDOG = 15 * 60  # a sync that died without a word is retried after this long
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -19,8 +19,8 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def sync_interval() -> int:
@@ -41,7 +41,7 @@ def next_regular_sync(inbox_id: int, now: datetime | None = None, interval: int 
     slot = epoch - (epoch - offset) % interval  # the latest slot at or before now
     while slot < epoch + interval // 2:
         slot += interval
-    return datetime.fromtimestamp(slot, timezone.utc)
+    return datetime.fromtimestamp(slot, UTC)
 
 
 def retry_delay(failures: int, interval: int | None = None) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from host_app.extensions import db
@@ -33,7 +33,7 @@ class InvalidInboxSettings(ValueError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def settings_for(inbox: Inbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
@@ -79,7 +79,8 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
             raise InvalidInboxSettings("host", "Enter the IMAP server name, e.g. imap.gmail.com.")
     if "security" in out:
         if out["security"] not in SECURITY_MODES:
-            raise InvalidInboxSettings("security", "Security must be SSL/TLS or STARTTLS; unencrypted IMAP is not allowed.")
+            raise InvalidInboxSettings(
+                "security", "Security must be SSL/TLS or STARTTLS; unencrypted IMAP is not allowed.")
     if "port" in out:
         port = out["port"]
         if port in (None, ""):
@@ -87,7 +88,8 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
         try:
             port = int(port)
         except (TypeError, ValueError):
-            raise InvalidInboxSettings("port", "The port must be a number, usually 993 (SSL/TLS) or 143 (STARTTLS).") from None
+            raise InvalidInboxSettings(
+                "port", "The port must be a number, usually 993 (SSL/TLS) or 143 (STARTTLS).") from None
         if not 0 < port < 65536:
             raise InvalidInboxSettings("port", "The port must be between 1 and 65535, usually 993 or 143.")
         out["port"] = port
@@ -272,5 +274,5 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite hands back naive UTC
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -126,8 +126,8 @@ def _sqlite_datetime(value):
     # SQLAlchemy's SQLite storage format for DateTime: naive UTC, microseconds always written.
     if value is None:
         return None
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc) if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return value.isoformat(" ", "microseconds")[:26]
 
 
@@ -243,7 +243,7 @@ def insert_messages(rows: Sequence[dict[str, Any]], address_rows: Sequence[Seque
     ).all())
     ids = [id_by_uid[uid] for uid in uids]
     flat = []
-    for message_pk, message_addresses in zip(ids, address_rows):
+    for message_pk, message_addresses in zip(ids, address_rows, strict=True):
         for row in message_addresses:
             row["message_pk"] = message_pk
             flat.append(row)

@@ -33,7 +33,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -516,7 +516,7 @@ class InboxSync:
 
         if rows:
             senders = [r["from_email"] for r in rows if r["direction"] == "in" and r["from_email"]]
-            recipients = [a["email"] for r, addrs in zip(rows, address_rows) if r["direction"] == "out"
+            recipients = [a["email"] for r, addrs in zip(rows, address_rows, strict=True) if r["direction"] == "out"
                           for a in addrs if a["role"] in ("to", "cc")]
             events.emit_new_mail(
                 inbox_id=self.inbox_id, folder_id=folder_id,
@@ -536,7 +536,7 @@ class InboxSync:
         parked = store.stale_by_key(folder.id, (row["dedup_key"] for row in rows))
         updates = []
         keep_rows, keep_addresses = [], []
-        for row, addresses in zip(rows, address_rows):
+        for row, addresses in zip(rows, address_rows, strict=True):
             candidate = _best_match(row, parked.get(row["dedup_key"]) or [])
             if candidate is not None:
                 parked[row["dedup_key"]].remove(candidate)
@@ -552,8 +552,8 @@ class InboxSync:
 def _same_instant(a: datetime | None, b: datetime | None) -> bool:
     if a is None or b is None:
         return a is b
-    a = a.replace(tzinfo=timezone.utc) if a.tzinfo is None else a
-    b = b.replace(tzinfo=timezone.utc) if b.tzinfo is None else b
+    a = a.replace(tzinfo=UTC) if a.tzinfo is None else a
+    b = b.replace(tzinfo=UTC) if b.tzinfo is None else b
     return a == b
 
 

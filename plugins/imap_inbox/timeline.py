@@ -8,7 +8,7 @@ The source shown is the owner agent's name, never the inbox name.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -25,7 +25,7 @@ SUMMARY_LENGTH = 200
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _page(email: str, role: str, direction: str, before: datetime | None, limit: int) -> list[tuple]:
