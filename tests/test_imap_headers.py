@@ -183,6 +183,24 @@ def test_more_addresses_than_stored_are_noted():
     assert "only the first 5000" in parsed.parse_error
 
 
+def test_bcc_is_fetched_and_parsed_like_any_address_header():
+    from plugins.imap_inbox.headers import HEADER_FIELDS
+
+    assert "BCC" in HEADER_FIELDS
+    parsed = parse_headers(head("From: me@team.example", "To: a@example.com",
+                                "Bcc: Bea <BEA@example.com>, c@example.com", "Bcc: bea@example.com, d@example.com"))
+    assert [a for a in parsed.addresses if a[0] == "bcc"] == [
+        ("bcc", "bea@example.com", "Bea"), ("bcc", "c@example.com", ""), ("bcc", "d@example.com", ""),
+    ]
+
+
+def test_a_long_bcc_never_crowds_out_the_other_roles():
+    many = ", ".join(f"u{i}@example.com" for i in range(6000))
+    parsed = parse_headers(head(f"Bcc: {many}", "From: a@example.com", "To: b@example.com", "Cc: c@example.com"))
+    assert [a[0] for a in parsed.addresses[:3]] == ["from", "to", "cc"]
+    assert len(parsed.addresses) == 5000
+
+
 def test_dedup_key_is_the_message_id_or_a_stable_hash():
     date = dt.datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert dedup_key("id@example.com", "a@example.com", date, "Hi", 10) == "id@example.com"

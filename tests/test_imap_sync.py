@@ -134,6 +134,48 @@ def test_initial_sync_stores_metadata_of_inbox_and_sent(app, mailbox, owner, ima
     assert "EXAMINE" in imap_commands and not FORBIDDEN & set(imap_commands)
 
 
+def test_bcc_is_stored_for_our_emails_only(app, mailbox, owner):
+    alias = "desk-alias@team.example"  # not the inbox's own address: ours only by being in Sent
+    mailbox.write("INBOX", [
+        # Some servers leave Bcc on delivered mail; it names nobody we wrote to.
+        message(1, headers={"Bcc": "someone-else@customer.example, " + mailbox.username}),
+        # Written in another mail client and filed in INBOX: ours by its From.
+        message(2, sender=mailbox.username, to="ann@kunde.example", headers={"Bcc": "boss@kunde.example"}),
+    ])
+    mailbox.write("Sent", [
+        message(3, sender=mailbox.username, to="juergen@kunde.example",
+                headers={"Bcc": "Bea Boss <Bea@Kunde.example>, audit@kunde.example"}),
+        message(4, sender=alias, to="zoe@kunde.example", headers={"Bcc": "zoe-boss@kunde.example"}),
+    ])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    assert sync(app, inbox_id)["status"] == "ok"
+
+    rows = {r["uid"] if r["folder"] == "INBOX" else 10 + r["uid"]: r for r in stored(app, inbox_id)}
+    incoming, ours_in_inbox, sent, sent_by_alias = rows[1], rows[2], rows[11], rows[12]
+
+    def roles(row):
+        return {(role, email) for pk, role, email in addresses(app, inbox_id) if pk == row["id"]}
+
+    assert incoming["direction"] == "in" and incoming["parse_error"] is None
+    assert roles(incoming) == {("from", "carla@customer.example"), ("to", "team@team.example")}
+    assert ours_in_inbox["direction"] == "out"
+    assert ("bcc", "boss@kunde.example") in roles(ours_in_inbox)
+    assert roles(sent) == {("from", mailbox.username), ("to", "juergen@kunde.example"),
+                           ("bcc", "bea@kunde.example"), ("bcc", "audit@kunde.example")}
+    assert sent_by_alias["direction"] == "out" and ("bcc", "zoe-boss@kunde.example") in roles(sent_by_alias)
+
+    # Sent losing its role makes the alias's e-mail incoming: its Bcc rows go, the inbox's own stay.
+    from plugins.imap_inbox import store
+
+    sent_folder = folder_row(app, inbox_id, "Sent")
+    with app.app_context():
+        store.set_direction(sent_folder.id, None, {mailbox.username})
+        db.session.commit()
+    assert {r["uid"]: r["direction"] for r in stored(app, inbox_id, "Sent")} == {1: "out", 2: "in"}
+    assert not [r for r in roles(sent_by_alias) if r[0] == "bcc"]
+    assert ("bcc", "bea@kunde.example") in roles(sent)
+
+
 def test_sync_never_changes_the_mailbox(app, mailbox, owner, imap_commands):
     for n in range(1, 7):
         mailbox.append("INBOX", message(n), flags=["\\Seen"] if n % 2 else [])

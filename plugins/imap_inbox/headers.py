@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 # What the sync fetches with BODY.PEEK[HEADER.FIELDS (...)].
 HEADER_FIELDS = (
-    "FROM", "TO", "CC", "REPLY-TO", "DATE", "SUBJECT", "MESSAGE-ID", "IN-REPLY-TO", "REFERENCES",
+    "FROM", "TO", "CC", "REPLY-TO", "BCC", "DATE", "SUBJECT", "MESSAGE-ID", "IN-REPLY-TO", "REFERENCES",
     "AUTO-SUBMITTED", "X-AUTOREPLY", "X-AUTORESPOND", "PRECEDENCE", "LIST-ID", "LIST-UNSUBSCRIBE",
     "CONTENT-TYPE", "CONTENT-TRANSFER-ENCODING",
 )
@@ -41,7 +41,9 @@ MAX_ADDRESSES = 5000  # per message, all roles together; more are noted in parse
 MAX_ERROR = 1000
 CACHE_MAX_VALUE = 1000  # header values longer than this are parsed without caching
 
-ADDRESS_ROLES = (("from", "from"), ("to", "to"), ("cc", "cc"), ("reply-to", "reply_to"))
+# Bcc comes last so that it never takes MAX_ADDRESSES room from the others: the parser reports every
+# role alike, and the row builder keeps Bcc only for our own e-mails (rows.py).
+ADDRESS_ROLES = (("from", "from"), ("to", "to"), ("cc", "cc"), ("reply-to", "reply_to"), ("bcc", "bcc"))
 AUTOMATED_PRECEDENCE = frozenset(("bulk", "list", "junk", "auto_reply"))
 AUTOMATED_LOCAL_PARTS = frozenset((
     "mailer-daemon", "postmaster", "mailerdaemon", "no-reply", "noreply", "do-not-reply", "donotreply",
@@ -509,7 +511,7 @@ def _parse_into(parsed: ParsedHeaders, raw: bytes, internal_date: datetime | Non
             continue
         seen: set[str] = set()
         where = _WHERE[header]
-        # Some mailers repeat To/Cc; From takes the first header only.
+        # Some mailers repeat To/Cc/Bcc; From takes the first header only.
         for value in values[:1] if role == "from" else values:
             for addr, name in parse_addresses(decode_raw(value), errors, where):
                 if addr in seen:

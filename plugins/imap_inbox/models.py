@@ -29,6 +29,11 @@ ROLE_INBOX = "inbox"
 ROLE_SENT = "sent"
 ROLE_OTHER = "other"
 
+# MessageAddress.role values naming the people a message was addressed to. "bcc" rows exist only on
+# outgoing messages: the Sent copy keeps the Bcc header, while one left on incoming mail by some servers
+# says nothing about whom we wrote to.
+RECIPIENT_ROLES = ("to", "cc", "bcc")
+
 
 class Inbox(db.Model):
     """A team mailbox connected over IMAP. The password is stored encrypted (see crypto.py)."""
@@ -137,7 +142,7 @@ class Message(db.Model):
 
 
 class MessageAddress(db.Model):
-    """One address of a message (From, To, Cc, Reply-To), normalized: the join key to contacts."""
+    """One address of a message (From, To, Cc, Reply-To, Bcc), normalized: the join key to contacts."""
 
     __tablename__ = "imap_message_address"
     # (email, role, date): a contact's timeline is a backwards range scan that stops after one page.
@@ -146,7 +151,7 @@ class MessageAddress(db.Model):
     message_pk: Mapped[int] = mapped_column(
         ForeignKey("imap_message.id", ondelete="CASCADE"), primary_key=True
     )
-    role: Mapped[str] = mapped_column(String(10), primary_key=True)  # from | to | cc | reply_to
+    role: Mapped[str] = mapped_column(String(10), primary_key=True)  # from | to | cc | reply_to | bcc
     email: Mapped[str] = mapped_column(String(320), primary_key=True)
     name: Mapped[str] = mapped_column(String(300), default="")
     inbox_id: Mapped[int] = mapped_column(Integer, index=True)  # copied from the message for cheap filters

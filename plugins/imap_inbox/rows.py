@@ -92,6 +92,8 @@ def message_row(context: RowContext, message: FetchedMessage) -> tuple[Row, list
     addresses = [
         {"role": role, "email": email, "name": name, "inbox_id": context.inbox_id, "date": date}
         for role, email, name in parsed.addresses
+        # Only here is the direction known; see models.RECIPIENT_ROLES for why incoming Bcc is dropped.
+        if outgoing or role != "bcc"
     ]
     return row, addresses
 

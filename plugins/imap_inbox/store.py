@@ -307,7 +307,11 @@ def update_flags(folder_id: int, flags_by_uid: dict[int, str]) -> int:
 
 
 def set_direction(folder_id: int, direction: str | None, own_addresses: Iterable[str] = ()) -> None:
-    """Re-derive direction after a folder's role changed (Sent: all out; else out only when we sent it)."""
+    """Re-derive direction after a folder's role changed (Sent: all out; else out only when we sent it).
+
+    Messages that turn incoming lose their Bcc rows, which only outgoing mail keeps (models.RECIPIENT_ROLES).
+    Messages that turn outgoing cannot get theirs back: their headers are not fetched again.
+    """
     if direction is not None:
         db.session.execute(sa.update(messages).where(messages.c.folder_id == folder_id).values(direction=direction))
         return
@@ -316,3 +320,5 @@ def set_direction(folder_id: int, direction: str | None, own_addresses: Iterable
         sa.update(messages).where(messages.c.folder_id == folder_id)
         .values(direction=sa.case((messages.c.from_email.in_(own), "out"), else_="in") if own else "in")
     )
+    incoming = sa.select(messages.c.id).where(messages.c.folder_id == folder_id, messages.c.direction == "in")
+    db.session.execute(sa.delete(addresses).where(addresses.c.role == "bcc", addresses.c.message_pk.in_(incoming)))
