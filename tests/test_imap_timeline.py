@@ -113,6 +113,33 @@ def test_contact_page_shows_emails_without_inbox_names(app, two_inboxes, admin_c
     assert "secret inbox name" not in page
 
 
+def test_a_contact_we_bcc_sees_our_email_like_a_to_recipient(app, mailbox, admin_client):
+    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    carla = make_contact(app)
+    with app.app_context():
+        db.session.add(AutomationRule(name="Tag who we wrote to", trigger="email_sent", match="all", conditions=[],
+                                      actions=[{"key": "add_tag", "params": {"tag": "we-wrote"}}], enabled=True))
+        db.session.commit()
+    mailbox.write("Sent", [mailgen.make_message(mailbox.username, ["bob@other.example"], "Offer, Carla in Bcc",
+                                                date=when(3), message_id="<bcc1@team.example>",
+                                                headers={"Bcc": "Carla <Carla@Customer.example>"})])
+    mailbox.write("INBOX", [mailgen.make_message("dan@other.example", [mailbox.username], "Dan Bcc'd Carla",
+                                                 date=when(4), message_id="<bcc2@other.example>",
+                                                 headers={"Bcc": CARLA})])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    assert sync(app, inbox_id)["status"] == "ok"
+
+    entries = entries_for(app)
+    assert [e.title for e in entries] == ["Offer, Carla in Bcc"]  # not Dan's: incoming Bcc is not stored
+    (entry,) = entries
+    assert entry.direction == "out" and entry.source == OWNER_NAME
+    assert (entry.details["to"], entry.details["cc"], entry.details["bcc"]) == (["bob@other.example"], [], [CARLA])
+    page = admin_client.get(f"/contacts/{carla}").get_data(as_text=True)
+    assert "Offer, Carla in Bcc" in page and '<span class="badge out">sent</span>' in page
+    with app.app_context():
+        assert db.session.get(Contact, carla).tags == ["we-wrote"]  # email_sent names Bcc recipients too
+
+
 def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
     owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
     make_contact(app)
@@ -152,7 +179,8 @@ def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
             sa.event.remove(db.engine, "before_cursor_execute", listener)
         assert [e.title for e in entries] == [f"Message {n}" for n in range(5000, 4970, -1)]
         assert [e.title for e in older] == [f"Message {n}" for n in range(4970, 4940, -1)]
-        assert len(statements) <= 12  # per page: three keyset queries, the messages, their recipients
+        # Per page: a keyset query per role (from, to, cc, bcc), the messages, their recipients.
+        assert len(statements) <= 14
         if db.engine.dialect.name == "sqlite":
             page_query, params = next((q, p) for q, p in statements if "imap_message_address" in q and "LIMIT" in q)
             plan = " ".join(str(row) for row in db.session.connection().exec_driver_sql(

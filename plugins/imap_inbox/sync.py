@@ -67,6 +67,7 @@ from .models import (
     ERROR,
     NEEDS_ATTENTION,
     OK,
+    RECIPIENT_ROLES,
     ROLE_SENT,
     SYNCING,
     Folder,
@@ -517,7 +518,7 @@ class InboxSync:
         if rows:
             senders = [r["from_email"] for r in rows if r["direction"] == "in" and r["from_email"]]
             recipients = [a["email"] for r, addrs in zip(rows, address_rows, strict=True) if r["direction"] == "out"
-                          for a in addrs if a["role"] in ("to", "cc")]
+                          for a in addrs if a["role"] in RECIPIENT_ROLES]
             events.emit_new_mail(
                 inbox_id=self.inbox_id, folder_id=folder_id,
                 batch_key=f"{self.inbox_id}:{folder_id}:{uidvalidity}:{min(uids)}-{max(uids)}",

@@ -1,5 +1,7 @@
 """E-mails on a contact's timeline: received from them by any team inbox, or sent to them from one.
 
+"Sent to them" is To, Cc or Bcc: a Bcc'd contact sees our e-mail like any recipient ("sent").
+
 Each page is a few keyset queries on ``imap_message_address (email, role,
 date)``: a backwards index range scan that stops after ``limit`` rows, so a
 contact with thousands of messages costs the same as one with ten. The same
@@ -16,10 +18,10 @@ from host_app.api import TimelineEntry
 from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 
-from .models import Inbox, Message, MessageAddress
+from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
-ROLES = (("from", "in"), ("to", "out"), ("cc", "out"))
+ROLES = (("from", "in"), *((role, "out") for role in RECIPIENT_ROLES))
 DEFAULT_SOURCE = "Team inbox"
 SUMMARY_LENGTH = 200
 
@@ -83,10 +85,10 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
     recipients: dict[int, dict[str, list[str]]] = {}
     for message_pk, role, address in db.session.execute(
         sa.select(MessageAddress.message_pk, MessageAddress.role, MessageAddress.email)
-        .where(MessageAddress.message_pk.in_(ids), MessageAddress.role.in_(("to", "cc")))
+        .where(MessageAddress.message_pk.in_(ids), MessageAddress.role.in_(RECIPIENT_ROLES))
         .order_by(MessageAddress.message_pk)
     ):
-        recipients.setdefault(message_pk, {"to": [], "cc": []})[role].append(address)
+        recipients.setdefault(message_pk, {r: [] for r in RECIPIENT_ROLES})[role].append(address)
     entries = []
     for message, source in messages:
         to = recipients.get(message.id, {})
@@ -106,6 +108,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
                 "from_name": message.from_name,
                 "to": to.get("to", []),
                 "cc": to.get("cc", []),
+                "bcc": to.get("bcc", []),
             },
         ))
     entries.sort(key=lambda e: e.date, reverse=True)
