@@ -183,6 +183,25 @@ def test_within_days_and_inbox_with_two_mailboxes(app, sales, support, owner):
     assert responders(app, ids, inbox_id=support_id, within_days=8) == set()
 
 
+def test_a_reply_from_a_contact_we_bcc_d_counts(app, sales, owner):
+    bea, cal, dan, eve = (f"{p}@client.example" for p in ("bea", "cal", "dan", "eve"))
+    ids = add_contacts(app, bea, cal, dan, eve)
+    offer = sales.sent("boss@client.example", "Offer", days_ago(10), "bcc-offer@team.example",
+                       headers={"Bcc": f"Bea <{bea}>, {cal}"})
+    sales.received(bea, "Re: Offer", days_ago(9), in_reply_to=f"<{offer}>")
+    sales.received(cal, "RE: offer", days_ago(8))  # no thread headers: the subject fallback
+    sales.received(eve, "Re: Offer", days_ago(8), in_reply_to=f"<{offer}>")  # forwarded to her, not Bcc'd
+    sales.received(dan, "Re: Update", days_ago(1), in_reply_to="<bcc-update@team.example>")
+    inbox_id = connect(app, sales, owner)
+    sync(app, inbox_id)
+    assert responders(app, ids) == {bea, cal}
+    # Our e-mail that Dan was Bcc'd on reaches Sent after his reply: matched from our side.
+    sales.sent("boss@client.example", "Update", days_ago(2), "bcc-update@team.example", headers={"Bcc": dan})
+    sync(app, inbox_id)
+    assert responders(app, ids) == {bea, cal, dan}
+    assert responders(app, ids, responded=False) == {eve}
+
+
 def test_our_email_filed_after_the_reply_is_matched_at_the_next_sync(app, sales, owner):
     ids = add_contacts(app, "ann@client.example")
     sales.received("ann@client.example", "Re: Late copy", days_ago(1), in_reply_to="<late@team.example>")

@@ -31,7 +31,7 @@ from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 
 from host_app.extensions import db
-from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress
+from plugins.imap_inbox.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
 from .subjects import reply_subject_key, subject_key
@@ -47,7 +47,6 @@ INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds
 ANALYZE_MIN_ROWS = 1000
 MAX_REFERENCES = 200  # the newest Message-IDs of References kept per reply (threads rarely go deeper)
 MAX_REF_LENGTH = 998  # RFC 5322 line limit; longer "ids" are garbage and would not fit the index
-RECIPIENT_ROLES = ("to", "cc")
 AUTOMATIC_PRECEDENCE = {"auto_reply", "bulk", "junk"}
 # An arbitrary constant naming this plugin's PostgreSQL advisory lock.
 _LOCK_KEY = 0x5265706C79  # "Reply"
