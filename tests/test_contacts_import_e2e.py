@@ -154,6 +154,28 @@ def test_policy_people_we_emailed_only_then_both(app, admin, mailbox, me):
     assert set(contacts(app)) == {"recipient@client.example", "copied@client.example", "writer@client.example"}
 
 
+def test_people_we_bcc_d_count_as_people_we_wrote_to(app, admin, mailbox, me):
+    mailbox.write("INBOX", [
+        # A Bcc header some servers leave on delivered mail: nobody we wrote to.
+        mail(("Writer", "writer@client.example"), mailbox.username,
+             headers={"Bcc": "Stranger <stranger@client.example>"}),
+    ])
+    mailbox.write("Sent", [mail(me, [("Recipient", "recipient@client.example")],
+                                headers={"Bcc": "Hidden Helper <hidden@client.example>"})])
+    inbox_id = connect(app, mailbox, admin)
+    sync(app, inbox_id)
+    client = admin_client(app)
+    client.post(f"/settings/contacts-import/inboxes/{inbox_id}/policy", data={"policy": "we_wrote"})
+    assert cli_json(app, "contacts", "import", "--inbox", str(inbox_id), "--json")["created"] == 2
+    found = contacts(app)
+    assert set(found) == {"recipient@client.example", "hidden@client.example"}
+    assert found["hidden@client.example"].name == "Hidden Helper"
+    client.post(f"/settings/contacts-import/inboxes/{inbox_id}/policy", data={"policy": "any"})
+    cli_json(app, "contacts", "import", "--inbox", str(inbox_id), "--json")
+    assert "stranger@client.example" not in contacts(app)
+    assert "writer@client.example" in contacts(app)
+
+
 # --------------------------------------------------------------------------- names
 
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from host_app.api import ContactProvider, Person
 from host_app.extensions import db
-from plugins.imap_inbox.models import Inbox, Message, MessageAddress
+from plugins.imap_inbox.models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 from .names import best_name, clean_name
 
@@ -20,10 +20,10 @@ PROVIDER_KEY = "imap_inbox"
 
 
 def _relevant(m, a):
-    """Senders of inbound mail, and To/Cc recipients of our outbound mail."""
+    """Senders of inbound mail, and To/Cc/Bcc recipients of our outbound mail."""
     return sa.or_(
         sa.and_(m.c.direction == "in", a.c.role == "from"),
-        sa.and_(m.c.direction == "out", a.c.role.in_(("to", "cc"))),
+        sa.and_(m.c.direction == "out", a.c.role.in_(RECIPIENT_ROLES)),
     )
 
 
