@@ -25,7 +25,7 @@ def _touch(msg) -> int:
     headers = msg.headers
     values = (
         msg.uid, msg.flags, msg.size_rfc822, msg.from_, msg.from_values, msg.to_values, msg.cc_values,
-        msg.reply_to_values, msg.subject, msg.date,
+        msg.reply_to_values, msg.bcc_values, msg.subject, msg.date,
         headers.get("message-id"), headers.get("in-reply-to"), headers.get("references"),
         headers.get("list-id"), headers.get("auto-submitted"), headers.get("precedence"),
     )
