@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +23,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
+
+from tests.reliability_helpers import WorkerProcess
 
 from .helpers import TIMEOUT_MS, log_in
 
@@ -96,57 +95,11 @@ def app(crm_app_factory, redis_url) -> Flask:
     )
 
 
-class RQWorkerProcess:
-    """``manage.py worker`` in a subprocess, configured like ``app`` through the environment."""
+class RQWorkerProcess(WorkerProcess):
+    """``manage.py worker`` in a subprocess, configured like ``app``, that can list the jobs that failed."""
 
     def __init__(self, app: Flask, log_path: Path):
-        self.app = app
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def environment(self) -> dict[str, str]:
-        config = self.app.config
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-        env.update(
-            DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"],
-            REDIS_URL=config["REDIS_URL"],
-            CRM_RQ_QUEUE=config["RQ_QUEUE"],
-            CRM_SECRET_KEY=config["SECRET_KEY"],
-            CRM_INSTANCE_PATH=self.app.instance_path,
-            CRM_IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY,
-            CRM_TESTING="true",
-            PYTHONUNBUFFERED="1",
-        )
-        return env
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "worker"],
-                cwd=ROOT,
-                env=self.environment(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Its own process group, so the work horses it forks stop with it.
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finishes the current job
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no worker log)"
+        super().__init__(app, log_path, TESTING="true")
 
     def failed_jobs(self) -> list[str]:
         """Ids and errors of jobs that failed on the test queue."""
