@@ -51,6 +51,13 @@ def ensure_redis(children: list[subprocess.Popen]) -> None:
     raise click.ClickException("redis-server did not start")
 
 
+def start_background(children: list[subprocess.Popen], env: dict[str, str] | None = None) -> None:
+    """A worker and the scheduler (``manage.py worker``/``scheduler``) as child processes."""
+    manage = str(Path(__file__).resolve().parent.parent / "manage.py")
+    for command in ("worker", "scheduler"):
+        children.append(subprocess.Popen([sys.executable, manage, command], env=env))
+
+
 def stop_children(children: list[subprocess.Popen]) -> None:
     """SIGTERM every child still running, give each 10 s to finish its job, then kill it."""
     for child in children:
@@ -91,9 +98,7 @@ def run_command(host: str, port: int, no_worker: bool):
         password = ensure_first_admin()
         if not no_worker:
             ensure_redis(children)
-            manage = str(Path(__file__).resolve().parent.parent / "manage.py")
-            for command in ("worker", "scheduler"):
-                children.append(subprocess.Popen([sys.executable, manage, command]))
+            start_background(children)
         click.echo(f"\n  CRM running at http://{host}:{port}/")
         if password:
             click.echo(f"  Log in as {FIRST_ADMIN} with password {password}")

@@ -46,7 +46,7 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
@@ -112,7 +112,7 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=10)
-        wait_for(lambda: not any(_alive(pid) for pid in pids[1:]), 10, "the work horse to die")
+        wait_for(lambda: not any(is_alive(pid) for pid in pids[1:]), 10, "the work horse to die")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -51,7 +51,8 @@ def test_connect_other_failures(app, runner, mailbox, dovecot, owner):
     result = runner.invoke(args=connect_args(mailbox) + ["--ca-file", dovecot.wrong_ca_file],
                            input=mailbox.password + "\n")
     assert result.exit_code == 1
-    assert "Could not log in (tls_error)" in result.stderr and "could not be verified" in result.stderr
+    assert "Could not log in (certificate_untrusted)" in result.stderr
+    assert "not signed by a certificate authority" in result.stderr
     result = runner.invoke(args=connect_args(mailbox), input="")
     assert result.exit_code == 1 and "No password on standard input" in result.stderr
     result = runner.invoke(args=connect_args(mailbox, "--security", "plain"), input=mailbox.password + "\n")

@@ -114,19 +114,22 @@ def test_password_echoed_by_a_server_is_scrubbed():
     assert "S3cret-Value" not in error.message and "***" in error.message
 
 
-def test_untrusted_certificate_is_tls_error(mailbox, dovecot):
+def test_untrusted_certificate_is_explained_with_the_host_name_and_ca_file(mailbox, dovecot):
     with pytest.raises(ImapConnectError) as caught:
         connect(settings_for(mailbox, ca_file=dovecot.wrong_ca_file))
-    assert caught.value.kind == "tls_error"
-    assert caught.value.permanent
-    assert "could not be verified" in caught.value.message
-    assert "CA" in caught.value.hint
+    error = caught.value
+    assert error.kind == "certificate_untrusted"
+    assert error.permanent
+    assert "not signed by a certificate authority the CRM trusts" in error.message
+    assert "exactly the one your provider gives" in error.hint
+    assert "CA file" in error.hint and "full path" in error.hint
+    assert "upload" not in error.hint.lower()
 
 
 def test_without_the_private_ca_the_system_store_does_not_trust_the_server(mailbox):
     with pytest.raises(ImapConnectError) as caught:
         connect(settings_for(mailbox, ca_file=None))
-    assert caught.value.kind == "tls_error"
+    assert caught.value.kind == "certificate_untrusted"
 
 
 def test_certificate_is_checked_against_the_host_name_not_the_address(mailbox):
@@ -137,22 +140,88 @@ def test_certificate_is_checked_against_the_host_name_not_the_address(mailbox):
         pytest.skip("no 'vm' host name on this machine")
     with pytest.raises(ImapConnectError) as caught:
         connect(settings_for(mailbox, host="vm"))
-    assert caught.value.kind == "tls_error"
-    assert "mismatch" in caught.value.message.lower() or "match" in caught.value.message.lower()
+    error = caught.value
+    assert error.kind == "certificate_name_mismatch" and error.permanent
+    assert "not made out to the name vm" in error.message
+    assert "exact host name your provider gives" in error.hint
     connect(settings_for(mailbox, host="localhost")).logout()  # the name in the certificate works
 
 
-def test_missing_ca_file_is_explained(mailbox, tmp_path):
+@pytest.mark.parametrize("content", [None, b"not a certificate\n"])
+def test_unusable_ca_file_asks_for_a_readable_path_not_an_upload(mailbox, tmp_path, content):
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
     with pytest.raises(ImapConnectError) as caught:
-        connect(settings_for(mailbox, ca_file=str(tmp_path / "nope.pem")))
-    assert caught.value.kind == "tls_error" and "does not exist" in caught.value.message
+        connect(settings_for(mailbox, ca_file=str(path)))
+    error = caught.value
+    assert error.kind == "ca_file_invalid" and error.permanent
+    assert ("does not exist" if content is None else "not a valid PEM certificate") in error.message
+    assert "full path, on the CRM server" in error.hint
+    assert "web and worker processes" in error.hint
+    assert "upload" not in error.hint.lower()
 
 
-def test_tls_to_the_starttls_port_says_which_port_to_use(mailbox, dovecot):
+def test_ssl_tls_to_the_starttls_port_says_the_port_did_not_answer_with_tls(mailbox, dovecot):
+    # Dovecot's plain port greets in clear text and offers STARTTLS: implicit TLS finds no TLS there.
     with pytest.raises(ImapConnectError) as caught:
         connect(settings_for(mailbox, port=dovecot.imap_port))
-    assert caught.value.kind == "tls_error"
-    assert "993" in caught.value.hint and "143" in caught.value.hint
+    error = caught.value
+    assert error.kind == "no_tls" and error.permanent
+    assert error.message == (f"The server on port {dovecot.imap_port} did not answer with SSL/TLS; "
+                             "port 993 is SSL/TLS, 143 is STARTTLS.")
+    assert "993" in error.hint and "STARTTLS" in error.hint
+    assert "certificate" not in (error.message + error.hint).lower()
+
+
+def test_ssl_tls_to_a_plain_text_service_is_no_tls():
+    """A service that is not TLS at all (here one that greets in clear text and answers garbage)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"* OK plain-text IMAP here\r\n")
+            conn.recv(4096)  # the TLS ClientHello, which it does not understand
+            conn.sendall(b"* BAD what was that\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ImapConnectError) as caught:
+            connect(ConnectionSettings(host="127.0.0.1", port=port, security="ssl", username="u", password="p",
+                                       timeout=10))
+    finally:
+        thread.join(10)
+        listener.close()
+    assert caught.value.kind == "no_tls"
+    assert f"port {port} did not answer with SSL/TLS" in caught.value.message
+
+
+def test_no_tls_on_port_143_suggests_starttls():
+    import ssl
+
+    error = classify_error(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+                           ConnectionSettings(host="imap.example.com", port=143, security="ssl"))
+    assert error.kind == "no_tls"
+    assert error.message == "The server on port 143 did not answer with SSL/TLS; port 993 is SSL/TLS, 143 is STARTTLS."
+    assert "choose STARTTLS" in error.hint
+
+
+def test_a_server_that_accepts_but_never_answers_times_out_in_plain_words():
+    # The kernel completes the TCP handshake for the backlog; nobody ever reads or writes.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4)
+    port = listener.getsockname()[1]
+    try:
+        for security in ("ssl", "starttls"):
+            with pytest.raises(ImapConnectError) as caught:
+                connect(ConnectionSettings(host="127.0.0.1", port=port, security=security, username="u",
+                                           password="p", timeout=0.5))
+            assert caught.value.kind == "timeout" and caught.value.permanent is False
+            assert caught.value.message == f"127.0.0.1:{port} did not answer within 0.5 seconds."
+    finally:
+        listener.close()
 
 
 def test_unknown_host(mailbox):

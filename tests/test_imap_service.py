@@ -103,7 +103,7 @@ def test_update_keeps_a_blank_password_and_checks_changed_credentials(app, mailb
         assert crypto.decrypt_password(inbox.password_encrypted) == mailbox.password
         with pytest.raises(ImapConnectError) as caught:
             service.update_inbox(inbox, ca_file=dovecot.wrong_ca_file)  # connection field: login tried again
-        assert caught.value.kind == "tls_error"
+        assert caught.value.kind == "certificate_untrusted"
         with pytest.raises(TypeError):
             service.update_inbox(inbox, password_encrypted=b"x")
 

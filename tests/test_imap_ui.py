@@ -237,12 +237,56 @@ def test_untrusted_certificate_is_explained(app, admin_client, mailbox, dovecot,
 
     assert response.status_code == 200
     page = response.text
-    box = re.search(r'<div class="form-problem" role="alert" id="connect-error">(.*?)</div>', page, re.S).group(1)
-    assert "certificate" in box.lower()
-    assert ('class="field has-error" id="field-ca_file"' in page
-            or 'class="field has-error" id="field-host"' in page)
+    box = connect_error_box(page)
+    assert "not signed by a certificate authority the CRM trusts" in box
+    assert "exactly the one your provider gives" in box and "full path, on the CRM server" in box
+    assert "upload" not in box.lower()
+    assert 'class="field has-error" id="field-ca_file"' in page
+    assert 'class="field has-error" id="field-host"' in page
+    assert 'class="field has-error" id="field-port"' not in page
     assert mailbox.password not in page
     assert inboxes(app) == []
+
+
+def connect_error_box(page: str) -> str:
+    match = re.search(r'<div class="form-problem" role="alert" id="connect-error">(.*?)</div>', page, re.S)
+    assert match, "no connection problem shown"
+    return html.unescape(match.group(1))
+
+
+def test_ssl_tls_on_a_port_without_tls_is_reported_on_the_port(app, admin_client, mailbox, dovecot, owner_id):
+    response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, port=str(dovecot.imap_port)))
+
+    assert response.status_code == 200
+    page = response.text
+    box = connect_error_box(page)
+    assert (f"The server on port {dovecot.imap_port} did not answer with SSL/TLS; "
+            "port 993 is SSL/TLS, 143 is STARTTLS.") in box
+    assert "certificate" not in box.lower()
+    assert "did not answer with SSL/TLS" in field_block(page, "port")
+    for other in ("security", "host", "ca_file"):
+        assert 'has-error' not in field_block(page, other)
+    assert inboxes(app) == []
+
+
+def test_an_unusable_ca_file_is_reported_on_the_ca_file_field(app, admin_client, mailbox, owner_id, tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, ca_file=str(bad)))
+
+    page = response.text
+    assert "not a valid PEM certificate" in connect_error_box(page)
+    assert "web and worker processes can read" in connect_error_box(page)
+    assert 'class="field has-error" id="field-ca_file"' in page
+    assert 'class="field has-error" id="field-host"' not in page
+
+
+def test_the_ca_file_field_asks_for_a_path_readable_by_web_and_workers(admin_client, owner_id):
+    page = html.unescape(admin_client.get(f"{BASE}/new").text)
+    block = field_block(page, "ca_file")
+    assert 'type="file"' not in block and "upload" not in block.lower()
+    assert "the full path, on the CRM server, of that authority's PEM file" in block
+    assert "readable by the web and worker processes" in block
 
 
 @pytest.mark.parametrize(

@@ -720,7 +720,7 @@ def test_certificates_are_verified_by_default(app, dovecot, security, ca):
                                   password=PASSWORD, ca_file=ca_file, timeout=10)
     with pytest.raises(ImapConnectError) as caught:
         check_login(settings)
-    assert caught.value.kind == "tls_error" and caught.value.permanent
+    assert caught.value.kind == "certificate_untrusted" and caught.value.permanent
     assert "certificate" in caught.value.message.lower() and PASSWORD not in caught.value.message
 
     owner_id = make_agent(app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
@@ -728,12 +728,12 @@ def test_certificates_are_verified_by_default(app, dovecot, security, ca):
         with pytest.raises(ImapConnectError) as caught:
             service.create_inbox(name="Untrusted", host=dovecot.host, port=port, security=security,
                                  username=username, password=PASSWORD, owner_id=owner_id, ca_file=ca_file)
-        assert caught.value.kind == "tls_error"
+        assert caught.value.kind == "certificate_untrusted"
         assert db.session.scalars(db.select(Inbox)).all() == []
         db.session.remove()
 
 
-def test_a_sync_without_the_private_ca_stops_with_a_tls_error(app, dovecot):
+def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, dovecot):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.jobs import sync_inbox
     from plugins.imap_inbox.models import Inbox
@@ -746,7 +746,7 @@ def test_a_sync_without_the_private_ca_stops_with_a_tls_error(app, dovecot):
                                      ca_file=dovecot.ca_file)
         service.update_inbox(inbox, ca_file=None, check=False)  # the CA is gone: the system store decides
         summary = sync_inbox(inbox.id)
-        assert summary["status"] == "needs_attention" and summary["error_kind"] == "tls_error"
+        assert summary["status"] == "needs_attention" and summary["error_kind"] == "certificate_untrusted"
         assert db.session.get(Inbox, inbox.id).status == "needs_attention"
         db.session.remove()
 

@@ -29,7 +29,9 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
 @click.option("--owner", "owner_email", required=True, help="E-mail of the agent who owns the inbox.")
 @click.option("--security", type=click.Choice(["ssl", "starttls"]), default="ssl", show_default=True)
-@click.option("--ca-file", default=None, help="PEM file of a private CA that signed the server's certificate.")
+@click.option("--ca-file", default=None,
+              help="Full path of the PEM file of a private CA that signed the server's certificate; "
+                   "the web and worker processes must be able to read it.")
 @click.option("--create-users", is_flag=True, help="Create contacts from the mailbox's correspondents.")
 @click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
 @click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")

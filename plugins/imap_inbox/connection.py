@@ -39,14 +39,23 @@ APP_PASSWORD_REQUIRED = "app_password_required"
 IMAP_DISABLED = "imap_disabled"
 HOST_NOT_FOUND = "host_not_found"
 TLS_ERROR = "tls_error"
+CERTIFICATE_UNTRUSTED = "certificate_untrusted"
+CERTIFICATE_NAME_MISMATCH = "certificate_name_mismatch"
+NO_TLS = "no_tls"
+CA_FILE_INVALID = "ca_file_invalid"
 TIMEOUT = "timeout"
 CONNECTION_REFUSED = "connection_refused"
 STARTTLS_UNAVAILABLE = "starttls_unavailable"
 PRIVATE_HOST_BLOCKED = "private_host_blocked"
 SERVER_ERROR = "server_error"
 
-KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, TIMEOUT,
-         CONNECTION_REFUSED, STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, CERTIFICATE_UNTRUSTED,
+         CERTIFICATE_NAME_MISMATCH, NO_TLS, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED, STARTTLS_UNAVAILABLE,
+         PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+
+# Where the CA file must be, said the same way by every hint, the form and the docs.
+CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
+                 "can read")
 
 
 @dataclasses.dataclass
@@ -97,6 +106,10 @@ _PERMANENT = {
     IMAP_DISABLED: True,
     HOST_NOT_FOUND: True,
     TLS_ERROR: True,
+    CERTIFICATE_UNTRUSTED: True,
+    CERTIFICATE_NAME_MISMATCH: True,
+    NO_TLS: True,
+    CA_FILE_INVALID: True,
     STARTTLS_UNAVAILABLE: True,
     PRIVATE_HOST_BLOCKED: True,
     TIMEOUT: False,
@@ -212,17 +225,19 @@ def _new_tls_context(ca_file: str | None) -> ssl.SSLContext:
     if ca_file:
         if not os.path.isfile(ca_file):
             raise ImapConnectError(
-                TLS_ERROR,
-                f"The CA certificate file {ca_file} does not exist.",
-                "Upload the certificate of the CA that signed the mail server's certificate again.",
+                CA_FILE_INVALID,
+                f"The CA certificate file {ca_file} does not exist (or this process cannot see it).",
+                f"In CA file, enter {CA_FILE_WHERE}: the certificate of the CA that signed the mail "
+                "server's certificate.",
             )
         try:
             context = ssl.create_default_context(cafile=ca_file)
         except ssl.SSLError as exc:
             raise ImapConnectError(
-                TLS_ERROR,
+                CA_FILE_INVALID,
                 f"The CA certificate file {ca_file} is not a valid PEM certificate.",
-                "Use the PEM file (text starting with -----BEGIN CERTIFICATE-----) of the server's CA.",
+                f"In CA file, enter {CA_FILE_WHERE}: text starting with -----BEGIN CERTIFICATE----- "
+                "of the CA that signed the mail server's certificate.",
             ) from exc
     else:
         context = ssl.create_default_context()
@@ -396,17 +411,14 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
                                 "Check the spelling of the IMAP server, e.g. imap.gmail.com or outlook.office365.com.",
                                 permanent=not temporary)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or "certificate verification failed"
-        return ImapConnectError(TLS_ERROR,
-                                f"The certificate of {host} could not be verified ({reason}).",
-                                "If the server uses a certificate from a private CA, add that CA's certificate "
-                                "file; make sure the server name matches its certificate.")
+        return _untrusted_certificate(exc, host)
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or str(exc)
-        if "WRONG_VERSION_NUMBER" in str(reason).upper() or "UNKNOWN_PROTOCOL" in str(reason).upper():
-            return ImapConnectError(TLS_ERROR,
-                                    f"{where} did not answer with TLS (SSL/TLS was chosen).",
-                                    "Port 993 is usually SSL/TLS and port 143 STARTTLS; check the port and security.")
+        # What OpenSSL says when the first bytes back are not TLS at all (an IMAP greeting, an HTTP page).
+        not_tls = any(sign in str(reason).upper()
+                      for sign in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"))
+        if not_tls and (settings is None or settings.security == "ssl"):
+            return _no_tls(port)
         transient = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
         return ImapConnectError(TLS_ERROR, f"The secure connection to {where} failed ({reason}).",
                                 "Check the port and the security setting; this may also be temporary.",
@@ -416,8 +428,10 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
                                 f"The server {host} does not offer STARTTLS on port {port}.",
                                 "Use SSL/TLS (usually port 993) instead.")
     if isinstance(exc, (TimeoutError, socket.timeout)):
+        seconds = settings.timeout if settings else 0
+        waited = f" within {seconds:g} second{'' if seconds == 1 else 's'}" if seconds else " in time"
         return ImapConnectError(TIMEOUT,
-                                f"{where} did not answer in time.",
+                                f"{where} did not answer{waited}.",
                                 "Check the server name and port; a firewall may block the port. "
                                 "If the server is just slow, the sync retries automatically.")
     if isinstance(exc, ConnectionRefusedError):
@@ -441,3 +455,42 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
                                 "If this persists, check the mailbox with the provider.")
     return ImapConnectError(SERVER_ERROR, f"Unexpected error while talking to {where}: {type(exc).__name__}.",
                             "If this persists, check the server logs.")
+
+
+# OpenSSL's verify code for "the certificate is not valid for the host name it was reached by".
+_HOSTNAME_MISMATCH = 62
+
+
+def _untrusted_certificate(exc: ssl.SSLCertVerificationError, host: str) -> ImapConnectError:
+    """The server speaks TLS, but its certificate is not one we may trust for ``host``."""
+    reason = exc.verify_message or "certificate verification failed"
+    if exc.verify_code == _HOSTNAME_MISMATCH or "hostname mismatch" in reason.lower():
+        return ImapConnectError(
+            CERTIFICATE_NAME_MISMATCH,
+            f"The server's certificate is not made out to the name {host}, so the CRM cannot be sure it is "
+            f"talking to the right server ({reason}).",
+            "Enter the exact host name your provider gives for IMAP (the name its certificate is made out "
+            "to), not an address or another name of the same server.",
+        )
+    return ImapConnectError(
+        CERTIFICATE_UNTRUSTED,
+        f"The certificate of {host} is not signed by a certificate authority the CRM trusts ({reason}).",
+        "Check that the host name is exactly the one your provider gives for IMAP. If this is your own mail "
+        "server with a certificate from your own certificate authority, enter in CA file "
+        f"{CA_FILE_WHERE}: that authority's certificate.",
+    )
+
+
+def _no_tls(port: int) -> ImapConnectError:
+    """SSL/TLS was chosen, but the port answered in plain text (a STARTTLS port or another service)."""
+    where = f"port {port}" if port else "this port"
+    if port == DEFAULT_PORTS["starttls"]:
+        hint = ("Port 143 expects STARTTLS: choose STARTTLS as security, or keep SSL/TLS and use port 993.")
+    else:
+        hint = ("Enter the port your provider gives for SSL/TLS (usually 993), or choose STARTTLS if this port "
+                "uses it.")
+    return ImapConnectError(
+        NO_TLS,
+        f"The server on {where} did not answer with SSL/TLS; port 993 is SSL/TLS, 143 is STARTTLS.",
+        hint,
+    )

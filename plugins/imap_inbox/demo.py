@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,14 +243,6 @@ def _sample_automation() -> None:
 # --------------------------------------------------------------------------- serving
 
 
-def _start_background(demo: Demo, children: list[subprocess.Popen]) -> None:
-    """Worker and scheduler, as ``manage.py run`` starts them, on the demo's instance folder."""
-    env = {**os.environ, "CRM_INSTANCE_PATH": str(demo.instance_path)}
-    manage = str(REPO_ROOT / "manage.py")
-    for command in ("worker", "scheduler"):
-        children.append(subprocess.Popen([sys.executable, manage, command], env=env))
-
-
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -259,7 +250,7 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import run_simple
 
-    from host_app.runner import ensure_redis, stop_children
+    from host_app.runner import ensure_redis, start_background, stop_children
 
     parser = argparse.ArgumentParser(prog="python -m plugins.imap_inbox.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -276,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         print("Starting Dovecot with the sample mailbox and a fresh CRM ...", flush=True)
         demo = setup_demo(instance_path=args.instance, n_inbox=args.messages * 5 // 7,
                           n_sent=args.messages - args.messages * 5 // 7)
-        _start_background(demo, children)
+        # Worker and scheduler as ``manage.py run`` starts them, on the demo's instance folder.
+        start_background(children, env={**os.environ, "CRM_INSTANCE_PATH": str(demo.instance_path)})
         print(f"""
   CRM demo running at http://{args.host}:{args.port}/
 

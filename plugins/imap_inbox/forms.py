@@ -133,7 +133,8 @@ class InboxForm(FlaskForm):
         "CA file",
         description=(
             "Optional, only for private servers whose certificate is signed by your own certificate authority: "
-            "the full path, on the CRM server, of that authority's PEM file. Leave empty for public providers."
+            "the full path, on the CRM server, of that authority's PEM file, readable by the web and worker "
+            "processes. Leave empty for public providers."
         ),
         filters=[_strip],
         validators=[Length(max=1000)],
@@ -210,7 +211,8 @@ class InboxForm(FlaskForm):
         if not os.path.isfile(path):
             raise ValidationError("There is no file at this path on the CRM server.")
         if not os.access(path, os.R_OK):
-            raise ValidationError("The CRM cannot read this file; check its permissions.")
+            raise ValidationError(
+                "The CRM cannot read this file; make it readable by the web and worker processes.")
 
     def validate_extra_folders(self, field) -> None:
         for name in parse_folders(field.data):

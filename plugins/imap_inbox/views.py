@@ -65,6 +65,10 @@ FIELDS_BY_ERROR_KIND = {
     connection.TIMEOUT: ("host", "port"),
     connection.CONNECTION_REFUSED: ("host", "port"),
     connection.STARTTLS_UNAVAILABLE: ("security",),
+    connection.CERTIFICATE_UNTRUSTED: ("host", "ca_file"),
+    connection.CERTIFICATE_NAME_MISMATCH: ("host",),
+    connection.CA_FILE_INVALID: ("ca_file",),
+    connection.TLS_ERROR: ("port", "security"),
 }
 
 
@@ -142,17 +146,17 @@ def _owner_choices(current_owner_id: int | None = None) -> list[SelectChoice]:
     return choices
 
 
-def _fields_about(exc: ImapConnectError) -> tuple[str, ...]:
-    if exc.kind == connection.TLS_ERROR:
-        # An untrusted certificate is about the server name or its CA; anything else about port/security.
-        return ("host", "ca_file") if "certificate" in exc.message.lower() else ("port", "security")
+def _fields_about(exc: ImapConnectError, form: InboxForm) -> tuple[str, ...]:
+    if exc.kind == connection.NO_TLS:
+        # On the STARTTLS port the port is right and the security wrong; on any other port, the port is suspect.
+        return ("security",) if form.port.data == connection.DEFAULT_PORTS["starttls"] else ("port",)
     return FIELDS_BY_ERROR_KIND.get(exc.kind, ())
 
 
 def _show_connect_error(form: InboxForm, exc: ImapConnectError) -> None:
     """Put a failed connection test on the form: a box at the top and a note on the field it is about."""
     form.connect_error = exc
-    for name in _fields_about(exc):
+    for name in _fields_about(exc, form):
         field = getattr(form, name)
         field.errors = list(field.errors) + [exc.message]
 
