@@ -108,6 +108,20 @@ def test_update_keeps_a_blank_password_and_checks_changed_credentials(app, mailb
             service.update_inbox(inbox, password_encrypted=b"x")
 
 
+def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm_app_factory, mailbox):
+    app = crm_app_factory(IMAP_CHECK_TIMEOUT=4, IMAP_TIMEOUT=45)
+    owner_id = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    inbox_id = connect_inbox(app, mailbox, owner_id)
+    with app.app_context():
+        inbox = db.session.get(Inbox, inbox_id)
+        assert service.settings_for(inbox).timeout == 45
+        assert service._settings_from({"host": inbox.host, "port": inbox.port, "security": inbox.security,
+                                       "username": inbox.username}, "pw").timeout == 4
+    default = crm_app_factory()
+    with default.app_context():
+        assert default.config.get("IMAP_CHECK_TIMEOUT", service.DEFAULT_CHECK_TIMEOUT) == 10
+
+
 def test_changed_host_or_user_rematches_stored_mail(app, mailbox, owner):
     mailbox.write("INBOX", [message(1)])
     inbox_id = connect_inbox(app, mailbox, owner)

@@ -9,6 +9,7 @@ import html
 import json
 import os
 import re
+import socket
 import threading
 import zlib
 
@@ -287,6 +288,26 @@ def test_the_ca_file_field_asks_for_a_path_readable_by_web_and_workers(admin_cli
     assert 'type="file"' not in block and "upload" not in block.lower()
     assert "the full path, on the CRM server, of that authority's PEM file" in block
     assert "readable by the web and worker processes" in block
+
+
+def test_a_server_that_never_answers_fails_the_form_after_the_check_timeout(app, admin_client, mailbox, owner_id):
+    # A real socket that accepts connections (the kernel's backlog) and never says a word.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4)
+    port = listener.getsockname()[1]
+    # Were the sync's timeout used, this test would wait a minute and the message would say so.
+    app.config.update(IMAP_CHECK_TIMEOUT=0.5, IMAP_TIMEOUT=60)
+    try:
+        response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, host="127.0.0.1",
+                                                                   port=str(port)))
+    finally:
+        listener.close()
+
+    assert response.status_code == 200
+    page = response.text
+    assert f"127.0.0.1:{port} did not answer within 0.5 seconds." in connect_error_box(page)
+    assert 'class="field has-error" id="field-host"' in page
+    assert 'class="field has-error" id="field-port"' in page
+    assert inboxes(app) == []
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
 # Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
 MAILBOX_FIELDS = ("host", "port", "username")
 EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "create_users", "extra_folders", "email", "enabled")
+# Seconds the interactive login check waits for the server (IMAP_CHECK_TIMEOUT); syncs use IMAP_TIMEOUT.
+DEFAULT_CHECK_TIMEOUT = 10
 
 
 class InvalidInboxSettings(ValueError):
@@ -164,11 +166,13 @@ def create_inbox(
 
 
 def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
+    """Settings for the login check made while someone waits (the form, the CLI), not for a sync."""
     from flask import current_app
 
+    # An admin waits on the page for this answer, so an unreachable server must not hold it for a sync's timeout.
     return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
                               username=values["username"], password=password, ca_file=values.get("ca_file"),
-                              timeout=current_app.config.get("IMAP_TIMEOUT", 30))
+                              timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)))
 
 
 def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = True, **fields: Any) -> Inbox:
