@@ -108,6 +108,35 @@ def test_update_keeps_a_blank_password_and_checks_changed_credentials(app, mailb
             service.update_inbox(inbox, password_encrypted=b"x")
 
 
+def test_a_new_username_brings_the_address_that_came_from_the_old_one(app, dovecot, mailbox, owner):
+    renamed = f"renamed-{mailbox.username}"  # another real account: the login is checked with it
+    dovecot.add_user(renamed, mailbox.password)
+    inbox_id = connect_inbox(app, mailbox, owner)
+    with app.app_context():
+        inbox = db.session.get(Inbox, inbox_id)
+        assert inbox.email == mailbox.username
+        service.update_inbox(inbox, username=renamed)
+        assert (inbox.username, inbox.email) == (renamed, renamed)
+        # Handing back the address it has is no choice of the admin's: it still follows.
+        service.update_inbox(inbox, username="Third@Team.example", email=renamed, check=False)
+        assert inbox.email == "third@team.example"  # normalized, as create_inbox stores it
+        service.update_inbox(inbox, username="fourth@team.example", email="desk@team.example", check=False)
+        assert inbox.email == "desk@team.example"  # set in the same change: it wins
+        service.update_inbox(inbox, username="fifth@team.example", check=False)
+        assert inbox.email == "desk@team.example"  # an address of its own stays
+        service.update_inbox(inbox, username="desk-login", email="", check=False)
+        service.update_inbox(inbox, username="sixth@team.example", check=False)
+        assert inbox.email == "sixth@team.example"  # no address yet: the new username gives one
+
+
+def test_a_login_name_without_at_keeps_the_address(app, mailbox, owner):
+    inbox_id = connect_inbox(app, mailbox, owner)
+    with app.app_context():
+        inbox = db.session.get(Inbox, inbox_id)
+        service.update_inbox(inbox, username="sales-login", check=False)
+        assert (inbox.username, inbox.email) == ("sales-login", mailbox.username)
+
+
 def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm_app_factory, mailbox):
     app = crm_app_factory(IMAP_CHECK_TIMEOUT=4, IMAP_TIMEOUT=45)
     owner_id = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)

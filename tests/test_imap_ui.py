@@ -503,6 +503,20 @@ def test_edit_without_connection_changes_does_not_log_in_again(app, admin_client
     assert one_inbox(app).name == "Renamed"
 
 
+def test_edit_to_another_username_moves_the_inbox_address_with_it(app, admin_client, mailbox, dovecot, owner_id):
+    inbox_id = create_via_service(app, mailbox, owner_id)
+    assert one_inbox(app).email == mailbox.username
+    renamed = f"moved-{mailbox.username}"
+    dovecot.add_user(renamed, mailbox.password)
+
+    response = admin_client.post(f"{BASE}/{inbox_id}/edit", data=form_data(
+        mailbox, owner_id, name="Sales", username=renamed, password=""))
+
+    assert response.status_code == 302
+    inbox = one_inbox(app)
+    assert (inbox.username, inbox.email) == (renamed, renamed)
+
+
 def test_sync_now_and_disable_enable(app, admin_client, mailbox, owner_id):
     inbox_id = create_via_service(app, mailbox, owner_id)
     run_jobs(app)  # the first sync, so "Sync now" has something new to queue

@@ -175,16 +175,37 @@ def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
                               timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)))
 
 
+def _email_following_username(inbox: Inbox, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the inbox's address following a new username, as create_inbox derives it.
+
+    Only an address that came from the old username (or none) follows: one the admin chose stays,
+    and so does one given in ``fields``.
+    """
+    new_username = (fields.get("username") or "").strip()
+    # A login without "@" says nothing about the address: keep the one we have rather than lose it.
+    if "@" not in new_username or normalize_email(new_username) == normalize_email(inbox.username or ""):
+        return fields
+    current = inbox.email or ""
+    given = fields.get("email")
+    if given not in (None, "") and normalize_email(given) != current:
+        return fields  # set on purpose in this very change
+    if current and current != normalize_email(inbox.username or ""):
+        return fields  # an address of its own, not the old username
+    return {**fields, "email": new_username}
+
+
 def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = True, **fields: Any) -> Inbox:
     """Change an inbox. A blank password keeps the stored one.
 
     When connection fields or the password change, the login is tried again
     (unless ``check`` is False); an inbox that needed attention is queued and
-    synced again.
+    synced again. A new username that is an address becomes the inbox's
+    address too when that address came from the old username.
     """
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"update_inbox() got unknown fields: {', '.join(sorted(unknown))}")
+    fields = _email_following_username(inbox, fields)
     merged = {f: getattr(inbox, f) for f in ("host", "port", "security", "username")}
     merged.update(fields)
     values = _validate(merged, inbox_id=inbox.id)

@@ -15,7 +15,7 @@ from wtforms.fields.choices import SelectChoice
 
 from host_app.auth import admin_required
 from host_app.extensions import db
-from host_app.models import Agent, normalize_email
+from host_app.models import Agent
 
 from . import connection, models, service
 from .connection import ImapConnectError
@@ -251,8 +251,6 @@ def inbox_edit(inbox_id: int):
         changed = bool(form.password.data) or any(
             (getattr(inbox, name) or None) != (fields[name] or None) for name in service.CONNECTION_FIELDS
         )
-        if "@" in fields["username"] and inbox.email == normalize_email(inbox.username):
-            fields["email"] = fields["username"]  # the address follows the username it came from
         try:
             service.update_inbox(inbox, password=form.password.data or None, check=changed, **fields)
         except service.InvalidInboxSettings as exc:
