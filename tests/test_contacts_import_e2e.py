@@ -292,3 +292,43 @@ def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, a
         from plugins.imap_inbox.models import Inbox
 
         assert db.session.get(Inbox, inbox_id).create_users is False
+
+
+def test_turning_create_users_off_and_on_on_the_inbox_edit_page_reads_the_whole_mailbox(app, admin, mailbox, me):
+    mailbox.write("INBOX", [mail(("Carla Customer", "carla@customer.example"), mailbox.username)])
+    inbox_id = connect(app, mailbox, admin, create_users=True)
+    sync(app, inbox_id)
+    assert set(contacts(app)) == {"carla@customer.example"}
+    with app.app_context():
+        watermark = db.session.get(ImportState, inbox_id).last_message_id
+        assert watermark
+        # Removed by hand while Create users is off: her mail lies below the watermark.
+        db.session.execute(sa.delete(Contact).where(Contact.email == "carla@customer.example"))
+        db.session.commit()
+
+    client = admin_client(app)
+    form = {"name": "Sales desk", "provider": "other", "host": mailbox.host, "username": mailbox.username,
+            "password": "", "port": str(mailbox.port), "security": "ssl", "ca_file": mailbox.ca_file,
+            "owner_id": str(admin), "extra_folders": ""}
+    assert client.post(f"/settings/inboxes/{inbox_id}/edit", data=form).status_code == 302  # box unticked: off
+    mailbox.append("INBOX", mail(("Dora Newcomer", "dora@customer.example"), mailbox.username))
+    sync(app, inbox_id)
+    assert contacts(app) == {}  # off: nobody is created
+    with app.app_context():
+        assert db.session.get(ImportState, inbox_id).last_message_id == watermark
+
+    assert client.post(f"/settings/inboxes/{inbox_id}/edit",
+                       data={**form, "create_users": "y"}).status_code == 302  # on again
+    with app.app_context():
+        state = db.session.get(ImportState, inbox_id)
+        assert state.last_message_id is None and state.status == "queued"
+        assert make_worker(app, simple=True).work(burst=True)
+        state = db.session.get(ImportState, inbox_id)
+        assert state.status == "done" and state.last_message_id > watermark
+    assert set(contacts(app)) == {"carla@customer.example", "dora@customer.example"}
+
+    # Saving the page again with the box still ticked is no switch: the watermark stays.
+    assert client.post(f"/settings/inboxes/{inbox_id}/edit",
+                       data={**form, "name": "Sales", "create_users": "y"}).status_code == 302
+    with app.app_context():
+        assert db.session.get(ImportState, inbox_id).last_message_id is not None

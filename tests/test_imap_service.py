@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from host_app import hookimpl
 from host_app.extensions import db
 from host_app.jobs import queue
 from host_app.testing import make_agent
@@ -135,6 +136,41 @@ def test_a_login_name_without_at_keeps_the_address(app, mailbox, owner):
         inbox = db.session.get(Inbox, inbox_id)
         service.update_inbox(inbox, username="sales-login", check=False)
         assert (inbox.username, inbox.email) == ("sales-login", mailbox.username)
+
+
+class SettingsListener:
+    """A plugin that records imap_inbox's inbox_settings_changed events."""
+
+    def __init__(self):
+        self.payloads: list[dict] = []
+
+    @hookimpl
+    def event_emitted(self, event):
+        if event.type == "inbox_settings_changed":
+            self.payloads.append(dict(event.payload))
+
+
+def test_saved_changes_are_announced_by_name_without_values(app, mailbox, owner):
+    inbox_id = connect_inbox(app, mailbox, owner)
+    listener = SettingsListener()
+    manager = app.extensions["plugins"]
+    manager.pm.register(listener, name="test_settings_listener")
+    try:
+        with app.app_context():
+            inbox = db.session.get(Inbox, inbox_id)
+            service.update_inbox(inbox, name=inbox.name)  # nothing changed: nothing to say
+            service.update_inbox(inbox, name="Renamed", create_users=True, password=mailbox.password)
+            service.update_inbox(inbox, enabled=False)
+            service.set_enabled(inbox, True)
+            service.set_enabled(inbox, True)  # already on
+    finally:
+        manager.pm.unregister(name="test_settings_listener")
+    assert listener.payloads == [
+        {"inbox_id": inbox_id, "changed": ["create_users", "name", "password"]},
+        {"inbox_id": inbox_id, "changed": ["enabled"]},
+        {"inbox_id": inbox_id, "changed": ["enabled"]},
+    ]
+    assert mailbox.password not in repr(listener.payloads)
 
 
 def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm_app_factory, mailbox):

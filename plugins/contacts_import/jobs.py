@@ -1,4 +1,8 @@
-"""When imports run: right after an inbox sync (Create users on), or queued when an admin switches it on."""
+"""When imports run: right after an inbox sync (Create users on), or queued when an admin switches it on.
+
+Switching on is heard from imap_inbox's ``inbox_settings_changed`` event, so it counts the same from the
+inbox's edit page, the CLI or this plugin's own page (imap_inbox knows nothing of this plugin).
+"""
 from __future__ import annotations
 
 import logging
@@ -16,6 +20,7 @@ from .models import IDLE, QUEUED
 log = logging.getLogger(__name__)
 
 INBOX_SYNCED = "inbox_synced"
+INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
 
 
 def on_inbox_synced(event: Event) -> dict | None:
@@ -27,6 +32,20 @@ def on_inbox_synced(event: Event) -> dict | None:
     if inbox is None or not inbox.create_users:
         return None
     return import_inbox(inbox.id)
+
+
+def on_inbox_settings_changed(event: Event) -> bool:
+    """Create users switched on: read the whole mailbox once. True when a full import was queued."""
+    inbox_id = event.payload.get("inbox_id")
+    if inbox_id is None or "create_users" not in event.payload.get("changed", ()):
+        return False
+    inbox = db.session.get(Inbox, int(inbox_id))
+    if inbox is None or not inbox.create_users:
+        return False
+    # People the watermark passed while it was off (or whose contacts were deleted since) count again.
+    inbox_state(inbox.id).last_message_id = None
+    db.session.commit()
+    return queue_import(inbox.id)
 
 
 @app_job

@@ -16,11 +16,14 @@ def contact_providers(app):
 
 @hookimpl(tryfirst=True)
 def event_emitted(app, event):
-    """Before other listeners and automations act on a sync, its new correspondents are contacts."""
-    from .jobs import INBOX_SYNCED, on_inbox_synced
+    """Before other listeners and automations act on a sync, its new correspondents are contacts;
+    switching Create users on (wherever it happens) imports the whole mailbox."""
+    from .jobs import INBOX_SETTINGS_CHANGED, INBOX_SYNCED, on_inbox_settings_changed, on_inbox_synced
 
     if event.type == INBOX_SYNCED:
         on_inbox_synced(event)
+    elif event.type == INBOX_SETTINGS_CHANGED:
+        on_inbox_settings_changed(event)
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from plugins.imap_inbox.models import Inbox
 
 from . import importer
 from .jobs import queue_import
-from .models import KIND_DOMAIN, POLICIES, QUEUED, RUNNING, BlockedEntry, ImportState
+from .models import IDLE, KIND_DOMAIN, POLICIES, QUEUED, RUNNING, BlockedEntry, ImportState
 from .rules import parse_block_entry
 
 STALE_AFTER = timedelta(minutes=15)
@@ -89,11 +89,14 @@ def create_users(inbox_id: int, switch: str):
     from plugins.imap_inbox.service import update_inbox
 
     inbox = _inbox_or_404(inbox_id)
-    if switch == "on":
+    if switch == "on" and inbox.create_users:
+        flash(f"Create users is already on for {inbox.email}.", "info")
+    elif switch == "on":
+        # Our inbox_settings_changed listener forgets the watermark and queues the full import.
         update_inbox(inbox, create_users=True, check=False)
-        importer.inbox_state(inbox.id).last_message_id = None  # switched on: the whole mailbox, once
-        db.session.commit()
-        if queue_import(inbox.id):
+        state = db.session.get(ImportState, inbox.id)
+        # Idle means Redis refused the job; a worker may already have taken it past "queued".
+        if state is not None and state.status != IDLE:
             flash(f"Create users is on for {inbox.email}; the import is running.", "success")
         else:
             flash(f"Create users is on for {inbox.email}; the import runs after the next sync.", "success")

@@ -1,13 +1,21 @@
-"""The automation events imap_inbox emits, always after the mail they describe is committed.
+"""The events imap_inbox emits, always after what they describe is committed.
 
 * ``email_received``: per stored batch, the existing contacts who sent new inbound mail.
 * ``email_sent``: per stored batch, the existing contacts new outbound mail was addressed to.
 * ``inbox_synced``: once per sync run (key = the run id), with ``{"inbox_id", "new_messages",
   "sync_run_id"}``; other plugins (contacts_import, reply_condition) listen to it.
+* ``inbox_settings_changed``: after a change to an inbox is saved (its edit page, disable/enable,
+  another plugin through ``service.update_inbox`` / ``set_enabled``), with ``{"inbox_id", "changed"}``:
+  the sorted names of the settings that changed (``create_users``, ``username``, ``enabled``,
+  ``password`` ..., never a value). contacts_import listens to it to read the whole mailbox again
+  when Create users is switched on.
+
+Events that name no contacts are not automation triggers; ``event_emitted`` listeners get them.
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,11 +29,13 @@ log = logging.getLogger(__name__)
 EMAIL_RECEIVED = "email_received"
 EMAIL_SENT = "email_sent"
 INBOX_SYNCED = "inbox_synced"
+INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
 
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
     EventType(EMAIL_SENT, "E-mail sent to a contact (IMAP inbox)"),
     EventType(INBOX_SYNCED, "Connected inbox synced", trigger=False),  # names no contacts
+    EventType(INBOX_SETTINGS_CHANGED, "Connected inbox settings changed", trigger=False),
 ]
 
 
@@ -69,4 +79,12 @@ def emit_inbox_synced(*, inbox_id: int, sync_run_id: int, new_messages: int, rem
         "sync_run_id": sync_run_id,
         "removed_messages": removed_messages,
         "status": status,
+    })
+
+
+def emit_inbox_settings_changed(*, inbox_id: int, changed: Iterable[str]) -> None:
+    # Every save is its own occurrence, even when the same setting flips back and forth.
+    _emit(INBOX_SETTINGS_CHANGED, f"{inbox_id}:{uuid.uuid4().hex}", (), {
+        "inbox_id": inbox_id,
+        "changed": sorted(changed),
     })

@@ -9,7 +9,7 @@ from typing import Any
 from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 
-from . import models
+from . import events, models
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
@@ -200,7 +200,8 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
     When connection fields or the password change, the login is tried again
     (unless ``check`` is False); an inbox that needed attention is queued and
     synced again. A new username that is an address becomes the inbox's
-    address too when that address came from the old username.
+    address too when that address came from the old username. Once saved, the
+    ``inbox_settings_changed`` event names what changed (see events.py).
     """
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
@@ -221,6 +222,7 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
         setattr(inbox, key, value)
     if password:
         inbox.password_encrypted = encrypt_password(password)
+        changed.add("password")
     if changed & set(MAILBOX_FIELDS):
         # Possibly another mailbox: its UIDs mean nothing here, so re-match stored mail by Message-ID.
         for folder in inbox.folders:
@@ -233,14 +235,24 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
         inbox.next_sync_at = _now()
     db.session.commit()
     if enabled is not None and enabled != inbox.enabled:
-        set_enabled(inbox, enabled)
+        _apply_enabled(inbox, enabled)
     elif requeue and inbox.enabled:
         enqueue_sync(inbox.id)
+    if changed:
+        events.emit_inbox_settings_changed(inbox_id=inbox.id, changed=changed)
     return inbox
 
 
 def set_enabled(inbox: Inbox, enabled: bool) -> Inbox:
     """Pause or resume syncing (stored mail stays)."""
+    was_enabled = inbox.enabled
+    _apply_enabled(inbox, enabled)
+    if was_enabled != inbox.enabled:
+        events.emit_inbox_settings_changed(inbox_id=inbox.id, changed={"enabled"})
+    return inbox
+
+
+def _apply_enabled(inbox: Inbox, enabled: bool) -> None:
     inbox.enabled = bool(enabled)
     if enabled:
         inbox.status = models.QUEUED
@@ -255,7 +267,6 @@ def set_enabled(inbox: Inbox, enabled: bool) -> Inbox:
         enqueue_sync(inbox.id)
     else:
         cancel_queued_sync(inbox.id)
-    return inbox
 
 
 def delete_inbox(inbox_id: int) -> bool:
