@@ -185,17 +185,31 @@ def _copy_rows(connection: sa.Connection, table: sa.Table, columns: Sequence[str
     """
     dialect = connection.dialect
     quote = dialect.identifier_preparer.quote
-    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT BINARY)"
     raw = connection.connection.dbapi_connection
     dbapi = dialect.loaded_dbapi
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types([_binary_type(table.c[name].type) for name in columns])
             for row in rows:
                 copy.write_row(row)
     except dbapi.Error as exc:
         if dialect.is_disconnect(exc, raw, None):
             connection.invalidate(exc)
         raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
+
+
+def _binary_type(column_type: sa.types.TypeEngine) -> str:
+    # Binary COPY needs each column's exact PostgreSQL type (varchar and text share one binary form).
+    if isinstance(column_type, sa.BigInteger):
+        return "int8"
+    if isinstance(column_type, sa.Integer):
+        return "int4"
+    if isinstance(column_type, sa.Boolean):
+        return "bool"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    return "text"
 
 
 @contextlib.contextmanager
