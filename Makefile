@@ -31,7 +31,7 @@ run: install
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || $(MAKE) APT_TEST_PACKAGES=redis-server system-packages
 	$(PY) manage.py run
 
-test: install system-packages
+test: install system-packages lint
 	$(PY) tests/services.py
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
