@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC
 from typing import Any
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from host_app.extensions import db
 
 from .models import Message, MessageAddress
+from .uids import uid_array
 
 messages = Message.__table__
 addresses = MessageAddress.__table__
@@ -28,10 +30,11 @@ def _chunks(items: Sequence, size: int = CHUNK):
         yield items[start:start + size]
 
 
-def stored_uids(folder_id: int) -> set[int]:
-    """UIDs of the folder's messages (stale rows awaiting a re-match have negative UIDs and are left out)."""
-    rows = db.session.execute(sa.select(messages.c.uid).where(messages.c.folder_id == folder_id, messages.c.uid > 0))
-    return {uid for (uid,) in rows}
+def stored_uids(folder_id: int) -> array:
+    """UIDs of the folder's messages, ascending (stale rows awaiting a re-match have negative UIDs, left out)."""
+    query = (sa.select(messages.c.uid).where(messages.c.folder_id == folder_id, messages.c.uid > 0)
+             .order_by(messages.c.uid).execution_options(yield_per=20000))
+    return uid_array(db.session.scalars(query))
 
 
 def stored_count(folder_id: int) -> int:

@@ -32,7 +32,7 @@ import imaplib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,6 +76,7 @@ from .models import (
 )
 from .rows import RowBuilder, RowContext
 from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
+from .uids import sorted_difference
 
 log = logging.getLogger(__name__)
 
@@ -353,22 +354,23 @@ class InboxSync:
 
     def _initial(self, folder: Folder, report: FolderReport) -> None:
         server_uids = search_uids(self.client, "ALL")
-        server_set = set(server_uids)
         stored = store.stored_uids(folder.id)
-        gone = stored - server_set
+        gone = sorted_difference(stored, server_uids)
         if gone:
             report.removed += store.delete_uids(folder.id, gone)
             self.progress_done -= len(gone)
             db.session.commit()
-        todo = sorted(server_set - stored, reverse=True)  # newest first
+        todo = sorted_difference(server_uids, stored)
+        del stored
+        todo.reverse()  # newest first
         rematching = store.has_stale(folder.id)
         self._store_all(folder, todo, report, rematching, initial=True)
         if rematching:
             report.removed += store.delete_stale(folder.id)
         folder.initial_done = True
-        folder.high_uid = max(server_uids, default=folder.high_uid or 0)
         if server_uids:
-            folder.low_uid = min(folder.low_uid or server_uids[0], min(server_uids))
+            folder.high_uid = server_uids[-1]
+            folder.low_uid = min(folder.low_uid or server_uids[0], server_uids[0])
         db.session.commit()
 
     def _incremental(self, folder: Folder, selected: FolderState, report: FolderReport) -> None:
@@ -382,14 +384,14 @@ class InboxSync:
         # Skipped messages (the server hung up on them) may hide behind expunges in the count: compare then too.
         if folder.unreadable or selected.messages != stored_count + len(new):
             # Something was expunged (or a message is missing here): compare the full UID lists.
-            server_set = set(search_uids(client, "ALL"))
+            server_uids = search_uids(client, "ALL")
             stored = store.stored_uids(folder.id)
-            gone = stored - server_set
+            gone = sorted_difference(stored, server_uids)
             if gone:
                 report.removed += store.delete_uids(folder.id, gone)
                 self.progress_done -= len(gone)
                 db.session.commit()
-            new = sorted((server_set - stored) | set(new))
+            new = sorted(set(sorted_difference(server_uids, stored)) | set(new))
         todo = sorted(set(new), reverse=True)
         self._store_all(folder, todo, report, False, initial=False)
         top = store.uid_range(folder.id)[1]
@@ -399,7 +401,7 @@ class InboxSync:
 
     # ------------------------------------------------------------------ one batch
 
-    def _store_all(self, folder: Folder, todo: list[int], report: FolderReport, rematching: bool,
+    def _store_all(self, folder: Folder, todo: Sequence[int], report: FolderReport, rematching: bool,
                    initial: bool) -> None:
         """Fetch, build and store ``todo`` batch by batch; the rows of one batch are built while the last is stored."""
         context = RowContext(inbox_id=self.inbox_id, folder_id=folder.id, folder_role=folder.role,
@@ -417,9 +419,10 @@ class InboxSync:
             if previous is not None:
                 self._store_batch(folder, *previous, report, rematching, initial)
 
-    def _fetch_batches(self, folder: Folder, todo: list[int]):
+    def _fetch_batches(self, folder: Folder, todo: Sequence[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
-        batches = [todo[start:start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
+        size = self.batch_size
+        batches = [todo[start:start + size] for start in range(0, len(todo), size)]  # slices of an array: compact
         pending = PendingFetch(self.client, batches[0], self.preview) if batches else None
         for index, uids in enumerate(batches):
             try:
