@@ -165,13 +165,13 @@ def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifi
 
 
 def _make_server_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, ips: Sequence[str]
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, ips: Sequence[str], names: Sequence[str]
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -179,7 +179,7 @@ def _make_server_cert(
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost")]
+                [x509.DNSName(name) for name in names]
                 + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)]
             ),
             critical=False,
@@ -272,12 +272,15 @@ class DovecotServer:
         mail_user: str | None = None,
         startup_timeout: float = 20.0,
         keep_files: bool = False,
+        cert_names: Sequence[str] = ("localhost",),
     ) -> None:
         """Prepare (but do not start) a server in a new folder under ``base_dir``.
 
         ``sent_folder`` names the auto-created Sent mailbox; with
         ``sent_special_use=False`` it gets no ``\\Sent`` flag, so clients must
         find it by name. ``keep_files`` leaves the folder behind on ``close()``.
+        ``cert_names`` are the host names in the server's certificate (its
+        loopback addresses are always in it).
 
         The same ports also listen on ``tls_only_host``: Dovecot deems a client
         "secured" when its IP equals the server's IP, which is always true for
@@ -287,6 +290,7 @@ class DovecotServer:
         """
         self.host = host
         self.tls_only_host = tls_only_host
+        self.cert_names = tuple(cert_names)
         self._dovecot = _which("dovecot")
         self._doveadm = _which("doveadm")
         if not self._dovecot or not self._doveadm:
@@ -750,7 +754,7 @@ class DovecotServer:
 
     def _make_tls(self) -> None:
         ca_key, ca_cert = _make_ca("imap_inbox test CA")
-        key, cert = _make_server_cert(ca_key, ca_cert, ["127.0.0.1", "::1", *self.addresses])
+        key, cert = _make_server_cert(ca_key, ca_cert, ["127.0.0.1", "::1", *self.addresses], self.cert_names)
         _, wrong_cert = _make_ca("imap_inbox unrelated CA")
         _write_pem(Path(self.ca_file), _cert_pem(ca_cert))
         _write_pem(Path(self.wrong_ca_file), _cert_pem(wrong_cert))
