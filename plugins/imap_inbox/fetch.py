@@ -124,11 +124,7 @@ def search_uids(client: IMAPClient, criteria: str = "ALL") -> array:
     typ, data = client._imap.uid("SEARCH", criteria)
     if typ != "OK":
         raise imaplib.IMAP4.error(f"SEARCH failed: {data!r}")
-    uids = uid_array()
-    for line in data:
-        if line:
-            uids.extend(map(int, line.split()))
-    return uid_array(uids)
+    return uid_array(int(uid) for line in data if line for uid in line.split())
 
 
 def uids_above(client: IMAPClient, high_uid: int) -> list[int]:
