@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -437,23 +438,29 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         assert inbox_row(app, inbox_id).failures == 0
 
 
-def test_a_message_the_server_cannot_read_does_not_stop_the_sync(crm_app_factory, owner_factory):
-    """Dovecot answers a FETCH of an unreadable message file with BYE; the sync isolates it and goes on."""
+@contextlib.contextmanager
+def server_with_an_unreadable_message(app, owner_id: int, count: int, unreadable_uid: int):
+    """A Dovecot of its own whose INBOX holds ``count`` messages, the one with ``unreadable_uid`` unreadable
+    by the server (file mode 0); yields ``(server, mailbox, inbox_id, path of that message's file)``."""
     import glob
     import os
 
-    app = crm_app_factory(IMAP_FETCH_BATCH=100)
-    owner = owner_factory(app)
+    from tests.conftest import Mailbox
+
     with DovecotServer() as server:
         server.add_user("poison@team.example", "pw-poison-1")
-        from tests.conftest import Mailbox
-
         mailbox = Mailbox(server, "poison@team.example", "pw-poison-1")
-        mailbox.write("INBOX", [message(n) for n in range(1, 251)])
+        mailbox.write("INBOX", [message(n) for n in range(1, count + 1)])
         server.warm(mailbox.username)
-        files = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))
-        os.chmod(files[136], 0)  # UID 137: the server can no longer read it
-        inbox_id = connect_inbox(app, mailbox, owner)
+        path = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))[unreadable_uid - 1]
+        os.chmod(path, 0)
+        yield server, mailbox, connect_inbox(app, mailbox, owner_id), path
+
+
+def test_a_message_the_server_cannot_read_does_not_stop_the_sync(crm_app_factory, owner_factory):
+    """Dovecot answers a FETCH of an unreadable message file with BYE; the sync isolates it and goes on."""
+    app = crm_app_factory(IMAP_FETCH_BATCH=100)
+    with server_with_an_unreadable_message(app, owner_factory(app), 250, 137) as (_, _, inbox_id, _):
         # Twice it is skipped (a flaky link could have been to blame) while everything else is stored ...
         for strike in (1, 2):
             summary = sync(app, inbox_id)
@@ -473,21 +480,10 @@ def test_a_message_the_server_cannot_read_does_not_stop_the_sync(crm_app_factory
 
 
 def test_a_message_skipped_once_is_stored_normally_when_it_reads_again(crm_app_factory, owner_factory):
-    import glob
     import os
 
     app = crm_app_factory(IMAP_FETCH_BATCH=100)
-    owner = owner_factory(app)
-    with DovecotServer() as server:
-        server.add_user("flaky@team.example", "pw-flaky-2")
-        from tests.conftest import Mailbox
-
-        mailbox = Mailbox(server, "flaky@team.example", "pw-flaky-2")
-        mailbox.write("INBOX", [message(n) for n in range(1, 31)])
-        server.warm(mailbox.username)
-        path = sorted(glob.glob(os.path.join(server.maildir(mailbox.username), "cur", "*")))[9]
-        os.chmod(path, 0)
-        inbox_id = connect_inbox(app, mailbox, owner)
+    with server_with_an_unreadable_message(app, owner_factory(app), 30, 10) as (server, mailbox, inbox_id, path):
         assert sync(app, inbox_id)["folders"]["INBOX"]["skipped"] == [10]
         os.chmod(path, 0o600)  # readable again (e.g. the storage recovered) ...
         server.expunge(mailbox.username, "INBOX", [3])  # ... and one expunge makes the count add up again
