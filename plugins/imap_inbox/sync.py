@@ -33,7 +33,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -553,14 +553,6 @@ class InboxSync:
         return keep_rows, keep_addresses
 
 
-def _same_instant(a: datetime | None, b: datetime | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    a = a.replace(tzinfo=UTC) if a.tzinfo is None else a
-    b = b.replace(tzinfo=UTC) if b.tzinfo is None else b
-    return a == b
-
-
 def _best_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The parked row most likely to be ``row``'s message: same subject or size required, ties by sender and date."""
     best, best_score = None, 0
@@ -570,7 +562,7 @@ def _best_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[s
         if not (same_subject or same_size):
             continue
         score = (same_subject + same_size) * 2 + (candidate["from_email"] == row["from_email"]) \
-            + _same_instant(candidate["date"], row["date"])
+            + (as_utc(candidate["date"]) == as_utc(row["date"]))
         if score > best_score:
             best, best_score = candidate, score
     return best

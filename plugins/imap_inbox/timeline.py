@@ -10,7 +10,7 @@ The source shown is the owner agent's name, never the inbox name.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -19,15 +19,12 @@ from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 
 from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
+from .schedule import as_utc
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
 ROLES = (("from", "in"), *((role, "out") for role in RECIPIENT_ROLES))
 DEFAULT_SOURCE = "Team inbox"
 SUMMARY_LENGTH = 200
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _page(email: str, role: str, direction: str, before: datetime | None, limit: int) -> list[tuple]:
@@ -53,7 +50,7 @@ def message_ids_for(email: str, before: datetime | None, limit: int) -> list[int
             page = _page(email, role, direction, before, fetch)
             rows.extend(page)
             exhausted &= len(page) < fetch
-        rows.sort(key=lambda r: (_utc(r[2]), r[0]), reverse=True)
+        rows.sort(key=lambda r: (as_utc(r[2]), r[0]), reverse=True)
         chosen: dict[str, int] = {}
         for message_pk, key, _ in rows:
             chosen.setdefault(key, message_pk)
@@ -70,7 +67,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         return []
     if before is not None:
         # Stored dates are UTC (naive on SQLite): compare like with like.
-        before = _utc(before)
+        before = as_utc(before)
         if db.engine.dialect.name == "sqlite":
             before = before.replace(tzinfo=None)
     ids = message_ids_for(email, before, limit)
@@ -94,7 +91,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         to = recipients.get(message.id, {})
         summary = (message.preview or "")[:SUMMARY_LENGTH]
         entries.append(TimelineEntry(
-            date=_utc(message.date),
+            date=as_utc(message.date),
             kind="email",
             title=message.subject or "(no subject)",
             key=message.dedup_key,

@@ -32,6 +32,7 @@ from sqlalchemy.ext.compiler import compiles
 
 from host_app.extensions import db
 from plugins.imap_inbox.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
+from plugins.imap_inbox.schedule import as_utc
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
 from .subjects import reply_subject_key, subject_key
@@ -99,11 +100,6 @@ def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]
         if len(value) <= MAX_REF_LENGTH and value.isascii() and value not in found:
             found.append(value)
     return found
-
-
-def as_utc(value: datetime) -> datetime:
-    """Dates come back naive from SQLite: they were stored in UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------- running
