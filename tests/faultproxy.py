@@ -27,6 +27,9 @@ What happens to the connections after the armed one is the ``policy``:
 * ``flaky``: every connection is broken the same way (a link that always
   drops after so many bytes) until the proxy is disarmed.
 
+``begin_outage()`` is the same outage started by the test itself, at a moment
+it picks (say, from a progress callback); ``arm(None)`` ends it.
+
 ``down_rate`` (bytes per second) throttles server -> client traffic: a slow
 link that makes a sync last long enough for something else to happen meanwhile.
 """
@@ -161,6 +164,12 @@ class FaultProxy:
             sockets = list(self._sockets)
         for sock in sockets:
             _close(sock, reset=True)
+
+    def begin_outage(self) -> None:
+        """Reset every open connection and refuse new ones until ``arm(None)``: the server became unreachable."""
+        with self._lock:
+            self._outage = True
+        self.drop_all()
 
     def close(self) -> None:
         self._stop.set()
