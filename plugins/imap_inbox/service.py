@@ -276,7 +276,8 @@ def delete_inbox(inbox_id: int) -> bool:
         return False
     cancel_queued_sync(inbox_id)
     # Set-based, children first: far faster than ORM cascades on 100k messages.
-    db.session.execute(db.delete(MessageAddress).where(MessageAddress.inbox_id == inbox_id))
+    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
+    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
     db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id))
     db.session.execute(db.delete(Folder).where(Folder.inbox_id == inbox_id))
     db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
