@@ -92,9 +92,12 @@ class ParsedHeaders:
 # --------------------------------------------------------------------------- splitting
 
 
-_FIELD_SPLIT_RE = re.compile(rb"\n(?![ \t])")
 _HEADER_END_RE = re.compile(rb"\n[ \t]*\n")
-_FIELD_NAME_RE = re.compile(rb"^([^\s:]+)[ \t]*:")
+# One field: a name and a colon, the rest of its line, and the folded lines after it (they start with
+# whitespace, so they never match a name themselves). A line without a name (an mbox "From " line) and
+# its folded lines match nothing and are skipped. One findall per header: a third faster than splitting
+# into lines and matching each (bench/README.md).
+_FIELD_RE = re.compile(rb"^([^\s:]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
 
 
 def split_fields(raw: bytes) -> dict[str, list[bytes]]:
@@ -108,19 +111,13 @@ def split_fields(raw: bytes) -> dict[str, list[bytes]]:
     if end is not None:
         raw = raw[:end.start()]
     fields: dict[str, list[bytes]] = {}
-    # Splitting only before lines that do not start with whitespace keeps folded lines together;
-    # unfolding then removes just the line breaks.
-    for field in _FIELD_SPLIT_RE.split(raw):
-        match = _FIELD_NAME_RE.match(field)
-        if match is None:
-            continue  # a stray line without a name (or an mbox "From " line)
-        value = field[match.end():]
+    for name, value in _FIELD_RE.findall(raw):
         if b"\n" in value:
-            value = value.replace(b"\n", b"")
-        name = match.group(1).decode("latin-1").lower()
-        values = fields.get(name)
+            value = value.replace(b"\n", b"")  # unfolding removes just the line breaks
+        key = name.decode("latin-1").lower()
+        values = fields.get(key)
         if values is None:
-            fields[name] = [value]
+            fields[key] = [value]
         else:
             values.append(value)
     return fields
