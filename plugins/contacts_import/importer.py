@@ -27,6 +27,7 @@ from sqlalchemy.orm import lazyload
 from host_app.api import ContactProvider, Person
 from host_app.extensions import db
 from host_app.models import Agent, Contact, normalize_email, utcnow
+from host_app.sql import member_of
 from plugins.imap_inbox.models import Inbox
 
 from .models import (
@@ -149,22 +150,13 @@ def existing_contacts(emails: Iterable[str]) -> Iterator[tuple[int, str, str, bo
         chunk = emails[start:start + LOOKUP_CHUNK]
         yield from db.session.execute(
             sa.select(Contact.id, Contact.email, Contact.name, Contact.name_edited).where(
-                _member_of(Contact.email, chunk)
+                member_of(Contact.email, chunk)
             )
         )
 
 
 def _is_postgresql() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
-
-
-def _member_of(column, values: list):
-    """``column IN values``; on PostgreSQL one array parameter (``= ANY(:values)``), not thousands."""
-    if _is_postgresql():
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(list(values))
 
 
 def plan(people: Iterable[Person], policy: str, exclusions: Exclusions) -> Plan:
@@ -284,7 +276,7 @@ def announce(contact_ids: list[int], state: ImportState | None = None) -> None:
         chunk = contact_ids[start:start + HOOK_CHUNK]
         contacts = db.session.scalars(
             # Tags load only if a listener asks (new contacts have none): 1,000 objects, one query.
-            sa.select(Contact).where(_member_of(Contact.id, chunk)).options(lazyload(Contact.tag_rows))
+            sa.select(Contact).where(member_of(Contact.id, chunk)).options(lazyload(Contact.tag_rows))
         ).all()
         hook.contact_created(app=current_app, contacts=sorted(contacts, key=lambda c: c.id))
         if state is not None:

@@ -23,6 +23,7 @@ from host_app import events as host_events
 from host_app.api import EventType
 from host_app.extensions import db
 from host_app.models import Contact
+from host_app.sql import member_of
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ EMAIL_RECEIVED = "email_received"
 EMAIL_SENT = "email_sent"
 INBOX_SYNCED = "inbox_synced"
 INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
+CHUNK = 5000  # addresses per query: a batch's senders in one go, far below SQLite's parameter limit
 
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
@@ -43,9 +45,9 @@ def contact_ids_for(emails: Iterable[str]) -> list[int]:
     """Ids of existing contacts with these (normalized) addresses."""
     wanted = sorted({e for e in emails if e})
     ids: list[int] = []
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
-        ids.extend(db.session.scalars(db.select(Contact.id).where(Contact.email.in_(chunk))))
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start:start + CHUNK]
+        ids.extend(db.session.scalars(db.select(Contact.id).where(member_of(Contact.email, chunk))))
     return ids
 
 
