@@ -676,3 +676,17 @@ def test_a_dead_helper_process_costs_no_rows():
         assert not builder.parallel
     assert rows == build_rows(context, batch.values())
     assert [row["uid"] for row in rows[0]] == sorted(batch, reverse=True)
+
+
+def test_a_fetched_message_crosses_to_the_helper_whole():
+    import dataclasses
+    import pickle
+
+    from plugins.imap_inbox.fetch import FetchedMessage
+
+    defaults = FetchedMessage(uid=1)
+    unusual = FetchedMessage(uid=7, flags="\\Seen", internal_date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), size=42,
+                             header=b"Subject: x\r\n\r\n", preview="hello", text=b"body", complete=False)
+    # Every field differs from its default, so a field left out of FetchedMessage.__reduce__ shows.
+    assert all(getattr(unusual, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(FetchedMessage))
+    assert pickle.loads(pickle.dumps(unusual)) == unusual
