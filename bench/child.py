@@ -112,8 +112,9 @@ def run_phase(phase: str, *, app_config: dict | None = None, profile: Path | Non
         if profile and spy:
             profile.parent.mkdir(parents=True, exist_ok=True)
             # --idle: time spent waiting for the IMAP server or the database shows up too.
+            # --subprocesses: the row-building helper too (focus on _process_worker to see it alone).
             command = [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking", "--idle",
-                       "-o", f"{profile}.txt", "--", *command]
+                       "--subprocesses", "-o", f"{profile}.txt", "--", *command]
         started = time.perf_counter()
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
