@@ -888,3 +888,38 @@ def test_contact_replied_is_announced_batch_by_batch(rc_app, sales, bob, monkeyp
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
     rc_app.extensions["plugins"].hook.event_emitted(app=rc_app, event=_event(sales, new=6))
     assert announced == [(reply.dedup_key, reply.id) for reply in replies]
+
+
+def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sales, bob):
+    """Later syncs store new responses of an announced reply: another e-mail of ours it names, the same reply
+    in a second inbox. The contact replied once: one event."""
+    support = make_inbox(OTHER_TEAM)
+    ids = [f"ours{n}@team.example" for n in range(2)]
+    first = add_message(sales, from_email=sales.email, to=BOB, subject="Offer", date=days_ago(3), message_id=ids[0])
+    reply_id = "reply@client.example"
+    reply = add_message(sales, from_email=BOB, to=[TEAM, OTHER_TEAM], subject="Re: Offer", date=days_ago(1),
+                        message_id=reply_id, in_reply_to=ids[0], references=" ".join(ids))
+    announced = []
+
+    class Spy:
+        @hookimpl
+        def event_emitted(self, event):
+            if event.type == "contact_replied":
+                announced.append((event.key, event.payload["our_message_pks"]))
+
+    rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
+    hook = rc_app.extensions["plugins"].hook
+    hook.event_emitted(app=rc_app, event=_event(sales, new=2))
+    assert announced == [(reply_id, [first.id])]
+
+    # Our second e-mail, synced only now (its Sent copy was out of reach at the first sync).
+    add_message(sales, from_email=sales.email, to=BOB, subject="Offer, revised", date=days_ago(2), message_id=ids[1])
+    hook.event_emitted(app=rc_app, event=_event(sales, new=1))
+    # The same reply, received by the second inbox too.
+    add_message(support, from_email=BOB, to=[TEAM, OTHER_TEAM], subject="Re: Offer", date=days_ago(1),
+                message_id=reply_id, in_reply_to=ids[0], references=" ".join(ids))
+    hook.event_emitted(app=rc_app, event=_event(support, new=1))
+
+    assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 4
+    assert announced == [(reply.dedup_key, [first.id])]
+    assert holds(bob) and holds(bob, inbox_id=sales.id)

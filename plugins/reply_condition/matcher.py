@@ -31,6 +31,7 @@ from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 
 from host_app.extensions import db
+from host_app.sql import member_of
 from plugins.imap_inbox.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 from plugins.imap_inbox.schedule import as_utc
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # statements cost about the same whatever the batch size, so batches are large.
 BATCH_SIZE = 10000
 INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds the rows held in Python)
+LOOKUP_CHUNK = 5000  # reply keys per "announced before?" query
 # A batch that adds at least this many rows to an index table, and a fifth of what it held, refreshes its
 # planner statistics (PostgreSQL); a first sync fills these tables from nothing.
 ANALYZE_MIN_ROWS = 1000
@@ -66,6 +68,8 @@ class NewResponse:
     our_inbox_id: int
     replied_at: datetime
     matched_by: str
+    # The reply took part in a response stored before this one's batch: it was announced then.
+    reply_seen_before: bool = False
 
 
 def is_automatic(
@@ -491,11 +495,14 @@ def _match(inbox_id: int, last: int, high: int) -> list[NewResponse]:
         table.c.matched_by,
         sa.select(returned.c.dedup_key).where(of_reply).scalar_subquery().label("reply_key"),
         sa.select(returned.c.inbox_id).where(of_reply).scalar_subquery().label("reply_inbox_id"),
+        table.c.id,
     )
     found: list[NewResponse] = []
+    first_id = None
     for query in _match_queries(inbox_id, last, high, datetime.now(UTC)):
         statement = _insert(Response).from_select(_INSERTED, query).on_conflict_do_nothing().returning(*returning)
         for row in db.session.execute(statement):
+            first_id = row.id if first_id is None else min(first_id, row.id)
             found.append(
                 NewResponse(
                     reply_pk=row.reply_pk,
@@ -508,7 +515,33 @@ def _match(inbox_id: int, last: int, high: int) -> list[NewResponse]:
                     matched_by=row.matched_by,
                 )
             )
+    if found:
+        seen = _replies_answered_before({response.reply_key for response in found}, first_id)
+        if seen:
+            found = [dataclasses.replace(response, reply_seen_before=True) if response.reply_key in seen else response
+                     for response in found]
     return found
+
+
+def _replies_answered_before(reply_keys: set[str], first_id: int) -> set[str]:
+    """Which replies (by dedup key) took part in a response stored before ``first_id``.
+
+    A reply matches a second e-mail of ours in a later batch or a later sync
+    (our copy synced after the reply, the same reply in another inbox): the
+    contact replied once, so the reply is announced once. Response ids grow
+    with each batch, and batches take turns, so "stored before" is "a lower id".
+    """
+    reply = Message.__table__
+    response = Response.__table__
+    keys = sorted(reply_keys)
+    seen: set[str] = set()
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        seen.update(db.session.scalars(
+            sa.select(reply.c.dedup_key).distinct()
+            .select_from(response.join(reply, reply.c.id == response.c.reply_pk))
+            .where(member_of(reply.c.dedup_key, keys[start:start + LOOKUP_CHUNK]), response.c.id < first_id)
+        ))
+    return seen
 
 
 def _match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa.Select]:

@@ -13,6 +13,7 @@ from host_app import hookimpl
 from host_app.api import EventType
 from host_app.extensions import db
 from host_app.models import Contact
+from host_app.sql import member_of
 
 from . import models  # noqa: F401  (registers the plugin's tables)
 from .condition import RepliedCondition
@@ -53,22 +54,28 @@ def event_emitted(app, event):
 
 
 def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
-    """Emit one ``contact_replied`` event per new reply (keyed by its Message-ID); return how many."""
+    """Emit one ``contact_replied`` event per reply seen for the first time (keyed by its Message-ID).
+
+    Returns how many. A reply that also answers another of our e-mails found
+    later (a new response, an old reply) is not announced again.
+    """
     from host_app.events import emit
 
     max_age = current_app.config.get("REPLY_CONDITION_EVENT_MAX_AGE_DAYS", DEFAULT_EVENT_MAX_AGE_DAYS)
     oldest = datetime.now(UTC) - timedelta(days=max_age) if max_age else None
     by_reply: dict[str, list[NewResponse]] = defaultdict(list)
     for response in found:
+        if response.reply_seen_before:
+            continue
         if oldest is None or response.replied_at >= oldest:
             by_reply[response.reply_key].append(response)
     if not by_reply:
         return 0
     emails = sorted({r.contact_email for responses in by_reply.values() for r in responses})
     contact_ids: dict[str, int] = {}
-    for start in range(0, len(emails), 500):
-        chunk = emails[start:start + 500]
-        rows = db.session.execute(db.select(Contact.email, Contact.id).where(Contact.email.in_(chunk)))
+    for start in range(0, len(emails), 5000):
+        chunk = emails[start:start + 5000]
+        rows = db.session.execute(db.select(Contact.email, Contact.id).where(member_of(Contact.email, chunk)))
         contact_ids.update((email, contact_id) for email, contact_id in rows)
     for reply_key, responses in sorted(by_reply.items()):
         first = responses[0]
