@@ -14,6 +14,7 @@ Every ``migrations/env.py`` is the same two lines::
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 
 from alembic import command, context
@@ -135,14 +136,36 @@ def run_env() -> None:
         return True
 
     with db.engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=db.metadata,
-            version_table=owner.version_table,
-            include_object=include_object,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a table: copy, DROP, rename. With foreign keys enforced, the DROP
+            # would run the ON DELETE CASCADE of every table referencing it and empty them. Off for the
+            # migration only (SQLite ignores the pragma inside a transaction), checked before the commit.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=db.metadata,
+                version_table=owner.version_table,
+                include_object=include_object,
+                render_as_batch=sqlite,
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                before = context.get_context().get_current_revision()
+                context.run_migrations()
+                if sqlite and context.get_context().get_current_revision() != before:
+                    _check_foreign_keys(connection, owner)  # a full scan: only after a migration ran
+            connection.commit()
+        finally:
+            if sqlite:
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection, owner: MigrationOwner) -> None:
+    broken = Counter(row[0] for row in connection.exec_driver_sql("PRAGMA foreign_key_check"))
+    if broken:
+        where = ", ".join(f"{count} in {table}" for table, count in sorted(broken.items()))
+        raise RuntimeError(f"the migrations of {owner.name} left rows whose foreign key points nowhere "
+                           f"({where}); nothing was committed")

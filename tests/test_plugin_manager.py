@@ -172,6 +172,24 @@ def test_enabling_a_plugin_later_upgrades_an_existing_database(empty_database_ur
         db.engine.dispose()
 
 
+def test_a_sqlite_migration_that_leaves_foreign_keys_pointing_nowhere_is_refused(tmp_path):
+    """Migrations run with SQLite's foreign keys off (a table rebuild would cascade); this check stands in."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fk.sqlite'}")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            connection.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id REFERENCES parent(id))")
+            connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
+            connection.exec_driver_sql("INSERT INTO child VALUES (1, 1)")
+            owner = migrating.MigrationOwner("example", tmp_path, "example.")
+            migrating._check_foreign_keys(connection, owner)  # all is well: no error
+            connection.exec_driver_sql("INSERT INTO child VALUES (2, 42), (3, 43)")
+            with pytest.raises(RuntimeError, match=r"example left rows .* nowhere \(2 in child\)"):
+                migrating._check_foreign_keys(connection, owner)
+    finally:
+        engine.dispose()
+
+
 def test_every_owner_s_migrations_build_exactly_its_models(app):
     """A model changed without a revision (or a revision the models do not match) fails here, on both databases."""
     from alembic.autogenerate import compare_metadata

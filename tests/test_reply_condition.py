@@ -923,3 +923,44 @@ def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sal
     assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 4
     assert announced == [(reply.dedup_key, [first.id])]
     assert holds(bob) and holds(bob, inbox_id=sales.id)
+
+
+def test_a_reply_stored_after_the_newest_message_was_expunged_is_matched(sales, bob):
+    """The cursor is a message id: an id handed out again (SQLite reuses the highest rowid) would hide the reply."""
+    offer = our_offer(sales, sent=days_ago(3))
+    newest = add_message(sales, from_email="spam@junk.example", to=TEAM, subject="Win", date=days_ago(2))
+    synced(sales)
+    db.session.delete(newest)  # expunged on the server, deleted by the next sync
+    db.session.commit()
+    reply = add_message(sales, from_email=BOB, to=TEAM, subject="Re: Offer", date=days_ago(1),
+                        in_reply_to=offer.message_id)
+    assert reply.id > newest.id
+    synced(sales)
+    assert holds(bob)
+
+
+def test_rebuilding_the_message_table_keeps_its_rows_and_every_row_referring_to_them(rc_app, sales, bob):
+    """The AUTOINCREMENT migration rebuilds imap_message on SQLite (copy, drop, rename): the tables that
+    reference it with ON DELETE CASCADE must come through whole, both ways (a no-op on PostgreSQL)."""
+    from host_app import migrating
+    from plugins.reply_condition.models import ReplyReference
+
+    offer = our_offer(sales, sent=days_ago(3))
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: Offer", date=days_ago(1), in_reply_to=offer.message_id)
+    synced(sales)
+    tables = (Message, MessageAddress, Response, ReplyReference)
+
+    def snapshot():
+        return {model.__tablename__: sorted(map(tuple, db.session.execute(db.select(model.__table__)).all()))
+                for model in tables}
+
+    before = snapshot()
+    assert all(before.values()), before
+    bob_id = bob.id
+    db.session.remove()
+    migrating.downgrade(rc_app, "imap_inbox", "b7e2f91c4d05")
+    assert snapshot() == before
+    db.session.remove()
+    migrating.upgrade(rc_app)
+    assert snapshot() == before
+    assert holds(db.session.get(Contact, bob_id))

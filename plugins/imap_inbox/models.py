@@ -104,6 +104,10 @@ class Message(db.Model):
     __table_args__ = (
         UniqueConstraint("folder_id", "uid", name="uq_imap_message_folder_uid"),
         Index("ix_imap_message_inbox_date", "inbox_id", "date"),
+        # Ids only grow, even after the newest messages are deleted: other plugins keep their place with
+        # "the last id I have seen" (reply_condition, contacts_import). SQLite would hand the highest id out
+        # again without AUTOINCREMENT; PostgreSQL's sequences never do.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
