@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -254,3 +255,54 @@ def test_event_types_are_declared(app):
     with app.app_context():
         declared = event_types()
     assert {"email_received", "email_sent", "inbox_synced"} <= set(declared)
+
+
+def test_resync_reads_the_mailbox_again_and_announces_only_new_mail(app, mailbox, runner):
+    """Mail stored before is read again (as a newer version would store it) without firing its automations again."""
+    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    carla = make_contact(app)
+    recorder = Recorder(app)
+    app.extensions["plugins"].pm.register(recorder, name="test_recorder")
+    mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], f"Hello {n}", date=when(n),
+                                                 message_id=f"<h{n}@customer.example>") for n in range(1, 4)])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    assert sync(app, inbox_id)["new_messages"] == 3
+    with app.app_context():
+        before = sorted((row.uid, row.subject) for row in db.session.scalars(sa.select(store.Message)))
+    recorder.seen.clear()
+
+    result = runner.invoke(args=["inboxes", "resync", str(inbox_id)], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Forget the 3 messages stored from inbox" in result.stderr and "3 stored messages forgotten" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "ok" and summary["new_messages"] == 3
+    with app.app_context():
+        assert sorted((row.uid, row.subject) for row in db.session.scalars(sa.select(store.Message))) == before
+    assert [event.type for event, _ in recorder.seen] == ["inbox_synced"]  # nothing announced twice
+
+    mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], "Hello again", date=when(5))])
+    recorder.seen.clear()
+    assert sync(app, inbox_id)["new_messages"] == 1
+    (received, _), = [seen for seen in recorder.seen if seen[0].type == "email_received"]
+    assert received.contact_ids == (carla,)
+
+    assert runner.invoke(args=["inboxes", "resync", str(inbox_id)], input="n\n").exit_code == 1  # not confirmed
+    with app.app_context():
+        assert db.session.get(Inbox, inbox_id).message_count == 4
+
+
+def test_resync_waits_for_a_running_sync(app, mailbox, runner):
+    from plugins.imap_inbox.jobs import sync_lock
+
+    inbox_id = connect_inbox(app, mailbox, make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME))
+    with app.app_context():
+        lock = sync_lock(inbox_id)
+        assert lock.acquire()
+    try:
+        result = runner.invoke(args=["inboxes", "resync", str(inbox_id), "--yes"])
+    finally:
+        with app.app_context():
+            lock.release()
+    assert result.exit_code == 1
+    assert "is being synced right now; try again once that sync has finished" in result.stderr
+    assert runner.invoke(args=["inboxes", "resync", "999", "--yes"]).exit_code == 1

@@ -1,4 +1,4 @@
-"""``manage.py inboxes ...``: connect, sync, list, rotate-key. JSON on stdout; errors on stderr with exit 1."""
+"""``manage.py inboxes ...``: connect, sync, resync, list, rotate-key. JSON on stdout; errors on stderr with exit 1."""
 from __future__ import annotations
 
 import sys
@@ -73,9 +73,38 @@ def _get_inbox(inbox_id: int) -> Inbox:
 @click.option("--enqueue", is_flag=True, help="Put the sync on the RQ queue instead of running it here.")
 def sync_command(inbox_id, enqueue):
     """Sync inbox ID now, in the foreground (the same job code workers run); prints a JSON summary."""
+    _get_inbox(inbox_id)
+    _sync_now(inbox_id, enqueue)
+
+
+@inboxes_cli.command("resync")
+@click.argument("inbox_id", type=int)
+@click.option("--enqueue", is_flag=True, help="Put the sync on the RQ queue instead of running it here.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def resync_command(inbox_id, enqueue, yes):
+    """Forget the mail stored from inbox ID and read the whole mailbox again (contacts stay).
+
+    For mail stored by an older version that kept less of each message. The
+    mailbox itself is not touched. Until the sync is done, the inbox's mail is
+    missing from timelines.
+    """
+    from . import service
+
+    inbox = _get_inbox(inbox_id)
+    if not yes:
+        click.confirm(f"Forget the {inbox.message_count or 0:,} messages stored from inbox #{inbox_id} "
+                      f"({inbox.name}) and read the mailbox again?", abort=True, err=True)
+    try:
+        forgotten = service.forget_stored_mail(inbox_id)
+    except service.SyncInProgress as exc:
+        raise _fail(str(exc).capitalize() + ".") from None
+    click.echo(f"inbox {inbox_id}: {forgotten:,} stored messages forgotten", err=True)
+    _sync_now(inbox_id, enqueue)
+
+
+def _sync_now(inbox_id: int, enqueue: bool) -> None:
     from .jobs import enqueue_sync, sync_inbox
 
-    _get_inbox(inbox_id)
     if enqueue:
         job_id = enqueue_sync(inbox_id)
         echo_json({"inbox_id": inbox_id, "job_id": job_id, "enqueued": job_id is not None})

@@ -88,6 +88,9 @@ class Folder(db.Model):
     # Initial sync walks newest-first: every UID >= low_uid is stored. Resuming continues below it.
     low_uid: Mapped[int | None] = mapped_column(BigInteger)
     high_uid: Mapped[int] = mapped_column(BigInteger, default=0)  # highest UID stored
+    # After "inboxes resync": new mail up to this UID was announced (email_received/sent) before the stored
+    # mail was forgotten, so reading it again announces nothing. Cleared when UIDVALIDITY changes.
+    announced_uid: Mapped[int | None] = mapped_column(BigInteger)
     initial_done: Mapped[bool] = mapped_column(Boolean, default=False)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

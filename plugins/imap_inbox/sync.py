@@ -321,6 +321,7 @@ class InboxSync:
             folder.initial_done = False
             folder.low_uid = None
             folder.high_uid = 0
+            folder.announced_uid = None  # the old UIDs named other messages
             folder.uidnext = None
             folder.highestmodseq = None
             db.session.commit()
@@ -515,12 +516,14 @@ class InboxSync:
             db.update(Inbox).where(Inbox.id == self.inbox_id)
             .values(progress_done=min(self.progress_done, self.progress_total), progress_total=self.progress_total)
         )
-        folder_id, uidvalidity = folder.id, folder.uidvalidity
+        folder_id, uidvalidity, announced = folder.id, folder.uidvalidity, folder.announced_uid or 0
         db.session.commit()  # the batch, its checkpoint and the progress: all or nothing
 
-        if rows:
-            senders = [r["from_email"] for r in rows if r["direction"] == "in" and r["from_email"]]
-            recipients = [a["email"] for r, addrs in zip(rows, address_rows, strict=True) if r["direction"] == "out"
+        # Mail read again after "inboxes resync" was announced the first time it was stored.
+        news = [(row, addrs) for row, addrs in zip(rows, address_rows, strict=True) if row["uid"] > announced]
+        if news:
+            senders = [row["from_email"] for row, _ in news if row["direction"] == "in" and row["from_email"]]
+            recipients = [a["email"] for row, addrs in news if row["direction"] == "out"
                           for a in addrs if a["role"] in RECIPIENT_ROLES]
             events.emit_new_mail(
                 inbox_id=self.inbox_id, folder_id=folder_id,
