@@ -21,16 +21,16 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name != 'sqlite':
-        return
-    with op.batch_alter_table('imap_message', recreate='always',
-                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
-        batch_op.alter_column('id', autoincrement=True)
+    _rebuild_on_sqlite(autoincrement=True)
 
 
 def downgrade():
+    _rebuild_on_sqlite(autoincrement=False)
+
+
+def _rebuild_on_sqlite(autoincrement: bool):
     if op.get_bind().dialect.name != 'sqlite':
         return
     with op.batch_alter_table('imap_message', recreate='always',
-                              table_kwargs={'sqlite_autoincrement': False}) as batch_op:
+                              table_kwargs={'sqlite_autoincrement': autoincrement}) as batch_op:
         batch_op.alter_column('id', autoincrement=True)
