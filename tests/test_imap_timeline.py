@@ -273,9 +273,9 @@ def test_resync_reads_the_mailbox_again_and_announces_only_new_mail(app, mailbox
 
     result = runner.invoke(args=["inboxes", "resync", str(inbox_id)], input="y\n")
     assert result.exit_code == 0, result.output
-    assert "Forget the 3 messages stored from inbox" in result.stderr and "3 stored messages forgotten" in result.stderr
+    assert "Forget the 3 messages stored from inbox" in result.stderr and "3/3 messages" in result.stderr
     summary = json.loads(result.stdout)
-    assert summary["status"] == "ok" and summary["new_messages"] == 3
+    assert (summary["status"], summary["forgotten_messages"], summary["new_messages"]) == ("ok", 3, 3)
     with app.app_context():
         assert sorted((row.uid, row.subject) for row in db.session.scalars(sa.select(store.Message))) == before
     assert [event.type for event, _ in recorder.seen] == ["inbox_synced"]  # nothing announced twice
@@ -291,10 +291,12 @@ def test_resync_reads_the_mailbox_again_and_announces_only_new_mail(app, mailbox
         assert db.session.get(Inbox, inbox_id).message_count == 4
 
 
-def test_resync_waits_for_a_running_sync(app, mailbox, runner):
+def test_resync_while_a_sync_runs_is_left_to_the_next_sync(app, mailbox, runner):
     from plugins.imap_inbox.jobs import sync_lock
 
+    mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], "Hello", date=when(1))])
     inbox_id = connect_inbox(app, mailbox, make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME))
+    assert sync(app, inbox_id)["new_messages"] == 1
     with app.app_context():
         lock = sync_lock(inbox_id)
         assert lock.acquire()
@@ -304,5 +306,27 @@ def test_resync_waits_for_a_running_sync(app, mailbox, runner):
         with app.app_context():
             lock.release()
     assert result.exit_code == 1
-    assert "is being synced right now; try again once that sync has finished" in result.stderr
+    assert "is being synced right now; its next sync reads the mailbox again" in result.stderr
+    with app.app_context():
+        assert db.session.get(Inbox, inbox_id).resync_requested
+    summary = sync(app, inbox_id)  # the next sync, say the hourly one
+    assert summary["status"] == "ok" and summary["new_messages"] == 1
+    with app.app_context():
+        assert not db.session.get(Inbox, inbox_id).resync_requested
     assert runner.invoke(args=["inboxes", "resync", "999", "--yes"]).exit_code == 1
+
+
+def test_a_resync_never_forgets_mail_before_the_login_worked(app, mailbox, dovecot):
+    mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], "Hello", date=when(1))])
+    inbox_id = connect_inbox(app, mailbox, make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME))
+    assert sync(app, inbox_id)["new_messages"] == 1
+    with app.app_context():
+        from plugins.imap_inbox import service
+
+        service.request_resync(db.session.get(Inbox, inbox_id))
+    dovecot.add_user(mailbox.username, "Changed-At-Provider-1")
+    assert sync(app, inbox_id)["status"] == "needs_attention"
+    with app.app_context():
+        inbox = db.session.get(Inbox, inbox_id)
+        assert inbox.resync_requested and inbox.message_count == 1
+        assert store.inbox_message_count(inbox_id) == 1

@@ -570,10 +570,44 @@ def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
 
 
+def test_reading_a_mailbox_again_asks_first_then_the_queued_sync_does_it(app, admin_client, mailbox, owner_id):
+    from plugins.imap_inbox.models import Inbox, Message
+
+    mailbox.append("INBOX", message(1, mailbox.username))
+    mailbox.append("INBOX", message(2, mailbox.username))
+    inbox_id = create_via_service(app, mailbox, owner_id)
+    run_jobs(app)
+    with app.app_context():
+        first_ids = set(db.session.scalars(sa.select(Message.id)))
+
+    edit = admin_client.get(f"{BASE}/{inbox_id}/edit").text
+    assert f"{BASE}/{inbox_id}/resync" in edit
+    page = admin_client.get(f"{BASE}/{inbox_id}/resync").text
+    assert "forgets the 2 e-mails" in page and 'name="confirm"' in page
+
+    response = admin_client.post(f"{BASE}/{inbox_id}/resync", data={})
+    assert response.status_code == 200 and "Tick the box to confirm." in response.text
+    with app.app_context():
+        assert not db.session.get(Inbox, inbox_id).resync_requested
+
+    response = admin_client.post(f"{BASE}/{inbox_id}/resync", data={"confirm": "y"})
+    assert response.status_code == 302
+    assert "will be read again from the start" in admin_client.get(BASE + "/").text
+    with app.app_context():
+        assert db.session.get(Inbox, inbox_id).resync_requested
+    run_jobs(app)
+    with app.app_context():
+        inbox = db.session.get(Inbox, inbox_id)
+        assert not inbox.resync_requested and inbox.message_count == 2
+        again = set(db.session.scalars(sa.select(Message.id)))
+    assert len(again) == 2 and not again & first_ids  # read again, not kept
+
+
 def test_unknown_inbox_is_404(admin_client):
     assert admin_client.get(f"{BASE}/999/edit").status_code == 404
     assert admin_client.post(f"{BASE}/999/sync").status_code == 404
     assert admin_client.post(f"{BASE}/999/delete", data={"confirm": "y"}).status_code == 404
+    assert admin_client.post(f"{BASE}/999/resync", data={"confirm": "y"}).status_code == 404
 
 
 # ---------------------------------------------------------------------------

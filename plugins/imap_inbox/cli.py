@@ -86,19 +86,19 @@ def resync_command(inbox_id, enqueue, yes):
 
     For mail stored by an older version that kept less of each message. The
     mailbox itself is not touched. Until the sync is done, the inbox's mail is
-    missing from timelines.
+    missing from timelines. While a sync of the inbox runs, the next one does it.
     """
     from . import service
+    from .jobs import sync_running
 
     inbox = _get_inbox(inbox_id)
     if not yes:
         click.confirm(f"Forget the {inbox.message_count or 0:,} messages stored from inbox #{inbox_id} "
                       f"({inbox.name}) and read the mailbox again?", abort=True, err=True)
-    try:
-        forgotten = service.forget_stored_mail(inbox_id)
-    except service.SyncInProgress as exc:
-        raise _fail(str(exc).capitalize() + ".") from None
-    click.echo(f"inbox {inbox_id}: {forgotten:,} stored messages forgotten", err=True)
+    service.request_resync(inbox, enqueue=False)
+    if not enqueue and sync_running(inbox_id):
+        raise _fail(f"Inbox #{inbox_id} is being synced right now; its next sync reads the mailbox again.",
+                    f"Run `manage.py inboxes sync {inbox_id}` once this one has finished, or let the schedule do it.")
     _sync_now(inbox_id, enqueue)
 
 

@@ -251,3 +251,12 @@ class DeleteInboxForm(FlaskForm):
         "Yes, delete this inbox and the e-mails the CRM stored from it.",
         validators=[DataRequired("Tick the box to confirm the delete.")],
     )
+
+
+class ResyncInboxForm(FlaskForm):
+    """Reading the mailbox again first forgets what was stored from it, so the admin must tick a box first."""
+
+    confirm = BooleanField(
+        "Yes, forget the e-mails stored from this inbox and read the mailbox again.",
+        validators=[DataRequired("Tick the box to confirm.")],
+    )

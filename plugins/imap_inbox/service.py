@@ -12,7 +12,7 @@ from host_app.models import Agent, normalize_email
 from . import events, models
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
-from .jobs import cancel_queued_sync, enqueue_sync, sync_lock  # noqa: F401  (enqueue_sync is part of this API)
+from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
 from .models import Folder, Inbox, Message, MessageAddress, SyncRun
 
 log = logging.getLogger(__name__)
@@ -291,40 +291,42 @@ def delete_inbox(inbox_id: int) -> bool:
     return True
 
 
-class SyncInProgress(RuntimeError):
-    """The inbox is being synced right now."""
+def request_resync(inbox: Inbox, enqueue: bool = True) -> str | None:
+    """Have the inbox's next sync forget its stored mail first and read the whole mailbox again.
+
+    For mail stored by a version that kept less of each message (the Bcc of
+    our own e-mails, for one). The request is kept on the inbox until a sync
+    has carried it out, so a sync running now or a lost job cannot drop it.
+    With ``enqueue``, that sync is queued at once: returns its job id, or
+    None when a sync is already queued or running (or the inbox is disabled).
+    """
+    inbox.resync_requested = True
+    db.session.commit()
+    return enqueue_sync(inbox.id) if enqueue and inbox.enabled else None
 
 
 def forget_stored_mail(inbox_id: int) -> int:
-    """Delete the inbox's stored mail and sync checkpoints, so that its next sync reads the whole mailbox again.
+    """Delete the inbox's stored mail and sync checkpoints (the sync does this, holding the inbox's lock).
 
-    For mail stored by a version that kept less of each message (the Bcc of
-    our own e-mails, for one). Contacts stay; what other plugins derived from
-    the messages goes with them (foreign keys) and is derived again by the
-    next sync. Returns how many messages were forgotten. Raises LookupError
-    for an unknown inbox and SyncInProgress while a sync holds it.
+    Contacts stay; what other plugins derived from the messages goes with
+    them (foreign keys) and is derived again by the sync. Each folder keeps
+    its UIDVALIDITY and remembers up to which UID mail was announced, so
+    email_received/email_sent do not fire again for it. Returns how many
+    messages were forgotten.
     """
-    lock = sync_lock(inbox_id)
-    if not lock.acquire():
-        raise SyncInProgress(f"inbox {inbox_id} is being synced right now; try again once that sync has finished")
-    try:
-        inbox = db.session.get(Inbox, inbox_id)
-        if inbox is None:
-            raise LookupError(f"there is no connected inbox with id {inbox_id}")
-        inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
-        db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
-        forgotten = db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
-        for folder in inbox.folders:
-            # UIDVALIDITY stays, so the UIDs announced before still name the same messages.
-            folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
-            folder.uidnext = folder.highestmodseq = folder.low_uid = folder.unreadable = None
-            folder.high_uid = folder.message_count = 0
-            folder.initial_done = False
-        inbox.message_count = inbox.progress_done = inbox.progress_total = 0
-        db.session.commit()
-    finally:
-        lock.release()
-    log.info("inbox %s: %s stored messages forgotten; the next sync reads the mailbox again", inbox_id, forgotten)
+    inbox = db.session.get(Inbox, inbox_id)
+    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
+    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
+    forgotten = db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
+    for folder in inbox.folders:
+        folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
+        folder.uidnext = folder.highestmodseq = folder.low_uid = folder.unreadable = None
+        folder.high_uid = folder.message_count = 0
+        folder.initial_done = False
+    inbox.message_count = inbox.progress_done = inbox.progress_total = 0
+    inbox.resync_requested = False
+    db.session.commit()
+    log.info("inbox %s: %s stored messages forgotten; reading the mailbox again", inbox_id, forgotten)
     return forgotten
 
 

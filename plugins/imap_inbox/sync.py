@@ -25,6 +25,11 @@ only after UNREADABLE_AFTER syncs, so neither a broken message nor a flaky
 link stops the sync or hides mail.
 
 Events are emitted after each committed batch and once at the end of the run.
+
+An inbox whose mailbox is to be read again (``Inbox.resync_requested``, see
+``service.request_resync``) has its stored mail forgotten once the login
+worked, then syncs as the first time, announcing only mail it had not
+announced before.
 """
 from __future__ import annotations
 
@@ -151,6 +156,7 @@ class InboxSync:
         self.client: IMAPClient | None = None
         self.settings = None
         self.reconnects = 0
+        self.forgotten = 0  # stored messages forgotten first, when the mailbox is read again (resync)
 
     # ------------------------------------------------------------------ totals
 
@@ -581,6 +587,7 @@ def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, **extr
         summary.update(
             new_messages=syncer.new_messages,
             removed_messages=syncer.removed_messages,
+            forgotten_messages=syncer.forgotten,
             updated_messages=syncer.updated_messages,
             flagged_messages=syncer.flagged_messages,
             **syncer.details(),
@@ -595,7 +602,7 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     The run is recorded (SyncRun, status "syncing") once there is work to do;
     a run that finds nothing changed writes its outcome in a single commit.
     """
-    from .service import settings_for
+    from .service import forget_stored_mail, settings_for
 
     inbox = db.session.get(Inbox, inbox_id)
     if inbox is None:
@@ -609,6 +616,8 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
         settings = settings_for(inbox)
         try:
             syncer.open(settings)
+            if inbox.resync_requested:  # only once logged in: a wrong password must not cost the stored mail
+                syncer.forgotten = forget_stored_mail(inbox_id)
             syncer.sync()
         finally:
             syncer.close()

@@ -19,7 +19,7 @@ from host_app.models import Agent
 
 from . import connection, models, service
 from .connection import ImapConnectError
-from .forms import DeleteInboxForm, InboxForm
+from .forms import DeleteInboxForm, InboxForm, ResyncInboxForm
 from .models import Inbox
 from .presets import get_preset, preset_for_host, presets_data
 
@@ -309,3 +309,20 @@ def inbox_delete(inbox_id: int):
         db.select(db.func.count()).select_from(models.Message).where(models.Message.inbox_id == inbox.id)
     )
     return render_template("imap_inbox/delete.html", inbox=inbox, form=form, stored=stored or 0)
+
+
+@bp.route("/<int:inbox_id>/resync", methods=["GET", "POST"])
+@admin_required
+def inbox_resync(inbox_id: int):
+    """GET explains and asks for confirmation; POST asks the next sync (queued now) to read the mailbox again."""
+    inbox = _get_inbox(inbox_id)
+    form = ResyncInboxForm()
+    if form.validate_on_submit():
+        if not inbox.enabled:
+            flash(f"{inbox.name} is disabled; enable it to read its mailbox again.", "error")
+            return redirect(url_for(".inbox_edit", inbox_id=inbox.id))
+        service.request_resync(inbox)
+        flash(f"{inbox.name} will be read again from the start: its e-mails come back on timelines as the sync "
+              "goes.", "success")
+        return redirect(url_for(".inbox_list"))
+    return render_template("imap_inbox/resync.html", inbox=inbox, form=form)

@@ -1,7 +1,8 @@
-"""imap_folder.announced_uid: what "inboxes resync" must not announce again
+"""reading a mailbox again: imap_inbox.resync_requested and imap_folder.announced_uid
 
-`manage.py inboxes resync` forgets an inbox's stored mail and reads the
-mailbox again. The UIDs up to this one were announced (email_received /
+"Read the mailbox again" (`manage.py inboxes resync`, the inbox page) sets
+resync_requested; the next sync forgets the stored mail, then reads the whole
+mailbox. The UIDs up to announced_uid were announced (email_received /
 email_sent) when first stored, so reading them again announces nothing.
 
 Revision ID: d9f3b6a1c7e2
@@ -19,6 +20,8 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('imap_inbox', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('resync_requested', sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table('imap_folder', schema=None) as batch_op:
         batch_op.add_column(sa.Column('announced_uid', sa.BigInteger(), nullable=True))
 
@@ -26,3 +29,5 @@ def upgrade():
 def downgrade():
     with op.batch_alter_table('imap_folder', schema=None) as batch_op:
         batch_op.drop_column('announced_uid')
+    with op.batch_alter_table('imap_inbox', schema=None) as batch_op:
+        batch_op.drop_column('resync_requested')
