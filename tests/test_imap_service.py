@@ -223,6 +223,38 @@ def test_disable_enable_and_delete(app, mailbox, owner):
         assert service.delete_inbox(inbox_id) is False
 
 
+def test_a_message_s_inbox_is_its_folder_s(app):
+    """One foreign key on (folder_id, inbox_id): a message filed under another inbox's folder is refused."""
+    import datetime as dt
+
+    with app.app_context():
+        inboxes = []
+        for email in ("a@team.example", "b@team.example"):
+            inbox = Inbox(name=email, email=email, host="imap.test", port=993, security="ssl", username=email,
+                          password_encrypted=b"not-a-real-secret")
+            inbox.folders = [Folder(name="INBOX", role="inbox")]
+            db.session.add(inbox)
+            inboxes.append(inbox)
+        db.session.commit()
+        first, second = inboxes
+
+        def message_in(inbox, folder):
+            return Message(inbox_id=inbox.id, folder_id=folder.id, uid=1, dedup_key="x@y", direction="in",
+                           subject="", from_name="", date=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), size=1, flags="")
+
+        db.session.add(message_in(first, first.folders[0]))
+        db.session.commit()
+        db.session.add(message_in(first, second.folders[0]))
+        with pytest.raises(sa.exc.IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+        db.session.delete(db.session.get(Inbox, first.id))  # through its folders, its messages go too
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
 # --------------------------------------------------------------------------- encryption keys
 
 

@@ -958,7 +958,7 @@ def test_rebuilding_the_message_table_keeps_its_rows_and_every_row_referring_to_
     assert all(before.values()), before
     bob_id = bob.id
     db.session.remove()
-    migrating.downgrade(rc_app, "imap_inbox", "b7e2f91c4d05")
+    migrating.downgrade(rc_app, "imap_inbox", "b7e2f91c4d05")  # through every migration that rebuilds a table
     assert snapshot() == before
     db.session.remove()
     migrating.upgrade(rc_app)
