@@ -275,10 +275,7 @@ def delete_inbox(inbox_id: int) -> bool:
     if inbox is None:
         return False
     cancel_queued_sync(inbox_id)
-    # Set-based, children first: far faster than ORM cascades on 100k messages.
-    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
-    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
-    db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id))
+    _delete_stored_mail(inbox_id)
     db.session.execute(db.delete(Folder).where(Folder.inbox_id == inbox_id))
     db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
     db.session.execute(db.delete(Inbox).where(Inbox.id == inbox_id))
@@ -315,9 +312,7 @@ def forget_stored_mail(inbox_id: int) -> int:
     messages were forgotten.
     """
     inbox = db.session.get(Inbox, inbox_id)
-    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
-    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
-    forgotten = db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
+    forgotten = _delete_stored_mail(inbox_id)
     for folder in inbox.folders:
         folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
         folder.uidnext = folder.highestmodseq = folder.low_uid = folder.unreadable = None
@@ -328,6 +323,13 @@ def forget_stored_mail(inbox_id: int) -> int:
     db.session.commit()
     log.info("inbox %s: %s stored messages forgotten; reading the mailbox again", inbox_id, forgotten)
     return forgotten
+
+
+def _delete_stored_mail(inbox_id: int) -> int:
+    # Set-based, children first: far faster than ORM cascades on 100k messages.
+    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
+    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
+    return db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
 
 
 def inbox_status(inbox: Inbox) -> dict[str, Any]:
