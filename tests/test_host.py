@@ -178,3 +178,22 @@ def test_app_jobs_run_on_a_real_rq_worker(app):
         assert make_worker(app, simple=True).work(burst=True)
         job.refresh()
         assert job.return_value() == 1
+
+
+def test_member_of_is_one_parameter_for_any_number_of_values(app):
+    from host_app.sql import member_of
+
+    with app.app_context():
+        db.session.add_all([Contact(email=f"c{n}@example.org") for n in range(3)])
+        db.session.commit()
+        ids = sorted(db.session.scalars(db.select(Contact.id)))
+        wanted = ["c0@example.org", "c2@example.org"] + [f"nobody{n}@example.org" for n in range(6000)]
+
+        def emails(values):
+            return sorted(db.session.scalars(db.select(Contact.email).where(member_of(Contact.email, values))))
+
+        assert emails(wanted) == ["c0@example.org", "c2@example.org"]
+        assert emails([]) == []
+        assert sorted(db.session.scalars(db.select(Contact.id).where(member_of(Contact.id, ids[1:])))) == ids[1:]
+        statement = db.select(Contact.id).where(member_of(Contact.email, wanted))
+        assert len(statement.compile(db.engine).params) == 1  # not one per value
