@@ -543,13 +543,20 @@ def test_sync_now_and_disable_enable(app, admin_client, mailbox, owner_id):
     assert one_inbox(app).enabled is True
 
 
-def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client, mailbox, owner_id):
-    from plugins.imap_inbox.models import Message
-
+@pytest.fixture
+def inbox_of_two(app, mailbox, owner_id) -> int:
+    """An inbox whose two messages are synced (on a real worker); its id."""
     mailbox.append("INBOX", message(1, mailbox.username))
     mailbox.append("INBOX", message(2, mailbox.username))
     inbox_id = create_via_service(app, mailbox, owner_id)
     run_jobs(app)
+    return inbox_id
+
+
+def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client, inbox_of_two):
+    from plugins.imap_inbox.models import Message
+
+    inbox_id = inbox_of_two
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)
                                  .where(Message.inbox_id == inbox_id)) == 2
@@ -570,13 +577,10 @@ def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
 
 
-def test_reading_a_mailbox_again_asks_first_then_the_queued_sync_does_it(app, admin_client, mailbox, owner_id):
+def test_reading_a_mailbox_again_asks_first_then_the_queued_sync_does_it(app, admin_client, inbox_of_two):
     from plugins.imap_inbox.models import Inbox, Message
 
-    mailbox.append("INBOX", message(1, mailbox.username))
-    mailbox.append("INBOX", message(2, mailbox.username))
-    inbox_id = create_via_service(app, mailbox, owner_id)
-    run_jobs(app)
+    inbox_id = inbox_of_two
     with app.app_context():
         first_ids = set(db.session.scalars(sa.select(Message.id)))
 
