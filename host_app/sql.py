@@ -17,7 +17,8 @@ def member_of(column, values: Iterable) -> sa.ColumnElement[bool]:
     batch took about 5 ms that way and 1 ms with the array. SQLite's driver
     keeps the last 128 statements prepared, each with its parameters: a
     first sync of 330k messages grew by 20 MB through its batches' IN lists
-    (bench/README.md). Values must be numbers or strings.
+    (bench/README.md). So callers pass every value at once, without chunks.
+    Values must be numbers or strings.
     """
     values = list(values)
     dialect = db.session.get_bind().dialect.name

@@ -31,7 +31,6 @@ EMAIL_RECEIVED = "email_received"
 EMAIL_SENT = "email_sent"
 INBOX_SYNCED = "inbox_synced"
 INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
-CHUNK = 5000  # addresses per query: a batch's senders in one go, far below SQLite's parameter limit
 
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
@@ -44,11 +43,7 @@ EVENT_TYPES = [
 def contact_ids_for(emails: Iterable[str]) -> list[int]:
     """Ids of existing contacts with these (normalized) addresses."""
     wanted = sorted({e for e in emails if e})
-    ids: list[int] = []
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start:start + CHUNK]
-        ids.extend(db.session.scalars(db.select(Contact.id).where(member_of(Contact.email, chunk))))
-    return ids
+    return list(db.session.scalars(db.select(Contact.id).where(member_of(Contact.email, wanted))))
 
 
 def _emit(type_: str, key: str, contact_ids: Iterable[int], payload: dict[str, Any]) -> None:

@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # statements cost about the same whatever the batch size, so batches are large.
 BATCH_SIZE = 10000
 INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds the rows held in Python)
-LOOKUP_CHUNK = 5000  # reply keys per "announced before?" query
 # A batch that adds at least this many rows to an index table, and a fifth of what it held, refreshes its
 # planner statistics (PostgreSQL); a first sync fills these tables from nothing.
 ANALYZE_MIN_ROWS = 1000
@@ -533,15 +532,11 @@ def _replies_answered_before(reply_keys: set[str], first_id: int) -> set[str]:
     """
     reply = Message.__table__
     response = Response.__table__
-    keys = sorted(reply_keys)
-    seen: set[str] = set()
-    for start in range(0, len(keys), LOOKUP_CHUNK):
-        seen.update(db.session.scalars(
-            sa.select(reply.c.dedup_key).distinct()
-            .select_from(response.join(reply, reply.c.id == response.c.reply_pk))
-            .where(member_of(reply.c.dedup_key, keys[start:start + LOOKUP_CHUNK]), response.c.id < first_id)
-        ))
-    return seen
+    return set(db.session.scalars(
+        sa.select(reply.c.dedup_key).distinct()
+        .select_from(response.join(reply, reply.c.id == response.c.reply_pk))
+        .where(member_of(reply.c.dedup_key, sorted(reply_keys)), response.c.id < first_id)
+    ))
 
 
 def _match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa.Select]:

@@ -72,11 +72,8 @@ def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
     if not by_reply:
         return 0
     emails = sorted({r.contact_email for responses in by_reply.values() for r in responses})
-    contact_ids: dict[str, int] = {}
-    for start in range(0, len(emails), 5000):
-        chunk = emails[start:start + 5000]
-        rows = db.session.execute(db.select(Contact.email, Contact.id).where(member_of(Contact.email, chunk)))
-        contact_ids.update((email, contact_id) for email, contact_id in rows)
+    known = db.select(Contact.email, Contact.id).where(member_of(Contact.email, emails))
+    contact_ids = dict(db.session.execute(known).all())
     for reply_key, responses in sorted(by_reply.items()):
         first = responses[0]
         emit(
