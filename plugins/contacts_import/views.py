@@ -1,7 +1,7 @@
 """Settings > Contacts import: the block list, and per inbox its policy, a dry run and the Create users switch."""
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +10,7 @@ from host_app.auth import admin_required
 from host_app.extensions import db
 from host_app.models import utcnow
 from plugins.imap_inbox.models import Inbox
+from plugins.imap_inbox.schedule import as_utc
 
 from . import importer
 from .jobs import queue_import
@@ -25,9 +26,7 @@ def _busy(state: ImportState) -> bool:
     """Queued or running, and heard of lately (a job lost with its worker must not refresh the page forever)."""
     if state.status not in (QUEUED, RUNNING):
         return False
-    updated = state.updated_at
-    if updated is not None and updated.tzinfo is None:  # SQLite gives naive UTC
-        updated = updated.replace(tzinfo=UTC)
+    updated = as_utc(state.updated_at)
     return updated is None or utcnow() - updated < STALE_AFTER
 
 

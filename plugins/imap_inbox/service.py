@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from host_app.extensions import db
@@ -14,6 +14,7 @@ from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
 from .models import Folder, Inbox, Message, MessageAddress, SyncRun
+from .schedule import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ class InvalidInboxSettings(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(message)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def settings_for(inbox: Inbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
@@ -157,7 +154,7 @@ def create_inbox(
     if check:
         check_login(_settings_from(values, password))
     inbox = Inbox(**values, password_encrypted=encrypt_password(password), status=models.QUEUED,
-                  next_sync_at=_now(), enabled=True)
+                  next_sync_at=utcnow(), enabled=True)
     db.session.add(inbox)
     db.session.commit()
     log.info("inbox %s connected (%s@%s)", inbox.id, inbox.username, inbox.host)
@@ -232,7 +229,7 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
         inbox.status = models.QUEUED
         inbox.error = inbox.error_hint = None
         inbox.failures = 0
-        inbox.next_sync_at = _now()
+        inbox.next_sync_at = utcnow()
     db.session.commit()
     if enabled is not None and enabled != inbox.enabled:
         _apply_enabled(inbox, enabled)
@@ -258,7 +255,7 @@ def _apply_enabled(inbox: Inbox, enabled: bool) -> None:
         inbox.status = models.QUEUED
         inbox.error = inbox.error_hint = None
         inbox.failures = 0
-        inbox.next_sync_at = _now()
+        inbox.next_sync_at = utcnow()
     else:
         inbox.status = models.DISABLED
         inbox.next_sync_at = None
@@ -349,8 +346,5 @@ def inbox_status(inbox: Inbox) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
+    value = as_utc(value)
+    return value.isoformat() if value is not None else None
