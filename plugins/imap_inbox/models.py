@@ -117,6 +117,12 @@ class Folder(db.Model):
 
     inbox: Mapped[Inbox] = relationship(back_populates="folders")
 
+    def restart_initial_sync(self) -> None:
+        """Forget the checkpoint: the next sync reads the whole folder as the first time."""
+        self.initial_done = False
+        self.low_uid = self.uidnext = self.highestmodseq = None
+        self.high_uid = 0
+
 
 class Message(db.Model):
     """Metadata of one message in one folder (the same e-mail in two places is two rows, one dedup_key)."""

@@ -312,9 +312,9 @@ def forget_stored_mail(inbox_id: int) -> int:
     forgotten = _delete_stored_mail(inbox_id)
     for folder in inbox.folders:
         folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
-        folder.uidnext = folder.highestmodseq = folder.low_uid = folder.unreadable = None
-        folder.high_uid = folder.message_count = 0
-        folder.initial_done = False
+        folder.restart_initial_sync()
+        folder.message_count = 0
+        folder.unreadable = None
     inbox.message_count = inbox.progress_done = inbox.progress_total = 0
     inbox.resync_requested = False
     db.session.commit()

@@ -324,12 +324,8 @@ class InboxSync:
                 log.info("inbox %s: UIDVALIDITY of %r changed; re-matching %s stored messages",
                          self.inbox_id, folder.name, parked)
             folder.uidvalidity = status.uidvalidity
-            folder.initial_done = False
-            folder.low_uid = None
-            folder.high_uid = 0
             folder.announced_uid = None  # the old UIDs named other messages
-            folder.uidnext = None
-            folder.highestmodseq = None
+            folder.restart_initial_sync()
             db.session.commit()
 
         if (folder.initial_done and folder.uidnext == status.uidnext and folder.message_count == status.messages
