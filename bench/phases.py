@@ -155,12 +155,13 @@ def _message_counts(inbox_id: int) -> dict:
     import sqlalchemy as sa
 
     from host_app.extensions import db
-    from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress
+    from plugins.imap_inbox.models import ImapFolder, ImapInbox
+    from plugins.mail.models import Message, MessageAddress
 
     by_folder = dict(db.session.execute(
-        sa.select(Folder.name, sa.func.count(Message.id)).join(Message, Message.folder_id == Folder.id)
-        .where(Folder.inbox_id == inbox_id).group_by(Folder.name)).all())
-    inbox = db.session.get(Inbox, inbox_id)
+        sa.select(ImapFolder.name, sa.func.count(Message.id)).join(Message, Message.folder_id == ImapFolder.id)
+        .where(ImapFolder.inbox_id == inbox_id).group_by(ImapFolder.name)).all())
+    inbox = db.session.get(ImapInbox, inbox_id)
     return {
         "stored_messages": sum(by_folder.values()),
         "stored_by_folder": by_folder,
@@ -262,9 +263,9 @@ def initial_sync(app: Flask, *, inbox_id: int) -> dict:
 def sync_progress(app: Flask, *, inbox_id: int) -> dict:
     """How far a stopped sync got: what is stored, and the inbox's own progress counters."""
     from host_app.extensions import db
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     result = _message_counts(inbox_id)
     result["progress"] = [inbox.progress_done, inbox.progress_total] if inbox else None
     return result
@@ -303,9 +304,9 @@ def contacts_import(app: Flask, *, inbox_id: int) -> dict:
     except ImportError:
         return {"available": False, "note": NOT_AVAILABLE}
     from host_app.extensions import db
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     started = time.perf_counter()
     preview = importer.dry_run(inbox)
     dry_run_seconds = time.perf_counter() - started
@@ -375,7 +376,7 @@ def _contact_message_count(email: str) -> dict:
     import sqlalchemy as sa
 
     from host_app.extensions import db
-    from plugins.imap_inbox.models import MessageAddress
+    from plugins.mail.models import MessageAddress
 
     count = db.session.scalar(sa.select(sa.func.count(sa.distinct(MessageAddress.message_pk)))
                               .where(MessageAddress.email == email))

@@ -41,13 +41,14 @@ def message(n: int, *, sender="Carla Customer <carla@customer.example>", to="tea
 
 def stored(app, inbox_id: int, folder: str | None = None) -> list[dict]:
     """Stored messages of an inbox (optionally one folder) as dicts, by folder then UID."""
-    from plugins.imap_inbox.models import Folder, Message
+    from plugins.imap_inbox.models import ImapFolder
+    from plugins.mail.models import Message
 
     with app.app_context():
-        query = (sa.select(Message, Folder.name).join(Folder, Folder.id == Message.folder_id)
-                 .where(Message.inbox_id == inbox_id).order_by(Folder.name, Message.uid))
+        query = (sa.select(Message, ImapFolder.name).join(ImapFolder, ImapFolder.id == Message.folder_id)
+                 .where(Message.inbox_id == inbox_id).order_by(ImapFolder.name, Message.uid))
         if folder is not None:
-            query = query.where(Folder.name == folder)
+            query = query.where(ImapFolder.name == folder)
         rows = []
         for message, folder_name in db.session.execute(query):
             row = {c.key: getattr(message, c.key) for c in sa.inspect(message).mapper.column_attrs}
@@ -57,7 +58,7 @@ def stored(app, inbox_id: int, folder: str | None = None) -> list[dict]:
 
 
 def addresses(app, inbox_id: int) -> list[tuple]:
-    from plugins.imap_inbox.models import MessageAddress
+    from plugins.mail.models import MessageAddress
 
     with app.app_context():
         return [tuple(r) for r in db.session.execute(

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from host_app.extensions import db
-from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress
+from plugins.imap_inbox.models import ImapFolder, ImapInbox
+from plugins.mail.models import Folder, Message, MessageAddress
 
 # Every stored column that comes from the mailbox (not ids, not bookkeeping).
 MESSAGE_FIELDS = (
@@ -76,7 +77,7 @@ def folder_states(inbox_id: int) -> dict[str, dict]:
     """Checkpoints of each folder row of the inbox, with the stored count next to them."""
     m = Message.__table__
     states = {}
-    for folder in db.session.scalars(sa.select(Folder).where(Folder.inbox_id == inbox_id)):
+    for folder in db.session.scalars(sa.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id)):
         stored = db.session.execute(
             sa.select(m.c.uid).where(m.c.folder_id == folder.id)
         ).scalars().all()
@@ -104,9 +105,9 @@ def comparable_folder_states(inbox_id: int) -> dict[str, dict]:
     return {name: {k: state[k] for k in keep} for name, state in folder_states(inbox_id).items()}
 
 
-def inbox_row(inbox_id: int) -> Inbox:
+def inbox_row(inbox_id: int) -> ImapInbox:
     db.session.expire_all()
-    return db.session.get(Inbox, inbox_id)
+    return db.session.get(ImapInbox, inbox_id)
 
 
 def diff_dumps(got: dict[str, list[tuple]], want: dict[str, list[tuple]], limit: int = 6) -> str:

@@ -16,7 +16,7 @@ from plugins.contacts_import.models import BlockedEntry, ImportState
 from plugins.contacts_import.names import best_name, clean_name
 from plugins.contacts_import.provider import MailboxProvider
 from plugins.contacts_import.rules import Exclusions, is_machine_address, parse_block_entry
-from plugins.contacts_import.testing import START, MailRows
+from plugins.mail.testing import START, MailRows
 
 INBOX = "sales@ourco.example"
 
@@ -343,7 +343,7 @@ def count_statements(func) -> int:
 
 def _fill(mail: MailRows, inbox, people: int, messages_each: int) -> None:
     """``people`` correspondents, each with ``messages_each`` messages, written in bulk."""
-    from plugins.imap_inbox.models import Message, MessageAddress
+    from plugins.mail.models import Message, MessageAddress
 
     folder = inbox.folders[0]
     base = db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(Message.id), 0)))

@@ -106,13 +106,12 @@ def test_each_exclusion_rule_on_a_synced_mailbox(app, admin, mailbox, me):
     mailbox.write("Sent", [mail(me, [("Written To", "written@lists.example")], subject="Off-list reply")])
     inbox_id = connect(app, mailbox, admin)
     with app.app_context():
-        from plugins.imap_inbox.models import Inbox
+        from plugins.mail.models import Inbox
 
         # Other connected inboxes (not synced here): only their addresses and domains matter.
         for email, username in (("owner@ourshop.example", "owner@ourshop.example"),
                                 ("shop.desk@gmail.com", "desk2@team.example")):
-            db.session.add(Inbox(name=f"other {email}", email=email, host="127.0.0.1", port=993, security="ssl",
-                                 username=username, password_encrypted=b"x"))
+            db.session.add(Inbox(name=f"other {email}", email=email, username=username))
         db.session.commit()
     client = admin_client(app)
     client.post("/settings/contacts-import/block", data={"entry": "spammer@spam.example"})
@@ -120,7 +119,7 @@ def test_each_exclusion_rule_on_a_synced_mailbox(app, admin, mailbox, me):
     # Create users switched on (as on imap_inbox's edit page), then the first sync imports the whole mailbox.
     with app.app_context():
         from plugins.imap_inbox import service
-        from plugins.imap_inbox.models import Inbox
+        from plugins.mail.models import Inbox
 
         service.update_inbox(db.session.get(Inbox, inbox_id), create_users=True, check=False)
     sync(app, inbox_id)
@@ -147,7 +146,7 @@ def test_policy_people_we_emailed_only_then_both(app, admin, mailbox, me):
     client.post(f"/settings/contacts-import/inboxes/{inbox_id}/policy", data={"policy": "any"})
     with app.app_context():
         from plugins.imap_inbox import service
-        from plugins.imap_inbox.models import Inbox
+        from plugins.mail.models import Inbox
 
         service.update_inbox(db.session.get(Inbox, inbox_id), create_users=True, check=False)
     sync(app, inbox_id)  # nothing new on the server, but the policy widened: the whole mailbox again
@@ -276,7 +275,7 @@ def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, a
     response = client.post(f"/settings/contacts-import/inboxes/{inbox_id}/create-users/on")
     assert response.status_code == 302
     with app.app_context():
-        from plugins.imap_inbox.models import Inbox
+        from plugins.mail.models import Inbox
 
         assert db.session.get(Inbox, inbox_id).create_users is True
         assert db.session.get(ImportState, inbox_id).status == "queued"
@@ -289,7 +288,7 @@ def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, a
     assert "23 new contacts" in page and "Turn Create users off" in page
     client.post(f"/settings/contacts-import/inboxes/{inbox_id}/create-users/off")
     with app.app_context():
-        from plugins.imap_inbox.models import Inbox
+        from plugins.mail.models import Inbox
 
         assert db.session.get(Inbox, inbox_id).create_users is False
 

@@ -11,7 +11,8 @@ from host_app.testing import log_in
 def test_demo_setup_syncs_the_sample_mailbox_onto_timelines(crm_app_factory, redis_url, tmp_path):
     from host_app.jobs import make_worker
     from plugins.imap_inbox.demo import AGENT, INBOX_NAME, setup_demo
-    from plugins.imap_inbox.models import Inbox, Message
+    from plugins.imap_inbox.models import ImapInbox
+    from plugins.mail.models import Message
 
     # The database the suite runs on (SQLite copy or the PostgreSQL test database), emptied for this test.
     database_url = crm_app_factory().config["SQLALCHEMY_DATABASE_URI"]
@@ -23,7 +24,7 @@ def test_demo_setup_syncs_the_sample_mailbox_onto_timelines(crm_app_factory, red
         app = demo.app
         with app.app_context():
             assert make_worker(app, simple=True).work(burst=True)
-            inbox = db.session.get(Inbox, demo.inbox_id)
+            inbox = db.session.get(ImapInbox, demo.inbox_id)
             assert (inbox.name, inbox.status, inbox.error) == (INBOX_NAME, "ok", None)
             stored = db.session.scalar(sa.select(sa.func.count(Message.id)).where(Message.inbox_id == inbox.id))
             assert stored == inbox.message_count == demo.messages

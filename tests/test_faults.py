@@ -45,9 +45,11 @@ from cryptography.fernet import Fernet
 
 from host_app.extensions import db
 from host_app.testing import make_agent
-from plugins.imap_inbox import models, service
+from plugins.imap_inbox import service
 from plugins.imap_inbox.jobs import sync_inbox
+from plugins.imap_inbox.models import ImapInbox
 from plugins.imap_inbox.testing import mailgen
+from plugins.mail import models as mail_models
 from tests.faultproxy import DOWN, POLICIES, UP, Cut, FaultProxy, Trace
 from tests.reliability_helpers import RedisServer
 from tests.sync_dump import (
@@ -114,7 +116,7 @@ def fault_app(crm_app_factory, crm_database_url, private_redis):
         path = Path(directory) / "crm.sqlite"
         shutil.copy(sa.engine.make_url(crm_database_url).database, path)
         config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    yield crm_app_factory(plugins={"imap_inbox": "plugins.imap_inbox"}, **config)
+    yield crm_app_factory(plugins={"mail": "plugins.mail", "imap_inbox": "plugins.imap_inbox"}, **config)
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -215,7 +217,7 @@ class Trials:
     def route(self, inbox_id: int, port: int) -> None:
         """Point the inbox at the proxy or straight at Dovecot (only the port differs; nothing is re-matched)."""
         with self.app.app_context():
-            db.session.execute(sa.update(models.Inbox).where(models.Inbox.id == inbox_id).values(port=port))
+            db.session.execute(sa.update(ImapInbox).where(ImapInbox.id == inbox_id).values(port=port))
             db.session.commit()
 
     def sync(self, inbox_id: int) -> dict:
@@ -276,7 +278,7 @@ class Trials:
             inbox = inbox_row(inbox_id)
             if status == "failed":
                 text = f"{inbox.error} {inbox.error_hint}"
-                if inbox.status != models.ERROR or inbox.failures != failures_before + 1:
+                if inbox.status != mail_models.ERROR or inbox.failures != failures_before + 1:
                     self.fail(f"{where}: after a cut the inbox is {inbox.status!r} with {inbox.failures} failures "
                               f"(expected 'error' and {failures_before + 1})")
                 if not inbox.error or self.mailbox.password in text or "Traceback" in text:
@@ -323,7 +325,7 @@ class Trials:
                           f"{self.reference_states}")
             inbox = inbox_row(inbox_id)
             total = sum(len(rows) for rows in got.values())
-            if (inbox.status, inbox.failures, inbox.error, inbox.message_count) != (models.OK, 0, None, total):
+            if (inbox.status, inbox.failures, inbox.error, inbox.message_count) != (mail_models.OK, 0, None, total):
                 self.fail(f"{where}: after a clean sync the inbox is {inbox.status!r}, failures={inbox.failures}, "
                           f"error={inbox.error!r}, message_count={inbox.message_count} (stored {total})")
             if orphan_addresses(inbox_id):
@@ -479,7 +481,7 @@ def test_connection_lost_while_waiting_for_the_login_answer_is_transient(fault_a
     assert summary["status"] == "failed", summary
     with fault_app.app_context():
         inbox = inbox_row(inbox_id)
-        assert (inbox.status, inbox.failures) == (models.ERROR, 1)
+        assert (inbox.status, inbox.failures) == (mail_models.ERROR, 1)
         assert inbox.next_sync_at is not None
     assert trials.sync(inbox_id)["status"] == "ok"
 

@@ -10,7 +10,7 @@ from host_app.extensions import db
 from host_app.jobs import queue
 from host_app.testing import make_agent
 from plugins.imap_inbox.jobs import sync_job_id
-from plugins.imap_inbox.models import Inbox
+from plugins.imap_inbox.models import ImapInbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, message
 
 
@@ -30,7 +30,7 @@ def test_connect_prints_the_id_and_queues_the_first_sync(app, runner, mailbox, o
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     with app.app_context():
-        inbox = db.session.get(Inbox, data["id"])
+        inbox = db.session.get(ImapInbox, data["id"])
         assert inbox.create_users and inbox.owner.email == OWNER_EMAIL
         assert queue().job_ids == [sync_job_id(data["id"])]
     assert mailbox.password not in result.output
@@ -44,7 +44,7 @@ def test_connect_failure_exits_non_zero_with_reason_and_hint_on_stderr(app, runn
     assert "Hint:" in result.stderr
     assert "Wrong-Password-9" not in result.output
     with app.app_context():
-        assert db.session.scalar(db.select(db.func.count()).select_from(Inbox)) == 0
+        assert db.session.scalar(db.select(db.func.count()).select_from(ImapInbox)) == 0
 
 
 def test_connect_other_failures(app, runner, mailbox, dovecot, owner):
@@ -112,7 +112,7 @@ def test_rotate_key(crm_app_factory, mailbox):
     result = rotating.test_cli_runner().invoke(args=["inboxes", "rotate-key"])
     assert result.exit_code == 0 and json.loads(result.stdout) == {"reencrypted": 1}
     with rotating.app_context():
-        token = bytes(db.session.scalar(db.select(Inbox.password_encrypted)))
+        token = bytes(db.session.scalar(db.select(ImapInbox.password_encrypted)))
     assert Fernet(new).decrypt(token) == mailbox.password.encode()
     broken = crm_app_factory(IMAP_ENCRYPTION_KEYS=[Fernet.generate_key().decode()])
     result = broken.test_cli_runner().invoke(args=["inboxes", "rotate-key"])

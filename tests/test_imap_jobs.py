@@ -10,7 +10,6 @@ import time
 import zlib
 
 import pytest
-import sqlalchemy as sa
 from redis import Redis
 from rq.job import Job
 
@@ -18,7 +17,7 @@ from host_app.extensions import db
 from host_app.jobs import make_worker, queue, redis_connection
 from host_app.testing import make_agent
 from plugins.imap_inbox import jobs, schedule
-from plugins.imap_inbox.models import Inbox
+from plugins.imap_inbox.models import ImapInbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, message, stored
 
 UTC = dt.UTC
@@ -31,13 +30,15 @@ def owner(app) -> int:
 
 def set_inbox(app, inbox_id, **values):
     with app.app_context():
-        db.session.execute(sa.update(Inbox).where(Inbox.id == inbox_id).values(**values))
+        inbox = db.session.get(ImapInbox, inbox_id)
+        for name, value in values.items():
+            setattr(inbox, name, value)
         db.session.commit()
 
 
-def get_inbox(app, inbox_id) -> Inbox:
+def get_inbox(app, inbox_id) -> ImapInbox:
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         db.session.expunge(inbox)
         return inbox
 

@@ -15,7 +15,8 @@ from host_app.testing import make_agent
 from plugins.imap_inbox import crypto, service
 from plugins.imap_inbox.connection import ImapConnectError
 from plugins.imap_inbox.jobs import sync_inbox, sync_job_id
-from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress, SyncRun
+from plugins.imap_inbox.models import ImapFolder, ImapInbox
+from plugins.mail.models import Message, MessageAddress, SyncRun
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, message
 
 
@@ -51,7 +52,7 @@ def test_failed_login_saves_nothing(app, mailbox, owner):
         with pytest.raises(ImapConnectError) as caught:
             service.create_inbox(**values_for(mailbox, owner, password="Wrong-Password-1"))
         assert caught.value.kind == "auth_failed"
-        assert db.session.scalar(sa.select(sa.func.count()).select_from(Inbox)) == 0
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ImapInbox)) == 0
         assert queue().job_ids == []
 
 
@@ -94,7 +95,7 @@ def test_default_port_follows_security(app, mailbox, owner):
 def test_update_keeps_a_blank_password_and_checks_changed_credentials(app, mailbox, owner, dovecot):
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         stored_before = bytes(inbox.password_encrypted)
         service.update_inbox(inbox, password="", name="Renamed")  # no login needed for a rename
         assert inbox.name == "Renamed" and bytes(inbox.password_encrypted) == stored_before
@@ -114,7 +115,7 @@ def test_a_new_username_brings_the_address_that_came_from_the_old_one(app, dovec
     dovecot.add_user(renamed, mailbox.password)
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert inbox.email == mailbox.username
         service.update_inbox(inbox, username=renamed)
         assert (inbox.username, inbox.email) == (renamed, renamed)
@@ -133,7 +134,7 @@ def test_a_new_username_brings_the_address_that_came_from_the_old_one(app, dovec
 def test_a_login_name_without_at_keeps_the_address(app, mailbox, owner):
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         service.update_inbox(inbox, username="sales-login", check=False)
         assert (inbox.username, inbox.email) == ("sales-login", mailbox.username)
 
@@ -157,7 +158,7 @@ def test_saved_changes_are_announced_by_name_without_values(app, mailbox, owner)
     manager.pm.register(listener, name="test_settings_listener")
     try:
         with app.app_context():
-            inbox = db.session.get(Inbox, inbox_id)
+            inbox = db.session.get(ImapInbox, inbox_id)
             service.update_inbox(inbox, name=inbox.name)  # nothing changed: nothing to say
             service.update_inbox(inbox, name="Renamed", create_users=True, password=mailbox.password)
             service.update_inbox(inbox, enabled=False)
@@ -178,7 +179,7 @@ def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm
     owner_id = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
     inbox_id = connect_inbox(app, mailbox, owner_id)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert service.settings_for(inbox).timeout == 45
         assert service._settings_from({"host": inbox.host, "port": inbox.port, "security": inbox.security,
                                        "username": inbox.username}, "pw").timeout == 4
@@ -192,7 +193,7 @@ def test_changed_host_or_user_rematches_stored_mail(app, mailbox, owner):
     inbox_id = connect_inbox(app, mailbox, owner)
     assert sync_inbox_in(app, inbox_id)["new_messages"] == 1
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         service.update_inbox(inbox, host="localhost")  # the same server under another name
         assert all(folder.uidvalidity is None for folder in inbox.folders)
     summary = sync_inbox_in(app, inbox_id)
@@ -209,7 +210,7 @@ def test_disable_enable_and_delete(app, mailbox, owner):
     inbox_id = connect_inbox(app, mailbox, owner)
     sync_inbox_in(app, inbox_id)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         service.set_enabled(inbox, False)
         assert inbox.status == "disabled" and inbox.next_sync_at is None
         assert sync_job_id(inbox_id) not in queue().job_ids
@@ -217,7 +218,7 @@ def test_disable_enable_and_delete(app, mailbox, owner):
         assert inbox.status == "queued" and sync_job_id(inbox_id) in queue().job_ids
 
         assert service.delete_inbox(inbox_id) is True
-        for model in (Inbox, Folder, Message, MessageAddress, SyncRun):
+        for model in (ImapInbox, ImapFolder, Message, MessageAddress, SyncRun):
             assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0, model
         assert sync_job_id(inbox_id) not in queue().job_ids
         assert service.delete_inbox(inbox_id) is False
@@ -230,9 +231,9 @@ def test_a_message_s_inbox_is_its_folder_s(app):
     with app.app_context():
         inboxes = []
         for email in ("a@team.example", "b@team.example"):
-            inbox = Inbox(name=email, email=email, host="imap.test", port=993, security="ssl", username=email,
+            inbox = ImapInbox(name=email, email=email, host="imap.test", port=993, security="ssl", username=email,
                           password_encrypted=b"not-a-real-secret")
-            inbox.folders = [Folder(name="INBOX", role="inbox")]
+            inbox.folders = [ImapFolder(name="INBOX", role="inbox")]
             db.session.add(inbox)
             inboxes.append(inbox)
         db.session.commit()
@@ -250,7 +251,7 @@ def test_a_message_s_inbox_is_its_folder_s(app):
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
 
-        db.session.delete(db.session.get(Inbox, first.id))  # through its folders, its messages go too
+        db.session.delete(db.session.get(ImapInbox, first.id))  # through its folders, its messages go too
         db.session.commit()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
 
@@ -275,14 +276,14 @@ def test_configured_keys_and_rotation(crm_app_factory, mailbox):
     owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
-        token = bytes(db.session.get(Inbox, inbox_id).password_encrypted)
+        token = bytes(db.session.get(ImapInbox, inbox_id).password_encrypted)
         assert Fernet(old).decrypt(token) == mailbox.password.encode()
 
     both = crm_app_factory(IMAP_ENCRYPTION_KEYS=f"{new}, {old}")  # a comma-separated string works too
     with both.app_context():
         assert crypto.decrypt_password(token) == mailbox.password  # the old key still decrypts
         assert crypto.rotate_keys() == 1
-        rotated = bytes(db.session.get(Inbox, inbox_id).password_encrypted)
+        rotated = bytes(db.session.get(ImapInbox, inbox_id).password_encrypted)
     assert Fernet(new).decrypt(rotated) == mailbox.password.encode()
 
     only_new = crm_app_factory(IMAP_ENCRYPTION_KEYS=[new])
@@ -307,7 +308,7 @@ def test_a_password_no_key_can_decrypt_needs_attention(crm_app_factory, mailbox)
     with other.app_context():
         summary = sync_inbox(inbox_id)
         assert summary["status"] == "needs_attention"
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert "cannot be decrypted" in inbox.error and "password again" in inbox.error_hint
         with pytest.raises(crypto.EncryptionKeyError):
             crypto.rotate_keys()  # and rotating refuses rather than losing it

@@ -62,19 +62,20 @@ def imap_commands(monkeypatch):
 
 
 def inbox_row(app, inbox_id):
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         db.session.expunge(inbox)
         return inbox
 
 
 def folder_row(app, inbox_id, name):
-    from plugins.imap_inbox.models import Folder
+    from plugins.imap_inbox.models import ImapFolder
 
     with app.app_context():
-        folder = db.session.scalar(db.select(Folder).where(Folder.inbox_id == inbox_id, Folder.name == name))
+        folder = db.session.scalar(
+            db.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id, ImapFolder.name == name))
         db.session.expunge(folder)
         return folder
 
@@ -320,10 +321,10 @@ def test_extra_folders_and_a_missing_one(app, mailbox, dovecot, owner):
     inbox = inbox_row(app, inbox_id)
     assert "Nope" in inbox.error  # a warning for the admin; the sync itself is fine
     from plugins.imap_inbox import service
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     with app.app_context():
-        service.update_inbox(db.session.get(Inbox, inbox_id), extra_folders=[], check=False)
+        service.update_inbox(db.session.get(ImapInbox, inbox_id), extra_folders=[], check=False)
     summary = sync(app, inbox_id)
     assert summary["folders"]["Projects/Acme"]["removed"] == 2
     assert {r["folder"] for r in stored(app, inbox_id)} == set()
@@ -533,7 +534,7 @@ def test_server_down_is_retried_with_backoff(app, owner):
 def test_wrong_password_needs_attention_until_the_credentials_change(app, mailbox, dovecot, owner, caplog):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.jobs import schedule_due_syncs, sync_job_id
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     caplog.set_level(logging.DEBUG)
     mailbox.write("INBOX", [message(1)])
@@ -548,13 +549,13 @@ def test_wrong_password_needs_attention_until_the_credentials_change(app, mailbo
     assert "rejected the user name or password" in inbox.error
     assert mailbox.password not in inbox.error + (inbox.error_hint or "")
     with app.app_context():
-        db.session.execute(sa.update(Inbox).where(Inbox.id == inbox_id)
+        db.session.execute(sa.update(ImapInbox).where(ImapInbox.id == inbox_id)
                            .values(next_sync_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)))
         db.session.commit()
         assert schedule_due_syncs()["enqueued"] == []  # no automatic retries
 
-        service.update_inbox(db.session.get(Inbox, inbox_id), password=new_password)
-        inbox = db.session.get(Inbox, inbox_id)
+        service.update_inbox(db.session.get(ImapInbox, inbox_id), password=new_password)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert inbox.status == "queued" and inbox.error is None
         from host_app.jobs import queue
 
@@ -614,11 +615,11 @@ def test_deleting_the_inbox_mid_sync_stops_it_cleanly(crm_app_factory, mailbox, 
 
 def test_disabled_inbox_is_not_synced(app, mailbox, owner):
     from plugins.imap_inbox import service
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
-        service.set_enabled(db.session.get(Inbox, inbox_id), False)
+        service.set_enabled(db.session.get(ImapInbox, inbox_id), False)
     assert sync(app, inbox_id)["status"] == "disabled"
     assert inbox_row(app, inbox_id).status == "disabled"
 

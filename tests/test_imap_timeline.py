@@ -12,7 +12,7 @@ from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 from host_app.testing import make_agent
 from plugins.imap_inbox import store
-from plugins.imap_inbox.models import Folder, Inbox
+from plugins.imap_inbox.models import ImapFolder, ImapInbox
 from plugins.imap_inbox.testing import mailgen
 from tests.conftest import Mailbox
 from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, sync
@@ -145,11 +145,12 @@ def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
     owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
     make_contact(app)
     with app.app_context():
-        inbox = Inbox(name="x", email="team@team.example", host="h.example", port=993, security="ssl",
+        inbox = ImapInbox(name="x", email="team@team.example", host="h.example", port=993, security="ssl",
                       username="team@team.example", password_encrypted=b"-", owner_id=owner, extra_folders=[])
         db.session.add(inbox)
         db.session.flush()
-        folder = Folder(inbox_id=inbox.id, name="INBOX", role="inbox", high_uid=0, initial_done=True, message_count=0)
+        folder = ImapFolder(inbox_id=inbox.id, name="INBOX", role="inbox", high_uid=0, initial_done=True,
+                            message_count=0)
         db.session.add(folder)
         db.session.flush()
         start = dt.datetime(2020, 1, 1, tzinfo=UTC)
@@ -183,10 +184,10 @@ def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
         # Per page: a keyset query per role (from, to, cc, bcc), the messages, their recipients.
         assert len(statements) <= 14
         if db.engine.dialect.name == "sqlite":
-            page_query, params = next((q, p) for q, p in statements if "imap_message_address" in q and "LIMIT" in q)
+            page_query, params = next((q, p) for q, p in statements if "mail_message_address" in q and "LIMIT" in q)
             plan = " ".join(str(row) for row in db.session.connection().exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + page_query, params))
-            assert "ix_imap_message_address_email_role_date" in plan
+            assert "ix_mail_message_address_email_role_date" in plan
             assert "TEMP B-TREE" not in plan  # no sort: the scan stops after one page
 
 
@@ -203,7 +204,7 @@ class Recorder:
     @hookimpl
     def event_emitted(self, app, event):
         with db.engine.connect() as other:  # a separate connection sees only committed rows
-            committed = other.execute(sa.text("SELECT count(*) FROM imap_message")).scalar()
+            committed = other.execute(sa.text("SELECT count(*) FROM mail_message")).scalar()
         self.seen.append((event, committed))
 
 
@@ -288,7 +289,7 @@ def test_resync_reads_the_mailbox_again_and_announces_only_new_mail(app, mailbox
 
     assert runner.invoke(args=["inboxes", "resync", str(inbox_id)], input="n\n").exit_code == 1  # not confirmed
     with app.app_context():
-        assert db.session.get(Inbox, inbox_id).message_count == 4
+        assert db.session.get(ImapInbox, inbox_id).message_count == 4
 
 
 def test_resync_while_a_sync_runs_is_left_to_the_next_sync(app, mailbox, runner):
@@ -308,11 +309,11 @@ def test_resync_while_a_sync_runs_is_left_to_the_next_sync(app, mailbox, runner)
     assert result.exit_code == 1
     assert "is being synced right now; its next sync reads the mailbox again" in result.stderr
     with app.app_context():
-        assert db.session.get(Inbox, inbox_id).resync_requested
+        assert db.session.get(ImapInbox, inbox_id).resync_requested
     summary = sync(app, inbox_id)  # the next sync, say the hourly one
     assert summary["status"] == "ok" and summary["new_messages"] == 1
     with app.app_context():
-        assert not db.session.get(Inbox, inbox_id).resync_requested
+        assert not db.session.get(ImapInbox, inbox_id).resync_requested
     assert runner.invoke(args=["inboxes", "resync", "999", "--yes"]).exit_code == 1
 
 
@@ -323,10 +324,10 @@ def test_a_resync_never_forgets_mail_before_the_login_worked(app, mailbox, dovec
     with app.app_context():
         from plugins.imap_inbox import service
 
-        service.request_resync(db.session.get(Inbox, inbox_id))
+        service.request_resync(db.session.get(ImapInbox, inbox_id))
     dovecot.add_user(mailbox.username, "Changed-At-Provider-1")
     assert sync(app, inbox_id)["status"] == "needs_attention"
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert inbox.resync_requested and inbox.message_count == 1
         assert store.inbox_message_count(inbox_id) == 1

@@ -52,10 +52,10 @@ def form_data(mailbox, owner: int, **overrides) -> dict:
 
 
 def inboxes(app):
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     with app.app_context():
-        rows = db.session.scalars(db.select(Inbox).order_by(Inbox.id)).all()
+        rows = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)).all()
         db.session.expunge_all()
         return rows
 
@@ -95,10 +95,10 @@ def create_via_service(app, mailbox, owner_id: int, **overrides):
 
 
 def set_inbox(app, inbox_id: int, **values) -> None:
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         for key, value in values.items():
             setattr(inbox, key, value)
         db.session.commit()
@@ -394,10 +394,10 @@ def test_successful_connect_saves_encrypted_and_enqueues_the_first_sync(app, adm
 
 
 def test_list_shows_progress_and_problems_in_plain_words(app, admin_client, mailbox, owner_id):
-    from plugins.imap_inbox import models
+    from plugins.mail import models as mail_models
 
     inbox_id = create_via_service(app, mailbox, owner_id, name="<b>Sales</b>")
-    set_inbox(app, inbox_id, status=models.SYNCING, progress_done=1234, progress_total=5000, message_count=1234)
+    set_inbox(app, inbox_id, status=mail_models.SYNCING, progress_done=1234, progress_total=5000, message_count=1234)
 
     page = admin_client.get(f"{BASE}/").text
     assert "&lt;b&gt;Sales&lt;/b&gt;" in page and "<b>Sales</b>" not in page
@@ -407,7 +407,7 @@ def test_list_shows_progress_and_problems_in_plain_words(app, admin_client, mail
     assert "inbox_list.js" in page
     assert mailbox.password not in page
 
-    set_inbox(app, inbox_id, status=models.NEEDS_ATTENTION, error="The server refused the password.",
+    set_inbox(app, inbox_id, status=mail_models.NEEDS_ATTENTION, error="The server refused the password.",
               error_hint="Create a new app password.")
     page = admin_client.get(f"{BASE}/").text
     assert "Needs attention" in page
@@ -417,17 +417,17 @@ def test_list_shows_progress_and_problems_in_plain_words(app, admin_client, mail
     edit_page = admin_client.get(f"{BASE}/{inbox_id}/edit").text
     assert "This inbox needs attention:" in edit_page and "The server refused the password." in edit_page
 
-    set_inbox(app, inbox_id, status=models.ERROR, error="The server did not answer.", error_hint=None)
+    set_inbox(app, inbox_id, status=mail_models.ERROR, error="The server did not answer.", error_hint=None)
     page = admin_client.get(f"{BASE}/").text
     assert "Temporary error" in page and "The server did not answer." in page
     assert re.search(r'<p class="hint" data-role="retry">Retrying automatically', page)
 
 
 def test_status_json_carries_progress_but_no_secrets(app, admin_client, mailbox, owner_id):
-    from plugins.imap_inbox import models
+    from plugins.mail import models as mail_models
 
     inbox_id = create_via_service(app, mailbox, owner_id, name="Secret Project")
-    set_inbox(app, inbox_id, status=models.SYNCING, progress_done=10, progress_total=40)
+    set_inbox(app, inbox_id, status=mail_models.SYNCING, progress_done=10, progress_total=40)
 
     response = admin_client.get(f"{BASE}/status.json")
     assert response.status_code == 200
@@ -554,7 +554,7 @@ def inbox_of_two(app, mailbox, owner_id) -> int:
 
 
 def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client, inbox_of_two):
-    from plugins.imap_inbox.models import Message
+    from plugins.mail.models import Message
 
     inbox_id = inbox_of_two
     with app.app_context():
@@ -578,7 +578,8 @@ def test_delete_needs_confirmation_and_removes_the_stored_mail(app, admin_client
 
 
 def test_reading_a_mailbox_again_asks_first_then_the_queued_sync_does_it(app, admin_client, inbox_of_two):
-    from plugins.imap_inbox.models import Inbox, Message
+    from plugins.imap_inbox.models import ImapInbox
+    from plugins.mail.models import Message
 
     inbox_id = inbox_of_two
     with app.app_context():
@@ -592,16 +593,16 @@ def test_reading_a_mailbox_again_asks_first_then_the_queued_sync_does_it(app, ad
     response = admin_client.post(f"{BASE}/{inbox_id}/resync", data={})
     assert response.status_code == 200 and "Tick the box to confirm." in response.text
     with app.app_context():
-        assert not db.session.get(Inbox, inbox_id).resync_requested
+        assert not db.session.get(ImapInbox, inbox_id).resync_requested
 
     response = admin_client.post(f"{BASE}/{inbox_id}/resync", data={"confirm": "y"})
     assert response.status_code == 302
     assert "will be read again from the start" in admin_client.get(BASE + "/").text
     with app.app_context():
-        assert db.session.get(Inbox, inbox_id).resync_requested
+        assert db.session.get(ImapInbox, inbox_id).resync_requested
     run_jobs(app)
     with app.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert not inbox.resync_requested and inbox.message_count == 2
         again = set(db.session.scalars(sa.select(Message.id)))
     assert len(again) == 2 and not again & first_ids  # read again, not kept
@@ -691,7 +692,7 @@ def browser_page():
 
 
 def test_presets_and_live_progress_in_a_browser(app, admin, mailbox, live_server, browser_page):
-    from plugins.imap_inbox import models
+    from plugins.mail import models as mail_models
 
     page = browser_page
     page.goto(f"{live_server}/login")
@@ -713,7 +714,7 @@ def test_presets_and_live_progress_in_a_browser(app, admin, mailbox, live_server
 
     # Live progress: the row follows the database without a reload.
     inbox_id = create_via_service(app, mailbox, admin)
-    set_inbox(app, inbox_id, status=models.SYNCING, progress_done=1, progress_total=5000)
+    set_inbox(app, inbox_id, status=mail_models.SYNCING, progress_done=1, progress_total=5000)
     page.goto(f"{live_server}{BASE}/")
     page.evaluate("window.notReloaded = true")
     row = f"#inbox-{inbox_id}"
@@ -726,7 +727,7 @@ def test_presets_and_live_progress_in_a_browser(app, admin, mailbox, live_server
     assert page.get_attribute(f"{row} progress", "value") == "1234"
     assert page.text_content(f"{row} [data-role=message-count]") == "1,234"
 
-    set_inbox(app, inbox_id, status=models.NEEDS_ATTENTION, error="The server refused the password.",
+    set_inbox(app, inbox_id, status=mail_models.NEEDS_ATTENTION, error="The server refused the password.",
               error_hint="Create a new app password.")
     page.wait_for_function("sel => document.querySelector(sel).textContent === 'Needs attention'",
                            arg=f"{row} [data-role=label]")

@@ -12,7 +12,7 @@ from host_app.extensions import db
 from host_app.plugin_manager import PluginInfo, dependency_order, discover
 from tests.throwaway import throwaway_plugin
 
-OURS = {"imap_inbox", "contacts_import", "reply_condition"}
+OURS = {"mail", "imap_inbox", "contacts_import", "reply_condition"}
 
 
 def _states(runner) -> dict[str, dict]:
@@ -29,21 +29,27 @@ def test_all_plugins_load_in_dependency_order(app):
     manager = app.extensions["plugins"]
     order = [i.name for i in manager.loaded()]
     assert OURS <= set(order)
-    assert order.index("imap_inbox") < order.index("contacts_import")
-    assert order.index("imap_inbox") < order.index("reply_condition")
+    for name in OURS - {"mail"}:
+        assert order.index("mail") < order.index(name)
 
 
-def test_disabling_imap_inbox_unloads_its_dependents_with_the_reason(crm_app_factory):
-    states = _states(crm_app_factory(disabled=["imap_inbox"]).test_cli_runner())
-    assert states["imap_inbox"]["enabled"] is False and states["imap_inbox"]["status"] == "disabled"
-    for name in ("contacts_import", "reply_condition"):
+def test_disabling_the_mail_core_unloads_its_dependents_with_the_reason(crm_app_factory):
+    states = _states(crm_app_factory(disabled=["mail"]).test_cli_runner())
+    assert states["mail"]["enabled"] is False and states["mail"]["status"] == "disabled"
+    for name in ("imap_inbox", "contacts_import", "reply_condition"):
         assert states[name]["loaded"] is False
-        assert states[name]["error"] == "depends on imap_inbox, which is disabled"
-        assert states[name]["depends"] == ["imap_inbox"]
+        assert states[name]["error"] == "depends on mail, which is disabled"
+        assert states[name]["depends"] == ["mail"]
+
+
+def test_mail_readers_stay_loaded_without_the_imap_transport(crm_app_factory):
+    states = _states(crm_app_factory(disabled=["imap_inbox"]).test_cli_runner())
+    assert states["imap_inbox"]["status"] == "disabled"
+    assert states["contacts_import"]["loaded"] and states["reply_condition"]["loaded"]
 
 
 def test_disabled_plugin_pages_routes_and_conditions_disappear(crm_app_factory):
-    app = crm_app_factory(disabled=["imap_inbox"])
+    app = crm_app_factory(disabled=["imap_inbox", "reply_condition"])
     rules = {r.rule for r in app.url_map.iter_rules()}
     assert not any(r.startswith("/settings/inboxes") for r in rules)
     with app.app_context():
@@ -143,23 +149,23 @@ def empty_database_url(tmp_path):
 def test_enabling_a_plugin_later_upgrades_an_existing_database(empty_database_url, tmp_path, redis_url):
     config = {"SQLALCHEMY_DATABASE_URI": empty_database_url, "SECRET_KEY": "x", "INSTANCE_PATH": str(tmp_path),
               "REDIS_URL": redis_url}
-    without = create_app({**config, "DISABLED_PLUGINS": ["imap_inbox"]})
+    without = create_app({**config, "DISABLED_PLUGINS": ["mail"]})
     assert migrating.upgrade(without) == ["host"]
     with without.app_context():
         tables = set(sa.inspect(db.engine).get_table_names())
-        assert "contact" in tables and "imap_message" not in tables
+        assert "contact" in tables and "mail_message" not in tables
         db.session.execute(sa.text("INSERT INTO contact (email, name, name_edited, source, attributes, created_at) "
                                    "VALUES ('kept@example.org', 'Kept', false, 'manual', '{}', CURRENT_TIMESTAMP)"))
         db.session.commit()
         db.engine.dispose()
     everything = create_app(config)
     behind = migrating.pending(everything)
-    assert "host" not in behind and behind[0] == "imap_inbox"
+    assert "host" not in behind and behind[0] == "mail"
     migrating.upgrade(everything)
     assert migrating.pending(everything) == []
     with everything.app_context():
         tables = set(sa.inspect(db.engine).get_table_names())
-        assert {"imap_message", "alembic_version_imap_inbox", "alembic_version"} <= tables
+        assert {"mail_message", "imap_inbox", "alembic_version_imap_inbox", "alembic_version"} <= tables
         assert db.session.execute(sa.text("SELECT email FROM contact")).scalar() == "kept@example.org"
         current = migrating.current(everything)
         assert current["host"] and current["imap_inbox"]

@@ -25,12 +25,14 @@ from host_app.extensions import db
 from host_app.jobs import make_worker
 from host_app.models import Contact
 from host_app.testing import make_agent
-from plugins.imap_inbox import jobs, models, service
+from plugins.imap_inbox import jobs, service
 from plugins.imap_inbox.jobs import schedule_due_syncs, sync_inbox
+from plugins.imap_inbox.models import ImapInbox
 from plugins.imap_inbox.schedule import utcnow
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
 from plugins.imap_inbox.timeline import timeline_entries
+from plugins.mail import models as mail_models
 from tests.conftest import Mailbox
 from tests.faultproxy import FaultProxy
 from tests.reliability_helpers import RedisServer, WorkerProcess, wait_for
@@ -125,7 +127,8 @@ def stored_count(app, inbox_id: int) -> int:
     with app.app_context():
         try:
             return db.session.execute(
-                sa.select(sa.func.count()).select_from(models.Message).where(models.Message.inbox_id == inbox_id)
+                sa.select(sa.func.count()).select_from(mail_models.Message)
+                .where(mail_models.Message.inbox_id == inbox_id)
             ).scalar_one()
         finally:
             db.session.remove()
@@ -142,7 +145,7 @@ def assert_exactly(app, inbox_id: int, account, written: dict[str, list[bytes]])
             assert Counter(row[1] for row in rows) == message_ids(raws), f"{folder}: lost or duplicated mail"
         assert orphan_addresses(inbox_id) == 0
         inbox = inbox_row(inbox_id)
-        assert (inbox.status, inbox.error, inbox.failures) == (models.OK, None, 0)
+        assert (inbox.status, inbox.error, inbox.failures) == (mail_models.OK, None, 0)
         assert inbox.message_count == sum(len(raws) for raws in written.values())
 
 
@@ -172,7 +175,7 @@ def test_worker_killed_mid_sync_leaves_whole_batches_and_the_next_sync_resumes(m
         assert not problems, problems
         before = stored_count(app, inbox_id)
         assert 0 < before < total, before
-        assert inbox_row(inbox_id).status == models.SYNCING  # nobody could say otherwise
+        assert inbox_row(inbox_id).status == mail_models.SYNCING  # nobody could say otherwise
 
     # The dead worker's lock still counts (a second sync now would race it), but it expires by itself.
     redis = Redis.from_url(app.config["REDIS_URL"])
@@ -189,8 +192,9 @@ def test_worker_killed_mid_sync_leaves_whole_batches_and_the_next_sync_resumes(m
     assert_exactly(app, inbox_id, mailbox, written)
     # The inbox's health history must not show the killed run as still going.
     with app.app_context():
-        runs = db.session.execute(sa.select(models.SyncRun.id, models.SyncRun.status, models.SyncRun.finished_at)
-                                  .where(models.SyncRun.inbox_id == inbox_id).order_by(models.SyncRun.id)).all()
+        run = mail_models.SyncRun
+        runs = db.session.execute(sa.select(run.id, run.status, run.finished_at)
+                                  .where(run.inbox_id == inbox_id).order_by(run.id)).all()
     assert [status for _, status, _ in runs] == ["failed", "ok"] and all(end for _, _, end in runs), (
         f"the run of the killed worker is never closed: {runs}")
 
@@ -218,12 +222,12 @@ def test_redis_restart_loses_the_queue_and_the_scheduler_enqueues_every_waiting_
     scheduled = connect(app, enqueued_by_scheduler, owner)
     with app.app_context():
         make_worker(app, simple=True).work(burst=True)  # its first sync, the job create_inbox enqueued
-        assert inbox_row(scheduled).status == models.OK
+        assert inbox_row(scheduled).status == mail_models.OK
     more = fill(enqueued_by_scheduler, 7, 2, seed=99)
     for folder, raws in more.items():
         written[enqueued_by_scheduler.username][folder].extend(raws)
     with app.app_context():
-        db.session.execute(sa.update(models.Inbox).where(models.Inbox.id == scheduled)
+        db.session.execute(sa.update(ImapInbox).where(ImapInbox.id == scheduled)
                            .values(next_sync_at=utcnow() - timedelta(minutes=1)))
         db.session.commit()
     queued = connect(app, created_queued, owner)  # create_inbox enqueues its first sync
@@ -244,7 +248,7 @@ def test_redis_restart_loses_the_queue_and_the_scheduler_enqueues_every_waiting_
                                   (while_down, created_while_down)):
             inbox = inbox_row(inbox_id)
             waiting[account.username] = (inbox.status, inbox.message_count)
-    expected = {name: (models.OK, sum(len(r) for r in raws.values())) for name, raws in written.items()}
+    expected = {name: (mail_models.OK, sum(len(r) for r in raws.values())) for name, raws in written.items()}
     assert waiting == expected, (
         "after Redis lost its queue, a scheduler tick and a worker burst must sync every inbox that was "
         f"waiting; got (status, messages) {waiting}, expected {expected}")
@@ -273,8 +277,8 @@ def test_redis_gone_while_a_worker_syncs_stops_it_cleanly_and_the_retry_complete
             def run_ended() -> bool:
                 with app.app_context():
                     try:
-                        return db.session.scalar(sa.select(sa.func.count()).select_from(models.SyncRun).where(
-                            models.SyncRun.inbox_id == inbox_id, models.SyncRun.status == "running")) == 0
+                        return db.session.scalar(sa.select(sa.func.count()).select_from(mail_models.SyncRun).where(
+                            mail_models.SyncRun.inbox_id == inbox_id, mail_models.SyncRun.status == "running")) == 0
                     finally:
                         db.session.remove()
 
@@ -288,13 +292,13 @@ def test_redis_gone_while_a_worker_syncs_stops_it_cleanly_and_the_retry_complete
         stored = stored_count(app, inbox_id)
         problems = consistency_problems(inbox_id, server_uids(mailbox), batch=100)
         assert not problems, problems
-        assert (inbox.status, inbox.failures) == (models.ERROR, 1), (
+        assert (inbox.status, inbox.failures) == (mail_models.ERROR, 1), (
             f"the sync went on without its lock: {inbox.status}, {stored} of 1500 stored\n{worker.log_tail()}")
         assert 0 < stored < 1500
         assert "lock" in inbox.error and "Traceback" not in inbox.error, inbox.error
         assert inbox.next_sync_at is not None
         # The backoff has passed (a minute): the scheduler's next tick finds the inbox due again.
-        db.session.execute(sa.update(models.Inbox).where(models.Inbox.id == inbox_id)
+        db.session.execute(sa.update(ImapInbox).where(ImapInbox.id == inbox_id)
                            .values(next_sync_at=utcnow(), port=mailbox.port))
         db.session.commit()
         assert inbox_id in schedule_due_syncs()["enqueued"]
@@ -395,12 +399,12 @@ def test_postgres_connection_terminated_mid_transaction(make_app, owner, mailbox
         stored = stored_count(app, inbox_id)
         assert stored % batch == 0 and stored >= 2 * batch, f"{stored} stored: a half-written batch"
         assert not consistency_problems(inbox_id, server_uids(mailbox), batch=batch)
-        assert inbox.status == models.ERROR and inbox.failures == 1, (inbox.status, inbox.failures)
+        assert inbox.status == mail_models.ERROR and inbox.failures == 1, (inbox.status, inbox.failures)
         assert inbox.next_sync_at is not None and inbox.error
         reported = (inbox.error, inbox.error_hint or "")
         assert mailbox.password not in inbox.error + (inbox.error_hint or "")
-        run = db.session.scalars(sa.select(models.SyncRun).where(models.SyncRun.inbox_id == inbox_id)
-                                 .order_by(models.SyncRun.id.desc())).first()
+        run = db.session.scalars(sa.select(mail_models.SyncRun).where(mail_models.SyncRun.inbox_id == inbox_id)
+                                 .order_by(mail_models.SyncRun.id.desc())).first()
         assert run.status == "failed" and run.finished_at is not None
 
     summary = sync(app, inbox_id)
@@ -437,7 +441,7 @@ def test_imap_server_down_backs_off_with_a_plain_reason_then_catches_up(make_app
             with app.app_context():
                 inbox = inbox_row(inbox_id)
                 status = service.inbox_status(inbox)
-                assert (inbox.status, inbox.failures) == (models.ERROR, attempt)
+                assert (inbox.status, inbox.failures) == (mail_models.ERROR, attempt)
                 delays.append((inbox.next_sync_at.replace(tzinfo=None) - before.replace(tzinfo=None)).total_seconds())
                 assert status["status"] == "error" and status["next_sync_at"]
                 assert "refused the connection" in status["error"] and "retries automatically" in status["error_hint"]
@@ -479,8 +483,8 @@ def test_uidvalidity_reset_rematches_by_message_id_without_duplicates_or_losses(
     assert sync(app, inbox_id)["status"] == "ok"
     with app.app_context():
         ids_before = dict(db.session.execute(
-            sa.select(models.Message.dedup_key, sa.func.min(models.Message.id)).where(
-                models.Message.inbox_id == inbox_id).group_by(models.Message.dedup_key)).all())
+            sa.select(mail_models.Message.dedup_key, sa.func.min(mail_models.Message.id)).where(
+                mail_models.Message.inbox_id == inbox_id).group_by(mail_models.Message.dedup_key)).all())
         contact = Contact(email=customer, name="Carla")
         db.session.add(contact)
         db.session.commit()
@@ -499,8 +503,8 @@ def test_uidvalidity_reset_rematches_by_message_id_without_duplicates_or_losses(
         assert [row[0] for row in dump["Sent"]] == uids["Sent"]
         assert len(dump["Sent"]) == len(sent) and len(dump["INBOX"]) == 5
         ids_after = dict(db.session.execute(
-            sa.select(models.Message.dedup_key, sa.func.min(models.Message.id)).where(
-                models.Message.inbox_id == inbox_id).group_by(models.Message.dedup_key)).all())
+            sa.select(mail_models.Message.dedup_key, sa.func.min(mail_models.Message.id)).where(
+                mail_models.Message.inbox_id == inbox_id).group_by(mail_models.Message.dedup_key)).all())
         assert ids_after == ids_before, "re-matched rows keep their ids (other plugins point at them)"
         entries = timeline_entries(db.session.get(Contact, contact_id), None, 100)
         keys = Counter(entry.key for entry in entries)
@@ -576,7 +580,7 @@ def test_malformed_corpus_syncs_without_a_crash_and_each_message_is_stored_or_fl
     problems = []
     with app.app_context():
         rows = {m.uid: m for m in db.session.scalars(
-            sa.select(models.Message).where(models.Message.inbox_id == inbox_id))}
+            sa.select(mail_models.Message).where(mail_models.Message.inbox_id == inbox_id))}
         for (name, _), uid in zip(corpus, uids, strict=True):
             message = rows.get(uid)
             if message is None:

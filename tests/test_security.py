@@ -422,7 +422,7 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
 
     from plugins.imap_inbox import service, sync
     from plugins.imap_inbox.crypto import configured_keys
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     caplog.set_level(logging.DEBUG)
     for name in ("imapclient", "imapclient.imaplib", "imapclient.imapclient", "rq", "rq.worker", "werkzeug",
@@ -469,14 +469,14 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
     assert result.exit_code == 0, result.output
     keep("cli: connect", result.output)
     with app.app_context():
-        ids = {i.name: i.id for i in db.session.scalars(db.select(Inbox))}
+        ids = {i.name: i.id for i in db.session.scalars(db.select(ImapInbox))}
         db.session.remove()
     assert set(ids) == {"Form inbox", "UTF-8 inbox", "CLI inbox"}
 
     # The first syncs run on a real RQ worker; one more in the foreground through the CLI.
     run_worker(app)
     with app.app_context():
-        assert {i.name: i.status for i in db.session.scalars(db.select(Inbox))} == dict.fromkeys(ids, "ok")
+        assert {i.name: i.status for i in db.session.scalars(db.select(ImapInbox))} == dict.fromkeys(ids, "ok")
         db.session.remove()
     result = runner.invoke(args=["inboxes", "sync", str(ids["CLI inbox"])])
     assert result.exit_code == 0, result.output
@@ -504,19 +504,19 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
             service.enqueue_sync(ids["CLI inbox"])
         run_worker(app)
     with app.app_context():
-        echoed = db.session.get(Inbox, ids["CLI inbox"])
+        echoed = db.session.get(ImapInbox, ids["CLI inbox"])
         assert echoed.status == "needs_attention" and "***" in echoed.error
         service.update_inbox(echoed, password=PASSWORD, check=True)  # back to normal
         db.session.remove()
 
     # A stored password that became wrong: the worker's sync needs attention.
     with app.app_context():
-        service.update_inbox(db.session.get(Inbox, ids["Form inbox"]), password=WRONG_PASSWORD, check=False)
+        service.update_inbox(db.session.get(ImapInbox, ids["Form inbox"]), password=WRONG_PASSWORD, check=False)
         db.session.remove()
     run_worker(app)
     with app.app_context():
-        assert db.session.get(Inbox, ids["Form inbox"]).status == "needs_attention"
-        service.update_inbox(db.session.get(Inbox, ids["Form inbox"]), password=PASSWORD, check=False)
+        assert db.session.get(ImapInbox, ids["Form inbox"]).status == "needs_attention"
+        service.update_inbox(db.session.get(ImapInbox, ids["Form inbox"]), password=PASSWORD, check=False)
         db.session.remove()
     run_worker(app)
 
@@ -590,7 +590,8 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
 
     with app.app_context():
         fernet = Fernet(configured_keys()[0])
-        decrypted = {row["name"]: fernet.decrypt(bytes(row["password_encrypted"])).decode()
+        names = {row["id"]: row["name"] for row in rows["mail_inbox"]}
+        decrypted = {names[row["id"]]: fernet.decrypt(bytes(row["password_encrypted"])).decode()
                      for row in rows["imap_inbox"]}
     assert decrypted == {"Form inbox": PASSWORD, "UTF-8 inbox": UTF8_PASSWORD, "CLI inbox": PASSWORD}
 
@@ -616,7 +617,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
     from plugins.imap_inbox import service
     from plugins.imap_inbox.connection import check_login
     from plugins.imap_inbox.crypto import EncryptionKeyError, decrypt_password
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     old_app = crm_app_factory(IMAP_ENCRYPTION_KEYS=[old_key])
@@ -627,7 +628,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
         inbox_id = service.create_inbox(name="Rotating", host=dovecot.host, port=dovecot.imaps_port,
                                         security="ssl", username=username, password=PASSWORD, owner_id=owner_id,
                                         ca_file=dovecot.ca_file).id
-        stored = bytes(db.session.get(Inbox, inbox_id).password_encrypted)
+        stored = bytes(db.session.get(ImapInbox, inbox_id).password_encrypted)
         db.session.remove()
     assert not leaks(stored) and Fernet(old_key).decrypt(stored).decode() == PASSWORD
 
@@ -637,8 +638,8 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
     assert result.exit_code == 1 and "cannot be decrypted" in result.output and new_key not in result.output
     with new_only.app_context():
         with pytest.raises(EncryptionKeyError):
-            decrypt_password(db.session.get(Inbox, inbox_id).password_encrypted)
-        assert bytes(db.session.get(Inbox, inbox_id).password_encrypted) == stored
+            decrypt_password(db.session.get(ImapInbox, inbox_id).password_encrypted)
+        assert bytes(db.session.get(ImapInbox, inbox_id).password_encrypted) == stored
         db.session.remove()
 
     # New key first, old one kept: rotate-key re-encrypts with the new key.
@@ -649,7 +650,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
 
     # Then with only the new key the password decrypts, the login works and a sync succeeds.
     with new_only.app_context():
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         rotated = bytes(inbox.password_encrypted)
         assert rotated != stored and not leaks(rotated)
         assert decrypt_password(rotated) == PASSWORD
@@ -661,7 +662,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
     # ... and the old key alone no longer opens it.
     with old_app.app_context():
         with pytest.raises(EncryptionKeyError):
-            decrypt_password(db.session.get(Inbox, inbox_id).password_encrypted)
+            decrypt_password(db.session.get(ImapInbox, inbox_id).password_encrypted)
         db.session.remove()
 
 
@@ -711,7 +712,7 @@ def test_generated_key_file_is_private(app):
 def test_certificates_are_verified_by_default(app, dovecot, security, ca):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError, check_login
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     username = new_account(dovecot, PASSWORD)
     port = dovecot.imaps_port if security == "ssl" else dovecot.imap_port
@@ -729,14 +730,14 @@ def test_certificates_are_verified_by_default(app, dovecot, security, ca):
             service.create_inbox(name="Untrusted", host=dovecot.host, port=port, security=security,
                                  username=username, password=PASSWORD, owner_id=owner_id, ca_file=ca_file)
         assert caught.value.kind == "certificate_untrusted"
-        assert db.session.scalars(db.select(Inbox)).all() == []
+        assert db.session.scalars(db.select(ImapInbox)).all() == []
         db.session.remove()
 
 
 def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, dovecot):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.jobs import sync_inbox
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     owner_id = make_agent(app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
     username = new_account(dovecot, PASSWORD)
@@ -747,7 +748,7 @@ def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, 
         service.update_inbox(inbox, ca_file=None, check=False)  # the CA is gone: the system store decides
         summary = sync_inbox(inbox.id)
         assert summary["status"] == "needs_attention" and summary["error_kind"] == "certificate_untrusted"
-        assert db.session.get(Inbox, inbox.id).status == "needs_attention"
+        assert db.session.get(ImapInbox, inbox.id).status == "needs_attention"
         db.session.remove()
 
 
@@ -869,7 +870,7 @@ def test_a_refused_starttls_command_never_falls_back_to_plaintext(fake_imap):
 def test_starttls_downgrade_is_refused_in_the_form_and_the_sync(app, admin_client, admin, fake_imap):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.jobs import sync_inbox
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     server = fake_imap()
     response = admin_client.post("/settings/inboxes/new", data={
@@ -879,7 +880,7 @@ def test_starttls_downgrade_is_refused_in_the_form_and_the_sync(app, admin_clien
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "does not offer STARTTLS" in page and PASSWORD not in page
     with app.app_context():
-        assert db.session.scalars(db.select(Inbox)).all() == []
+        assert db.session.scalars(db.select(ImapInbox)).all() == []
         # Saved without the check (as the CLI's --no-check does): the sync refuses just the same.
         inbox = service.create_inbox(name="Downgraded", host="127.0.0.1", port=server.port, security="starttls",
                                      username="someone@team.example", password=PASSWORD, owner_id=admin,
@@ -1023,7 +1024,7 @@ def test_names_resolving_to_a_private_address_are_refused(crm_app_factory, recor
 def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, connect_attempts):
     from plugins.imap_inbox import service
     from plugins.imap_inbox.jobs import sync_inbox
-    from plugins.imap_inbox.models import Inbox
+    from plugins.imap_inbox.models import ImapInbox
 
     # Saved while private hosts were allowed (the default) ...
     allowed = crm_app_factory()
@@ -1043,7 +1044,7 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
     with blocked.app_context():
         summary = sync_inbox(inbox_id)
         assert summary["status"] == "needs_attention" and summary["error_kind"] == "private_host_blocked"
-        inbox = db.session.get(Inbox, inbox_id)
+        inbox = db.session.get(ImapInbox, inbox_id)
         assert "private or local network address" in inbox.error
         db.session.remove()
     client = log_in(blocked.test_client(), "admin@team.example", ADMIN_PASSWORD)
@@ -1056,7 +1057,7 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
         page = response.get_data(as_text=True)
         assert response.status_code == 200 and "private or local network address" in page, host
     with blocked.app_context():
-        assert db.session.scalar(db.select(sa.func.count(Inbox.id))) == 1
+        assert db.session.scalar(db.select(sa.func.count(ImapInbox.id))) == 1
         db.session.remove()
     assert [a for a in connect_attempts if a[1] == dovecot.imaps_port] == []
     assert not [a for a in connect_attempts if not ipaddress.ip_address(str(a[0]).split("%")[0]).is_loopback]

@@ -2,7 +2,7 @@ MANIFEST = {
     "name": "contacts_import",
     "version": "0.1.0",
     "description": "Create users: contacts from the people in connected mailboxes, without junk.",
-    "depends": ["imap_inbox"],
+    "depends": ["mail"],
     "hooks": "plugin",
     "migrations": "migrations",
 }

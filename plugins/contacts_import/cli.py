@@ -7,7 +7,7 @@ from flask.cli import with_appcontext
 
 from host_app.cli import echo_json
 from host_app.extensions import db
-from plugins.imap_inbox.models import Inbox
+from plugins.mail.models import Inbox
 
 from . import importer
 

@@ -28,7 +28,7 @@ from host_app.api import ContactProvider, Person
 from host_app.extensions import db
 from host_app.models import Agent, Contact, normalize_email, utcnow
 from host_app.sql import member_of
-from plugins.imap_inbox.models import Inbox
+from plugins.mail.models import Inbox
 
 from .models import (
     DONE,

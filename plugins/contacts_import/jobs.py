@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from host_app.api import Event
 from host_app.extensions import db
 from host_app.jobs import app_job, enqueue
-from plugins.imap_inbox.models import Inbox
+from plugins.mail.models import Inbox
 
 from .importer import import_inbox, inbox_state
 from .models import IDLE, QUEUED
@@ -42,10 +42,15 @@ def on_inbox_settings_changed(event: Event) -> bool:
     inbox = db.session.get(Inbox, int(inbox_id))
     if inbox is None or not inbox.create_users:
         return False
+    return start_full_import(inbox.id)
+
+
+def start_full_import(inbox_id: int) -> bool:
+    """Create users was switched on: queue an import of the whole mailbox. False when Redis refused it."""
     # People the watermark passed while it was off (or whose contacts were deleted since) count again.
-    inbox_state(inbox.id).last_message_id = None
+    inbox_state(inbox_id).last_message_id = None
     db.session.commit()
-    return queue_import(inbox.id)
+    return queue_import(inbox_id)
 
 
 @app_job

@@ -35,9 +35,9 @@ class ImportState(db.Model):
 
     __tablename__ = "contacts_import_inbox"
 
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("imap_inbox.id", ondelete="CASCADE"), primary_key=True)
+    inbox_id: Mapped[int] = mapped_column(ForeignKey("mail_inbox.id", ondelete="CASCADE"), primary_key=True)
     policy: Mapped[str] = mapped_column(String(20), default=DEFAULT_POLICY)
-    # Highest imap_message.id already looked at; None means the next run reads the whole mailbox.
+    # Highest mail_message.id already looked at; None means the next run reads the whole mailbox.
     last_message_id: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default=IDLE)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)

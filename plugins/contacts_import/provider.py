@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from host_app.api import ContactProvider, Person
 from host_app.extensions import db
-from plugins.imap_inbox.models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
+from plugins.mail.models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 from .names import best_name, clean_name
 

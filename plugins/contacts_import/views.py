@@ -9,11 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from host_app.auth import admin_required
 from host_app.extensions import db
 from host_app.models import utcnow
-from plugins.imap_inbox.models import Inbox
 from plugins.imap_inbox.schedule import as_utc
+from plugins.mail.models import Inbox
 
 from . import importer
-from .jobs import queue_import
+from .jobs import queue_import, start_full_import
 from .models import IDLE, KIND_DOMAIN, POLICIES, QUEUED, RUNNING, BlockedEntry, ImportState
 from .rules import parse_block_entry
 
@@ -85,14 +85,13 @@ def set_policy(inbox_id: int):
 @bp.route("/inboxes/<int:inbox_id>/create-users/<any(on, off):switch>", methods=["POST"])
 @admin_required
 def create_users(inbox_id: int, switch: str):
-    from plugins.imap_inbox.service import update_inbox
-
     inbox = _inbox_or_404(inbox_id)
     if switch == "on" and inbox.create_users:
         flash(f"Create users is already on for {inbox.email}.", "info")
     elif switch == "on":
-        # Our inbox_settings_changed listener forgets the watermark and queues the full import.
-        update_inbox(inbox, create_users=True, check=False)
+        inbox.create_users = True
+        db.session.commit()
+        start_full_import(inbox.id)
         state = db.session.get(ImportState, inbox.id)
         # Idle means Redis refused the job; a worker may already have taken it past "queued".
         if state is not None and state.status != IDLE:
@@ -100,7 +99,8 @@ def create_users(inbox_id: int, switch: str):
         else:
             flash(f"Create users is on for {inbox.email}; the import runs after the next sync.", "success")
     else:
-        update_inbox(inbox, create_users=False, check=False)
+        inbox.create_users = False
+        db.session.commit()
         flash(f"Create users is off for {inbox.email}. Contacts already created stay.", "success")
     return redirect(url_for(".settings"))
 

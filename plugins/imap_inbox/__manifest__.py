@@ -2,7 +2,7 @@ MANIFEST = {
     "name": "imap_inbox",
     "version": "0.1.0",
     "description": "Settings > Connected inboxes: sync team mailboxes over IMAP (read-only) onto contact timelines.",
-    "depends": [],
+    "depends": ["mail"],
     "hooks": "plugin",
     "migrations": "migrations",
 }

@@ -11,7 +11,7 @@ from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 
 from .connection import ImapConnectError
-from .models import Inbox
+from .models import ImapInbox
 from .schedule import as_utc
 
 inboxes_cli = AppGroup("inboxes", help="Team mailboxes connected over IMAP.")
@@ -61,8 +61,8 @@ def connect_command(name, host, port, username, password_stdin, owner_email, sec
     echo_json({"id": inbox.id, "name": inbox.name, "status": inbox.status})
 
 
-def _get_inbox(inbox_id: int) -> Inbox:
-    inbox = db.session.get(Inbox, inbox_id)
+def _get_inbox(inbox_id: int) -> ImapInbox:
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         raise _fail(f"No inbox #{inbox_id}.", "See `manage.py inboxes list`.")
     return inbox
@@ -130,7 +130,7 @@ def _sync_now(inbox_id: int, enqueue: bool) -> None:
 def list_command(as_json):
     """Every connected inbox with its sync health (never a password)."""
     rows = []
-    for inbox in db.session.scalars(db.select(Inbox).order_by(Inbox.id)):
+    for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
         rows.append({
             "id": inbox.id,
             "name": inbox.name,

@@ -69,11 +69,11 @@ def decrypt_password(token: bytes) -> str:
 
 def rotate_keys() -> int:
     """Re-encrypt every inbox's password with the current key; returns how many were re-encrypted."""
-    from .models import Inbox
+    from .models import ImapInbox
 
     fernet = _fernet()
     count = 0
-    for inbox in db.session.scalars(db.select(Inbox).order_by(Inbox.id)):
+    for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
         try:
             inbox.password_encrypted = fernet.rotate(bytes(inbox.password_encrypted))
         except InvalidToken as exc:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from imapclient import IMAPClient
 
-from .models import ROLE_INBOX, ROLE_OTHER, ROLE_SENT
+from plugins.mail.models import ROLE_INBOX, ROLE_OTHER, ROLE_SENT
 
 SENT_NAMES = (
     "Sent", "Sent Items", "Sent Messages", "Sent Mail", "Sent Mails", "Sent-Mail", "[Gmail]/Sent Mail",

@@ -21,8 +21,10 @@ from rq.job import Job, JobStatus
 
 from host_app.extensions import db
 from host_app.jobs import app_job, queue, redis_connection
+from plugins.mail import models as mail_models
+from plugins.mail.models import Inbox
 
-from . import models
+from .models import ImapInbox
 from .schedule import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -158,10 +160,10 @@ def _started_job_is_dead(job: Job, inbox_id: int) -> bool:
 
 def _mark_queued(inbox_id: int) -> None:
     db.session.execute(
-        db.update(models.Inbox)
-        .where(models.Inbox.id == inbox_id,
-               models.Inbox.status.in_((models.NEW, models.OK, models.ERROR, models.NEEDS_ATTENTION)))
-        .values(status=models.QUEUED)
+        db.update(Inbox)
+        .where(Inbox.id == inbox_id,
+               Inbox.status.in_((mail_models.NEW, mail_models.OK, mail_models.ERROR, mail_models.NEEDS_ATTENTION)))
+        .values(status=mail_models.QUEUED)
     )
     db.session.commit()
 
@@ -183,26 +185,27 @@ def schedule_due_syncs() -> dict[str, Any]:
     """Enqueue a sync of every enabled inbox whose ``next_sync_at`` has come (recurring, every minute)."""
     from .schedule import next_regular_sync
 
-    Inbox = models.Inbox
     now = utcnow()
     # Enabled inboxes that never got a schedule (e.g. created while Redis was down) are due now.
+    schedulable = db.select(Inbox.id).where(
+        Inbox.enabled.is_(True), Inbox.status.notin_((mail_models.NEEDS_ATTENTION, mail_models.DISABLED)))
     db.session.execute(
-        db.update(Inbox)
-        .where(Inbox.enabled.is_(True), Inbox.next_sync_at.is_(None),
-               Inbox.status.notin_((models.NEEDS_ATTENTION, models.DISABLED)))
+        db.update(ImapInbox)
+        .where(ImapInbox.id.in_(schedulable), ImapInbox.next_sync_at.is_(None))
         .values(next_sync_at=now)
     )
     db.session.commit()
     due = db.session.scalars(
-        db.select(Inbox.id)
-        .where(Inbox.enabled.is_(True), Inbox.next_sync_at <= now,
-               Inbox.status.notin_((models.NEEDS_ATTENTION, models.DISABLED)))
-        .order_by(Inbox.next_sync_at)
+        db.select(ImapInbox.id)
+        .where(ImapInbox.enabled.is_(True), ImapInbox.next_sync_at <= now,
+               ImapInbox.status.notin_((mail_models.NEEDS_ATTENTION, mail_models.DISABLED)))
+        .order_by(ImapInbox.next_sync_at)
     ).all()
     # Inboxes still waiting for a job Redis no longer has (restarted without persistence, flushed): their
     # next_sync_at already moved on, so they are not due. enqueue_sync only puts back a job that is missing.
     waiting = db.session.scalars(
-        db.select(Inbox.id).where(Inbox.enabled.is_(True), Inbox.status == models.QUEUED).order_by(Inbox.id)
+        db.select(Inbox.id).where(Inbox.transport == ImapInbox.__mapper__.polymorphic_identity, Inbox.enabled.is_(True),
+                                  Inbox.status == mail_models.QUEUED).order_by(Inbox.id)
     ).all()
     enqueued = []
     for inbox_id in list(dict.fromkeys([*due, *waiting])):
@@ -210,7 +213,8 @@ def schedule_due_syncs() -> dict[str, Any]:
             enqueued.append(inbox_id)
             # Not due again until its next slot (the job moves it too); were the job lost, "waiting" puts it back.
             db.session.execute(
-                db.update(Inbox).where(Inbox.id == inbox_id).values(next_sync_at=next_regular_sync(inbox_id, now))
+                db.update(ImapInbox).where(ImapInbox.id == inbox_id)
+                .values(next_sync_at=next_regular_sync(inbox_id, now))
             )
             db.session.commit()
     if enqueued:

@@ -21,9 +21,10 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
+from plugins.mail.models import ROLE_SENT
+
 from .fetch import FetchedMessage
 from .headers import dedup_key, parse_headers
-from .models import ROLE_SENT
 from .preview import clean_preview, preview_from_body
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class RowContext:
 
 
 def message_row(context: RowContext, message: FetchedMessage) -> tuple[Row, list[Row]]:
-    """The ``imap_message`` row of one fetched message and its ``imap_message_address`` rows."""
+    """The ``mail_message`` row of one fetched message and its ``mail_message_address`` rows."""
     parsed = parse_headers(message.header, message.internal_date)
     errors = parsed.errors
     if not message.complete:
@@ -92,7 +93,7 @@ def message_row(context: RowContext, message: FetchedMessage) -> tuple[Row, list
     addresses = [
         {"role": role, "email": email, "name": name, "inbox_id": context.inbox_id, "date": date}
         for role, email, name in parsed.addresses
-        # Only here is the direction known; see models.RECIPIENT_ROLES for why incoming Bcc is dropped.
+        # Only here is the direction known; RECIPIENT_ROLES (plugins/mail/models.py) says why incoming Bcc is dropped.
         if outgoing or role != "bcc"
     ]
     return row, addresses

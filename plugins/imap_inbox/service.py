@@ -8,12 +8,14 @@ from typing import Any
 
 from host_app.extensions import db
 from host_app.models import Agent, normalize_email
+from plugins.mail import models as mail_models
+from plugins.mail.models import Folder, Inbox, Message, MessageAddress, SyncRun
 
-from . import events, models
+from . import events
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
-from .models import Folder, Inbox, Message, MessageAddress, SyncRun
+from .models import ImapInbox
 from .schedule import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ class InvalidInboxSettings(ValueError):
         super().__init__(message)
 
 
-def settings_for(inbox: Inbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
+def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
     """Connection settings of a stored inbox (the password decrypted, or ``password`` when given)."""
     from flask import current_app
 
@@ -118,7 +120,8 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
         out["enabled"] = bool(out["enabled"])
     if "host" in out and "username" in out:
         duplicate = db.session.scalar(
-            db.select(Inbox).where(Inbox.host == out["host"], db.func.lower(Inbox.username) == out["username"].lower())
+            db.select(ImapInbox)
+            .where(ImapInbox.host == out["host"], db.func.lower(ImapInbox.username) == out["username"].lower())
         )
         if duplicate is not None and duplicate.id != inbox_id:
             raise InvalidInboxSettings("username", f"This mailbox is already connected as “{duplicate.name}”.")
@@ -139,7 +142,7 @@ def create_inbox(
     extra_folders: Iterable[str] = (),
     email: str | None = None,
     check: bool = True,
-) -> Inbox:
+) -> ImapInbox:
     """Try the login (unless ``check`` is False), save the inbox and enqueue its first sync at once.
 
     Raises InvalidInboxSettings for bad input and ImapConnectError when the login fails.
@@ -153,7 +156,7 @@ def create_inbox(
         values["email"] = normalize_email(values["username"]) if "@" in values["username"] else ""
     if check:
         check_login(_settings_from(values, password))
-    inbox = Inbox(**values, password_encrypted=encrypt_password(password), status=models.QUEUED,
+    inbox = ImapInbox(**values, password_encrypted=encrypt_password(password), status=mail_models.QUEUED,
                   next_sync_at=utcnow(), enabled=True)
     db.session.add(inbox)
     db.session.commit()
@@ -172,7 +175,7 @@ def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
                               timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)))
 
 
-def _email_following_username(inbox: Inbox, fields: dict[str, Any]) -> dict[str, Any]:
+def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` with the inbox's address following a new username, as create_inbox derives it.
 
     Only an address that came from the old username (or none) follows: one the admin chose stays,
@@ -191,7 +194,7 @@ def _email_following_username(inbox: Inbox, fields: dict[str, Any]) -> dict[str,
     return {**fields, "email": new_username}
 
 
-def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = True, **fields: Any) -> Inbox:
+def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True, **fields: Any) -> ImapInbox:
     """Change an inbox. A blank password keeps the stored one.
 
     When connection fields or the password change, the login is tried again
@@ -225,8 +228,8 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
         for folder in inbox.folders:
             folder.uidvalidity = None
     requeue = credentials_changed or "extra_folders" in changed
-    if credentials_changed and inbox.status in (models.NEEDS_ATTENTION, models.ERROR):
-        inbox.status = models.QUEUED
+    if credentials_changed and inbox.status in (mail_models.NEEDS_ATTENTION, mail_models.ERROR):
+        inbox.status = mail_models.QUEUED
         inbox.error = inbox.error_hint = None
         inbox.failures = 0
         inbox.next_sync_at = utcnow()
@@ -240,7 +243,7 @@ def update_inbox(inbox: Inbox, *, password: str | None = None, check: bool = Tru
     return inbox
 
 
-def set_enabled(inbox: Inbox, enabled: bool) -> Inbox:
+def set_enabled(inbox: ImapInbox, enabled: bool) -> ImapInbox:
     """Pause or resume syncing (stored mail stays)."""
     was_enabled = inbox.enabled
     _apply_enabled(inbox, enabled)
@@ -249,15 +252,15 @@ def set_enabled(inbox: Inbox, enabled: bool) -> Inbox:
     return inbox
 
 
-def _apply_enabled(inbox: Inbox, enabled: bool) -> None:
+def _apply_enabled(inbox: ImapInbox, enabled: bool) -> None:
     inbox.enabled = bool(enabled)
     if enabled:
-        inbox.status = models.QUEUED
+        inbox.status = mail_models.QUEUED
         inbox.error = inbox.error_hint = None
         inbox.failures = 0
         inbox.next_sync_at = utcnow()
     else:
-        inbox.status = models.DISABLED
+        inbox.status = mail_models.DISABLED
         inbox.next_sync_at = None
     db.session.commit()
     if enabled:
@@ -268,24 +271,25 @@ def _apply_enabled(inbox: Inbox, enabled: bool) -> None:
 
 def delete_inbox(inbox_id: int) -> bool:
     """Remove the inbox and all its stored mail; returns False when there was no such inbox."""
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         return False
     cancel_queued_sync(inbox_id)
     _delete_stored_mail(inbox_id)
+    # The mail core's rows: the imap_folder and imap_inbox rows extending them go by ON DELETE CASCADE.
     db.session.execute(db.delete(Folder).where(Folder.inbox_id == inbox_id))
     db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
     db.session.execute(db.delete(Inbox).where(Inbox.id == inbox_id))
     db.session.commit()
     # The rows are gone: forget their objects rather than let anyone refresh them.
     for obj in list(db.session.identity_map.values()):
-        if (isinstance(obj, Inbox) and obj.id == inbox_id) or getattr(obj, "inbox_id", None) == inbox_id:
+        if (isinstance(obj, ImapInbox) and obj.id == inbox_id) or getattr(obj, "inbox_id", None) == inbox_id:
             db.session.expunge(obj)
     log.info("inbox %s deleted with its stored mail", inbox_id)
     return True
 
 
-def request_resync(inbox: Inbox, enqueue: bool = True) -> str | None:
+def request_resync(inbox: ImapInbox, enqueue: bool = True) -> str | None:
     """Have the inbox's next sync forget its stored mail first and read the whole mailbox again.
 
     For mail stored by a version that kept less of each message (the Bcc of
@@ -308,7 +312,7 @@ def forget_stored_mail(inbox_id: int) -> int:
     email_received/email_sent do not fire again for it. Returns how many
     messages were forgotten.
     """
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     forgotten = _delete_stored_mail(inbox_id)
     for folder in inbox.folders:
         folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
@@ -329,7 +333,7 @@ def _delete_stored_mail(inbox_id: int) -> int:
     return db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
 
 
-def inbox_status(inbox: Inbox) -> dict[str, Any]:
+def inbox_status(inbox: ImapInbox) -> dict[str, Any]:
     """What the UI shows about an inbox's sync: no password, no secrets."""
     return {
         "id": inbox.id,

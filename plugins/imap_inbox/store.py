@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from host_app.extensions import db
+from plugins.mail.models import Message, MessageAddress
 
-from .models import Message, MessageAddress
 from .uids import uid_array
 
 messages = Message.__table__
@@ -326,7 +326,8 @@ def update_flags(folder_id: int, flags_by_uid: dict[int, str]) -> int:
 def set_direction(folder_id: int, direction: str | None, own_addresses: Iterable[str] = ()) -> None:
     """Re-derive direction after a folder's role changed (Sent: all out; else out only when we sent it).
 
-    Messages that turn incoming lose their Bcc rows, which only outgoing mail keeps (models.RECIPIENT_ROLES).
+    Messages that turn incoming lose their Bcc rows, which only outgoing mail keeps (see RECIPIENT_ROLES in
+    plugins/mail/models.py).
     Messages that turn outgoing cannot get theirs back: their headers are not fetched again.
     """
     if direction is not None:

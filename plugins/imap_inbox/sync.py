@@ -26,7 +26,7 @@ link stops the sync or hides mail.
 
 Events are emitted after each committed batch and once at the end of the run.
 
-An inbox whose mailbox is to be read again (``Inbox.resync_requested``, see
+An inbox whose mailbox is to be read again (``ImapInbox.resync_requested``, see
 ``service.request_resync``) has its stored mail forgotten once the login
 worked, then syncs as the first time, announcing only mail it had not
 announced before.
@@ -47,6 +47,17 @@ from imapclient import exceptions as imap_exceptions
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from host_app.extensions import db
+from plugins.mail.models import (
+    DISABLED,
+    ERROR,
+    NEEDS_ATTENTION,
+    OK,
+    RECIPIENT_ROLES,
+    ROLE_SENT,
+    SYNCING,
+    Inbox,
+    SyncRun,
+)
 
 from . import events, store
 from .connection import ImapConnectError, classify_error, close, connect
@@ -67,18 +78,7 @@ from .fetch import (
     uids_above,
 )
 from .folders import plan_folders
-from .models import (
-    DISABLED,
-    ERROR,
-    NEEDS_ATTENTION,
-    OK,
-    RECIPIENT_ROLES,
-    ROLE_SENT,
-    SYNCING,
-    Folder,
-    Inbox,
-    SyncRun,
-)
+from .models import ImapFolder, ImapInbox
 from .rows import RowBuilder, RowContext
 from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
 from .uids import sorted_difference
@@ -133,7 +133,7 @@ class FolderReport:
 class InboxSync:
     """Syncs the folders of one inbox over one logged-in connection."""
 
-    def __init__(self, inbox: Inbox, *, on_progress: Progress | None = None, lock=None):
+    def __init__(self, inbox: ImapInbox, *, on_progress: Progress | None = None, lock=None):
         config = current_app.config
         self.inbox_id = inbox.id
         self.run_id: int | None = None  # set by begin(), when there is work to do
@@ -202,15 +202,16 @@ class InboxSync:
         _close_interrupted_runs(self.inbox_id)
         run = SyncRun(inbox_id=self.inbox_id, status="running", started_at=self.started_at)
         db.session.add(run)
+        db.session.execute(db.update(Inbox).where(Inbox.id == self.inbox_id).values(status=SYNCING))
         db.session.execute(
-            db.update(Inbox).where(Inbox.id == self.inbox_id)
+            db.update(ImapInbox).where(ImapInbox.id == self.inbox_id)
             # The watchdog: retried if this process dies without a word.
-            .values(status=SYNCING, next_sync_at=utcnow() + timedelta(seconds=WATCHDOG))
+            .values(next_sync_at=utcnow() + timedelta(seconds=WATCHDOG))
         )
         db.session.commit()
         self.run_id = run.id
 
-    def _reconnect(self, folder: Folder) -> None:
+    def _reconnect(self, folder: ImapFolder) -> None:
         """A new connection after the server dropped the last one, back in ``folder`` (read-only)."""
         self.reconnects += 1
         if self.reconnects > MAX_RECONNECTS:
@@ -230,7 +231,8 @@ class InboxSync:
         client = self.client
         self.condstore = has_capability(client, "CONDSTORE")
         self.preview = preview_item(client, self.preview_mode)
-        existing = {f.name: f for f in db.session.scalars(db.select(Folder).where(Folder.inbox_id == self.inbox_id))}
+        folders = db.session.scalars(db.select(ImapFolder).where(ImapFolder.inbox_id == self.inbox_id))
+        existing = {f.name: f for f in folders}
         # STATUS before LIST: on Dovecot a STATUS that follows a LIST in the same session costs up to
         # 150 ms on a 100k folder (bench/README.md), which is most of a no-op sync.
         known_states = {name: state for name in existing if (state := self._status_if_exists(name)) is not None}
@@ -242,14 +244,14 @@ class InboxSync:
                   for folder in folders}
         self.progress_total = sum(state.messages for state in states.values())
         self.progress_done = sum(folder.message_count or 0 for folder in folders)
-        inbox = db.session.get(Inbox, self.inbox_id)
+        inbox = db.session.get(ImapInbox, self.inbox_id)
         if (inbox.progress_total, inbox.progress_done) != (self.progress_total, self.progress_done):
             self.begin()
             self._save_progress()
         for folder in folders:
             self._sync_folder(folder, states[folder.id])
         # Committed with the run's outcome.
-        inbox = db.session.get(Inbox, self.inbox_id)
+        inbox = db.session.get(ImapInbox, self.inbox_id)
         inbox.message_count = sum(folder.message_count or 0 for folder in folders)
         inbox.progress_done = inbox.progress_total = inbox.message_count
 
@@ -262,7 +264,7 @@ class InboxSync:
         except imaplib.IMAP4.error:  # NO: no such folder any more
             return None
 
-    def _folder_rows(self, plan, existing: dict[str, Folder]) -> list[Folder]:
+    def _folder_rows(self, plan, existing: dict[str, ImapFolder]) -> list[ImapFolder]:
         """Folder rows for the plan; rows of folders no longer synced go, with their mail."""
         wanted = {choice.name: choice.role for choice in plan.folders}
         for name, folder in existing.items():
@@ -277,7 +279,7 @@ class InboxSync:
         for choice in plan.folders:
             folder = existing.get(choice.name)
             if folder is None:
-                folder = Folder(inbox_id=self.inbox_id, name=choice.name, role=choice.role, high_uid=0,
+                folder = ImapFolder(inbox_id=self.inbox_id, name=choice.name, role=choice.role, high_uid=0,
                                 initial_done=False, message_count=0)
                 db.session.add(folder)
             elif folder.role != choice.role:
@@ -291,7 +293,7 @@ class InboxSync:
     def _check_alive(self) -> None:
         if self.lock is not None and getattr(self.lock, "lost", False):
             raise SyncAborted("lock_lost")
-        enabled = db.session.execute(db.select(Inbox.enabled).where(Inbox.id == self.inbox_id)).scalar()
+        enabled = db.session.execute(db.select(ImapInbox.enabled).where(ImapInbox.id == self.inbox_id)).scalar()
         if enabled is None:
             raise SyncAborted("deleted")
         if not enabled:
@@ -311,7 +313,7 @@ class InboxSync:
 
     # ------------------------------------------------------------------ one folder
 
-    def _sync_folder(self, folder: Folder, status: FolderState) -> None:
+    def _sync_folder(self, folder: ImapFolder, status: FolderState) -> None:
         client = self.client
         report = self.reports.setdefault(folder.name, FolderReport(folder.name, folder.role))
         if status.uidvalidity is not None and folder.uidvalidity != status.uidvalidity:
@@ -355,7 +357,7 @@ class InboxSync:
         folder.last_synced_at = utcnow()
         db.session.commit()
 
-    def _initial(self, folder: Folder, report: FolderReport) -> None:
+    def _initial(self, folder: ImapFolder, report: FolderReport) -> None:
         server_uids = search_uids(self.client, "ALL")
         stored = store.stored_uids(folder.id)
         gone = sorted_difference(stored, server_uids)
@@ -376,7 +378,7 @@ class InboxSync:
             folder.low_uid = min(folder.low_uid or server_uids[0], server_uids[0])
         db.session.commit()
 
-    def _incremental(self, folder: Folder, selected: FolderState, report: FolderReport) -> None:
+    def _incremental(self, folder: ImapFolder, selected: FolderState, report: FolderReport) -> None:
         client = self.client
         high = folder.high_uid or 0
         new = uids_above(client, high)
@@ -404,7 +406,7 @@ class InboxSync:
 
     # ------------------------------------------------------------------ one batch
 
-    def _store_all(self, folder: Folder, todo: Sequence[int], report: FolderReport, rematching: bool,
+    def _store_all(self, folder: ImapFolder, todo: Sequence[int], report: FolderReport, rematching: bool,
                    initial: bool) -> None:
         """Fetch, build and store ``todo`` batch by batch; the rows of one batch are built while the last is stored."""
         context = RowContext(inbox_id=self.inbox_id, folder_id=folder.id, folder_role=folder.role,
@@ -422,7 +424,7 @@ class InboxSync:
             if previous is not None:
                 self._store_batch(folder, *previous, report, rematching, initial)
 
-    def _fetch_batches(self, folder: Folder, todo: Sequence[int]):
+    def _fetch_batches(self, folder: ImapFolder, todo: Sequence[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
         size = self.batch_size
         batches = [todo[start:start + size] for start in range(0, len(todo), size)]  # slices of an array: compact
@@ -441,7 +443,7 @@ class InboxSync:
             pending = PendingFetch(self.client, batches[index + 1], self.preview) if index + 1 < len(batches) else None
             yield uids, fetched
 
-    def _fetch_isolating(self, folder: Folder, uids: list[int]) -> dict[int, FetchedMessage]:
+    def _fetch_isolating(self, folder: ImapFolder, uids: list[int]) -> dict[int, FetchedMessage]:
         """Fetch ``uids`` (on a fresh connection) in halves until the message that makes the server hang up is alone.
 
         Some servers (Dovecot on an I/O error) answer a FETCH of one broken
@@ -486,7 +488,7 @@ class InboxSync:
                 fetched[uid] = basic
         return fetched
 
-    def _store_batch(self, folder: Folder, uids: list[int], fetched: dict[int, FetchedMessage], building,
+    def _store_batch(self, folder: ImapFolder, uids: list[int], fetched: dict[int, FetchedMessage], building,
                      report: FolderReport, rematching: bool, initial: bool) -> None:
         self._check_alive()
         already = store.existing_uids(folder.id, fetched)
@@ -534,7 +536,7 @@ class InboxSync:
             )
         self._report_progress()
 
-    def _rematch(self, folder: Folder, rows, address_rows, report: FolderReport):
+    def _rematch(self, folder: ImapFolder, rows, address_rows, report: FolderReport):
         """Rows whose message was stored before the UIDVALIDITY change get their new UID instead of a copy.
 
         Matched by dedup key (Message-ID), and among rows sharing one (broken
@@ -600,7 +602,7 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     """
     from .service import forget_stored_mail, settings_for
 
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         return _summary(inbox_id, "not_found")
     if not inbox.enabled:
@@ -641,7 +643,7 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
         return _failed(inbox_id, syncer, error, started)
     except Exception as exc:
         db.session.rollback()
-        if db.session.get(Inbox, inbox_id) is None:  # deleted by someone else mid-sync
+        if db.session.get(ImapInbox, inbox_id) is None:  # deleted by someone else mid-sync
             log.info("inbox %s was deleted during its sync", inbox_id)
             return _summary(inbox_id, "deleted", syncer)
         log.exception("inbox %s: sync failed unexpectedly", inbox_id)
@@ -690,7 +692,7 @@ def _prune_runs(inbox_id: int) -> None:
 
 
 def _succeeded(inbox_id: int, syncer: InboxSync, started: float) -> dict[str, Any]:
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     now = utcnow()
     inbox.status = OK if inbox.enabled else DISABLED
     inbox.error = inbox.error_hint = None
@@ -713,7 +715,7 @@ def _succeeded(inbox_id: int, syncer: InboxSync, started: float) -> dict[str, An
 
 def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: float) -> dict[str, Any]:
     db.session.rollback()  # the batch in flight, if any: nothing half-written
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         return _summary(inbox_id, "deleted", syncer)
     if error.permanent:
@@ -747,7 +749,7 @@ def _aborted(inbox_id: int, syncer: InboxSync, reason: str, started: float) -> d
         error = ImapConnectError("server_error", "The sync lost its lock (Redis unreachable?) and stopped.",
                                  "It resumes where it stopped on the next try.", permanent=False)
         return _failed(inbox_id, syncer, error, started)
-    inbox = db.session.get(Inbox, inbox_id)
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is not None:
         _finish_run(syncer, "failed", f"stopped: inbox {reason}")
         inbox.message_count = store.inbox_message_count(inbox_id)

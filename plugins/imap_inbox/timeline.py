@@ -2,7 +2,7 @@
 
 "Sent to them" is To, Cc or Bcc: a Bcc'd contact sees our e-mail like any recipient ("sent").
 
-Each page is a few keyset queries on ``imap_message_address (email, role,
+Each page is a few keyset queries on ``mail_message_address (email, role,
 date)``: a backwards index range scan that stops after ``limit`` rows, so a
 contact with thousands of messages costs the same as one with ten. The same
 e-mail stored twice (two folders, two inboxes) is shown once (key = dedup key).
@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from host_app.api import TimelineEntry
 from host_app.extensions import db
 from host_app.models import Agent, normalize_email
+from plugins.mail.models import RECIPIENT_ROLES, Message, MessageAddress
 
-from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
+from .models import ImapInbox
 from .schedule import as_utc
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
@@ -75,8 +76,8 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         return []
     messages = db.session.execute(
         sa.select(Message, sa.func.coalesce(Agent.name, DEFAULT_SOURCE))
-        .join(Inbox, Inbox.id == Message.inbox_id)
-        .outerjoin(Agent, Agent.id == Inbox.owner_id)
+        .join(ImapInbox, ImapInbox.id == Message.inbox_id)
+        .outerjoin(Agent, Agent.id == ImapInbox.owner_id)
         .where(Message.id.in_(ids))
     ).all()
     recipients: dict[int, dict[str, list[str]]] = {}

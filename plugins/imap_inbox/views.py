@@ -16,11 +16,12 @@ from wtforms.fields.choices import SelectChoice
 from host_app.auth import admin_required
 from host_app.extensions import db
 from host_app.models import Agent
+from plugins.mail import models as mail_models
 
-from . import connection, models, service
+from . import connection, service
 from .connection import ImapConnectError
 from .forms import DeleteInboxForm, InboxForm, ResyncInboxForm
-from .models import Inbox
+from .models import ImapInbox
 from .presets import get_preset, preset_for_host, presets_data
 
 bp = Blueprint(
@@ -32,17 +33,17 @@ bp = Blueprint(
     static_url_path="/static/imap_inbox",
 )
 
-# What an admin reads in the Status column, per Inbox.status.
+# What an admin reads in the Status column, per ImapInbox.status.
 STATUS_LABELS = {
-    models.NEW: "Waiting for the first sync",
-    models.QUEUED: "Queued, starting soon",
-    models.SYNCING: "Syncing",
-    models.OK: "OK",
-    models.NEEDS_ATTENTION: "Needs attention",
-    models.ERROR: "Temporary error",
-    models.DISABLED: "Disabled",
+    mail_models.NEW: "Waiting for the first sync",
+    mail_models.QUEUED: "Queued, starting soon",
+    mail_models.SYNCING: "Syncing",
+    mail_models.OK: "OK",
+    mail_models.NEEDS_ATTENTION: "Needs attention",
+    mail_models.ERROR: "Temporary error",
+    mail_models.DISABLED: "Disabled",
 }
-ACTIVE_STATUSES = (models.QUEUED, models.SYNCING)
+ACTIVE_STATUSES = (mail_models.QUEUED, mail_models.SYNCING)
 
 # The status JSON carries exactly these keys: progress and health, never settings or secrets.
 STATUS_JSON_KEYS = (
@@ -116,7 +117,7 @@ def absolute_time(value) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
-def public_status(inbox: Inbox) -> dict:
+def public_status(inbox: ImapInbox) -> dict:
     """The inbox's sync status for the list page and its JSON: whitelisted keys, ISO dates."""
     raw = service.inbox_status(inbox)
     status = {key: raw.get(key) for key in STATUS_JSON_KEYS}
@@ -128,8 +129,8 @@ def public_status(inbox: Inbox) -> dict:
     return status
 
 
-def _get_inbox(inbox_id: int) -> Inbox:
-    inbox = db.session.get(Inbox, inbox_id)
+def _get_inbox(inbox_id: int) -> ImapInbox:
+    inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         abort(404)
     return inbox
@@ -169,7 +170,7 @@ def _show_invalid_setting(form: InboxForm, exc: service.InvalidInboxSettings) ->
     field.errors = list(field.errors) + [str(exc)]
 
 
-def _render_form(form: InboxForm, inbox: Inbox | None = None) -> str:
+def _render_form(form: InboxForm, inbox: ImapInbox | None = None) -> str:
     return render_template(
         "imap_inbox/form.html",
         form=form,
@@ -188,13 +189,13 @@ def _render_form(form: InboxForm, inbox: Inbox | None = None) -> str:
 @bp.route("/")
 @admin_required
 def inbox_list():
-    query = db.select(Inbox).options(selectinload(Inbox.owner)).order_by(Inbox.name, Inbox.id)
+    query = db.select(ImapInbox).options(selectinload(ImapInbox.owner)).order_by(ImapInbox.name, ImapInbox.id)
     inboxes = db.session.scalars(query).all()
     rows = [(inbox, public_status(inbox)) for inbox in inboxes]
     return render_template(
         "imap_inbox/list.html",
         rows=rows,
-        needing_attention=[inbox for inbox, s in rows if s["status"] == models.NEEDS_ATTENTION],
+        needing_attention=[inbox for inbox, s in rows if s["status"] == mail_models.NEEDS_ATTENTION],
         form=FlaskForm(),
         status_labels=STATUS_LABELS,
         active_statuses=ACTIVE_STATUSES,
@@ -206,7 +207,7 @@ def inbox_list():
 @bp.route("/status.json")
 @admin_required
 def inbox_status_json():
-    inboxes = db.session.scalars(db.select(Inbox).order_by(Inbox.name, Inbox.id))
+    inboxes = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.name, ImapInbox.id))
     response = jsonify([public_status(inbox) for inbox in inboxes])
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -306,7 +307,7 @@ def inbox_delete(inbox_id: int):
         flash(f"Deleted {name} and the e-mails the CRM stored from it.", "success")
         return redirect(url_for(".inbox_list"))
     stored = db.session.scalar(
-        db.select(db.func.count()).select_from(models.Message).where(models.Message.inbox_id == inbox.id)
+        db.select(db.func.count()).select_from(mail_models.Message).where(mail_models.Message.inbox_id == inbox.id)
     )
     return render_template("imap_inbox/delete.html", inbox=inbox, form=form, stored=stored or 0)
 

@@ -2,7 +2,7 @@ MANIFEST = {
     "name": "reply_condition",
     "version": "0.1.0",
     "description": "The 'IMAP email' automation condition: did the contact respond to one of our e-mails.",
-    "depends": ["imap_inbox"],
+    "depends": ["mail"],
     "hooks": "plugin",
     "migrations": "migrations",
 }

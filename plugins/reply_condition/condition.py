@@ -79,7 +79,7 @@ def inbox_choices() -> list[SelectChoice]:
     if not has_app_context():
         return choices
     from host_app.models import Agent
-    from plugins.imap_inbox.models import Inbox
+    from plugins.mail.models import Inbox
 
     rows = db.session.execute(
         sa.select(Inbox.id, Inbox.email, Inbox.username, Agent.name, Agent.email.label("owner_email"))

@@ -14,7 +14,7 @@ hashed normalized subjects to ``reply_condition_subject``. Then the database
 matches it: per match kind and side, one ``INSERT ... SELECT ... ON CONFLICT DO
 NOTHING RETURNING`` that starts from the batch's id range and follows indexes
 (a reference to our e-mail's ``dedup_key``, a subject key, the recipients of our
-e-mail in ``imap_message_address``). Only the rows these inserts return, the
+e-mail in ``mail_message_address``). Only the rows these inserts return, the
 responses new in this batch, come back to Python; each batch's are handed on
 before the next batch starts, so memory does not grow with the mailbox.
 """
@@ -32,8 +32,8 @@ from sqlalchemy.ext.compiler import compiles
 
 from host_app.extensions import db
 from host_app.sql import member_of
-from plugins.imap_inbox.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 from plugins.imap_inbox.schedule import as_utc
+from plugins.mail.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
 from .subjects import reply_subject_key, subject_key

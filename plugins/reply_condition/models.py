@@ -1,6 +1,6 @@
 """Tables owned by reply_condition: materialized responses and what the matcher needs to find them.
 
-Every row points at ``imap_message`` rows with ``ON DELETE CASCADE``, so when a
+Every row points at ``mail_message`` rows with ``ON DELETE CASCADE``, so when a
 message is expunged (or its inbox removed) the responses it took part in
 vanish with it.
 """
@@ -38,8 +38,8 @@ class Response(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    reply_pk: Mapped[int] = mapped_column(ForeignKey("imap_message.id", ondelete="CASCADE"))
-    our_pk: Mapped[int] = mapped_column(ForeignKey("imap_message.id", ondelete="CASCADE"), index=True)
+    reply_pk: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"))
+    our_pk: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"), index=True)
     contact_email: Mapped[str] = mapped_column(String(320))  # the reply's From, normalized
     our_inbox_id: Mapped[int] = mapped_column(Integer)  # the inbox our e-mail was found in
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -54,7 +54,7 @@ class ReplyReference(db.Model):
 
     __tablename__ = "reply_condition_reference"
 
-    message_pk: Mapped[int] = mapped_column(ForeignKey("imap_message.id", ondelete="CASCADE"), primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"), primary_key=True)
     ref_id: Mapped[str] = mapped_column(String(998), primary_key=True, index=True)
 
 
@@ -66,7 +66,7 @@ class SubjectKey(db.Model):
     # otherwise walk every row of one side instead of starting from the batch.
     __table_args__ = (Index("ix_reply_condition_subject_key_side", "subject_key", "side"),)
 
-    message_pk: Mapped[int] = mapped_column(ForeignKey("imap_message.id", ondelete="CASCADE"), primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"), primary_key=True)
     side: Mapped[str] = mapped_column(String(5))  # "ours" or "reply"
     subject_key: Mapped[str] = mapped_column(String(40))
 
@@ -76,7 +76,7 @@ class Cursor(db.Model):
 
     __tablename__ = "reply_condition_cursor"
 
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("imap_inbox.id", ondelete="CASCADE"), primary_key=True)
+    inbox_id: Mapped[int] = mapped_column(ForeignKey("mail_inbox.id", ondelete="CASCADE"), primary_key=True)
     last_message_pk: Mapped[int] = mapped_column(BigInteger, default=0)
     # {folder id: role} when last looked at. When a folder's role changes the sync rewrites the
     # direction of its stored messages in place, so the inbox is then matched again from scratch.

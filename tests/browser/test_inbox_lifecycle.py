@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from host_app.extensions import db
 from host_app.testing import AGENT_PASSWORD
-from plugins.imap_inbox.models import Inbox
+from plugins.imap_inbox.models import ImapInbox
 from plugins.imap_inbox.testing.mailgen import make_message
 
 from .helpers import AGENT_EMAIL, SYNC_TIMEOUT_MS, connect_inbox, create_contact, inbox_row, log_in, wait_for_sync_ok
@@ -70,7 +70,7 @@ def test_a_password_changed_on_the_server_needs_attention_until_fixed(page, live
     expect(page.locator(".flash-success")).to_contain_text("Saved Support")
     wait_for_sync_ok(inbox_row(page, "Support"), 5)
     with live_server.app.app_context():
-        stored = db.session.scalar(db.select(Inbox)).password_encrypted
+        stored = db.session.scalar(db.select(ImapInbox)).password_encrypted
         assert new_password.encode() not in bytes(stored)
 
 

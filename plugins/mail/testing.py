@@ -1,11 +1,15 @@
-"""Test helpers: rows in imap_inbox's tables written directly, as a sync would store them (no IMAP server needed)."""
+"""Test helpers: inboxes and messages written straight into the mail core's tables, as a sync would store them.
+
+No transport and no server: the inboxes are ``stored`` ones, for plugins that read mail.
+"""
 from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
 
 from host_app.extensions import db
-from plugins.imap_inbox.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
+
+from .models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
 
 Address = str | tuple[str, str]
 START = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
@@ -20,8 +24,7 @@ class MailRows:
 
     def inbox(self, email: str, owner_id: int | None = None, username: str | None = None,
               create_users: bool = False, name: str | None = None) -> Inbox:
-        inbox = Inbox(name=name or f"Admin-only name {email}", email=email, host="127.0.0.1", port=993,
-                      security="ssl", username=username or email, password_encrypted=b"not-a-password",
+        inbox = Inbox(name=name or f"Admin-only name {email}", email=email, username=username or email,
                       owner_id=owner_id, create_users=create_users)
         inbox.folders = [Folder(name="INBOX", role=ROLE_INBOX), Folder(name="Sent", role=ROLE_SENT)]
         db.session.add(inbox)

@@ -1,0 +1,3 @@
+from host_app.migrating import run_env
+
+run_env()
