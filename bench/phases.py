@@ -110,7 +110,7 @@ class RssSampler:
 class ListenerTimer:
     """Times each plugin's ``event_emitted`` listener by wrapping the plugin manager's ``call_each``.
 
-    The sync emits "inbox_synced" and the listeners (contacts_import,
+    The sync emits "mailbox_synced" and the listeners (contacts_import,
     reply_condition) run inside it; this splits their time out of the sync's.
     """
 
@@ -134,8 +134,8 @@ class ListenerTimer:
                     return
                 self.seconds[f"{label}:{item[0]}"] += time.perf_counter() - started
                 if sampler is not None:
-                    # Memory a listener freed is not returned to the OS: after inbox_synced it is not "sync".
-                    sampler.enter("after the listeners" if label == "inbox_synced" else "sync")
+                    # Memory a listener freed is not returned to the OS: after mailbox_synced it is not "sync".
+                    sampler.enter("after the listeners" if label == "mailbox_synced" else "sync")
                 yield item
             yield from iterator
 
@@ -253,7 +253,7 @@ def initial_sync(app: Flask, *, inbox_id: int) -> dict:
     result.update(_message_counts(inbox_id))
     seconds = result["seconds"]
     result["messages_per_second"] = result["stored_messages"] / seconds if seconds else None
-    listeners = sum(v for k, v in result["listener_seconds"].items() if k.startswith("inbox_synced:"))
+    listeners = sum(v for k, v in result["listener_seconds"].items() if k.startswith("mailbox_synced:"))
     result["seconds_until_listeners"] = seconds - listeners
     result["messages_per_second_before_listeners"] = (
         result["stored_messages"] / (seconds - listeners) if seconds > listeners else None)

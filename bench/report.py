@@ -255,7 +255,7 @@ def markdown(results: dict, databases: list[str]) -> str:
 def _rss_steps(steps: dict | None) -> str:
     if not steps:
         return NA
-    return ", ".join(f"{step.removeprefix('listener inbox_synced:')} {mb:,.0f} MB" for step, mb in steps.items())
+    return ", ".join(f"{step.removeprefix('listener mailbox_synced:')} {mb:,.0f} MB" for step, mb in steps.items())
 
 
 def _rss_curve(points: list | None) -> str:
@@ -295,7 +295,7 @@ def _listener_time(data: dict, phase: str) -> str:
     if total is None:
         return NA
     parts = [f"{key.split(':', 1)[1]} {value:,.2f} s" for key, value in (result.get("listener_seconds") or {}).items()
-             if key.startswith("inbox_synced:")]
+             if key.startswith("mailbox_synced:")]
     return f"{_s(total)} ({', '.join(parts)})"
 
 
@@ -303,7 +303,7 @@ def _listeners(data: dict, phase: str) -> float | None:
     found = _get(data, phase, "listener_seconds")
     if not found:
         return None
-    return sum(v for k, v in found.items() if k.startswith("inbox_synced:"))
+    return sum(v for k, v in found.items() if k.startswith("mailbox_synced:"))
 
 
 def write(results: dict, out_dir: Path) -> list[Path]:

@@ -294,7 +294,7 @@ class Bench:
         result.update({k: v for k, v in progress.items() if k not in own})
         marks = result["marks"]  # step -> seconds when it was first reached
         started = marks.get("sync started", 0.0)
-        listeners = [t for what, t in marks.items() if what.startswith("listener inbox_synced:")]
+        listeners = [t for what, t in marks.items() if what.startswith("listener mailbox_synced:")]
         stored = result.get("stored_messages") or 0
         if listeners:
             result["seconds_until_listeners"] = min(listeners) - started

@@ -68,6 +68,19 @@ def recurring_jobs(app):
     """
 
 
+@hookspec(historic=True)
+def add_hookspecs(pluginmanager):
+    """Declare hooks of the plugin's own, for the plugins that depend on it (as pytest's ``pytest_addhooks``).
+
+    Called once for each plugin as it is registered, before the plugins that
+    depend on it. Call ``pluginmanager.add_hookspecs(module)`` with a module of
+    functions marked ``@hookspec`` (:data:`hookspec`); the plugin documents
+    them and calls them, and the plugins implementing them name it in their
+    manifest's ``depends``. The same rules hold as for the host's hooks:
+    keyword arguments, only ever added. Return value is ignored.
+    """
+
+
 @hookspec
 def app_ready(app):
     """Called once when the app is fully built (all plugins registered).

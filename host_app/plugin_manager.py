@@ -131,6 +131,8 @@ class HostPluginManager:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
+        # Historic: replayed for every plugin registered later, so each adds its own hooks as it loads.
+        self.pm.hook.add_hookspecs.call_historic(kwargs={"pluginmanager": self.pm})
         from . import builtin
 
         self.pm.register(builtin, name="host")

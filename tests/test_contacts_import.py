@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from host_app.api import Event
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
@@ -259,17 +258,15 @@ def test_a_contact_created_meanwhile_is_skipped_not_an_error(rows):
 # --------------------------------------------------------------------------- after a sync: incremental
 
 
-def synced(inbox_id: int, app) -> Event:
-    """What imap_inbox tells listeners after a sync committed (called through the hook)."""
-    event = Event(type="inbox_synced", key=f"sync-{inbox_id}", payload={"inbox_id": inbox_id, "new_messages": 1,
-                                                                          "sync_run_id": 1})
-    for plugin, _, error in app.extensions["plugins"].call_each("event_emitted", app=app, event=event):
+def synced(inbox_id: int, app) -> None:
+    """What a transport tells the mail readers after a sync committed (the mail core's mailbox_synced hook)."""
+    for plugin, _, error in app.extensions["plugins"].call_each(
+            "mailbox_synced", app=app, inbox_id=inbox_id, run_id=1, status="ok", new_messages=1, removed_messages=0):
         assert error is None, (plugin, error)
-    return event
 
 
 def test_listener_runs_first_and_only_when_create_users_is_on(rows, app):
-    impls = app.extensions["plugins"].pm.hook.event_emitted.get_hookimpls()
+    impls = app.extensions["plugins"].pm.hook.mailbox_synced.get_hookimpls()
     assert impls[-1].plugin_name == "contacts_import" and impls[-1].tryfirst  # called first
     box = rows.box
     rows.received(box, "first@customer.example")

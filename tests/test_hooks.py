@@ -76,6 +76,36 @@ def test_hook_recurring_jobs(crm_app_factory):
         assert make_scheduler(crm_app_factory(plugins=plugins, disabled=["ticker"])).get_jobs() == []
 
 
+def test_hook_add_hookspecs(crm_app_factory):
+    """A plugin declares a hook of its own; a plugin depending on it implements it, checked against the spec."""
+    declaring = """
+        import types
+        from host_app import hookimpl
+        from host_app.hookspecs import hookspec
+
+        @hookspec
+        def invoice_paid(app, invoice_id):
+            "Called after an invoice was paid."
+
+        @hookimpl
+        def add_hookspecs(pluginmanager):
+            pluginmanager.add_hookspecs(types.SimpleNamespace(invoice_paid=invoice_paid))
+    """
+    listening = """
+        from host_app import hookimpl
+
+        @hookimpl
+        def invoice_paid(invoice_id):
+            return f"thanks for {invoice_id}"
+    """
+    with throwaway_plugin("billing", declaring) as billing, \
+            throwaway_plugin("thanks", listening, depends=["billing"]) as thanks:
+        app = crm_app_factory(plugins={**billing, **thanks})
+        hook = app.extensions["plugins"].hook.invoice_paid
+        assert hook.spec is not None and hook.spec.argnames == ("app", "invoice_id")
+        assert hook(app=app, invoice_id=7) == ["thanks for 7"]
+
+
 def test_hook_app_ready(crm_app_factory):
     source = """
         from host_app import hookimpl

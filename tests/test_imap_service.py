@@ -140,18 +140,17 @@ def test_a_login_name_without_at_keeps_the_address(app, mailbox, owner):
 
 
 class SettingsListener:
-    """A plugin that records imap_inbox's inbox_settings_changed events."""
+    """A plugin that records what imap_inbox tells the mail core's mailbox_settings_changed hook."""
 
     def __init__(self):
         self.payloads: list[dict] = []
 
     @hookimpl
-    def event_emitted(self, event):
-        if event.type == "inbox_settings_changed":
-            self.payloads.append(dict(event.payload))
+    def mailbox_settings_changed(self, inbox_id, changed):
+        self.payloads.append({"inbox_id": inbox_id, "changed": changed})
 
 
-def test_saved_changes_are_announced_by_name_without_values(app, mailbox, owner):
+def test_hook_mailbox_settings_changed__names_the_saved_changes_without_values(app, mailbox, owner):
     inbox_id = connect_inbox(app, mailbox, owner)
     listener = SettingsListener()
     manager = app.extensions["plugins"]

@@ -12,7 +12,6 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from host_app import hookimpl
-from host_app.api import Event
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
@@ -90,7 +89,7 @@ def make_contact(email: str, name: str = "") -> Contact:
 
 
 def synced(*inboxes: Inbox) -> None:
-    """What the inbox_synced listener does after each sync."""
+    """What the mailbox_synced hook does after each sync."""
     for inbox in inboxes:
         process_inbox(inbox.id)
 
@@ -547,9 +546,14 @@ def test_describe_says_what_the_condition_checks(sales):
 # ---------------------------------------------------------------------------- event and automation
 
 
-def _sync_event(inbox: Inbox) -> Event:
-    return Event("inbox_synced", key=f"sync-{inbox.id}", payload={"inbox_id": inbox.id, "new_messages": 1,
-                                                                     "sync_run_id": None})
+def _synced(inbox: Inbox, new: int = 1, removed: int = 0) -> dict:
+    """The arguments of the mail core's ``mailbox_synced`` hook after a sync of ``inbox``."""
+    return {"inbox_id": inbox.id, "run_id": None, "status": "ok", "new_messages": new, "removed_messages": removed}
+
+
+def after_sync(app, inbox: Inbox, new: int = 1) -> None:
+    """Call the mail core's ``mailbox_synced`` hook as a transport does after a sync."""
+    app.extensions["plugins"].hook.mailbox_synced(app=app, **_synced(inbox, new=new))
 
 
 def test_hook_event_types_declares_contact_replied(rc_app):
@@ -576,7 +580,7 @@ def test_contact_replied_runs_an_automation_right_after_the_sync(rc_app, sales, 
             emitted.append(event)
 
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
-    rc_app.extensions["plugins"].hook.event_emitted(app=rc_app, event=_sync_event(sales))
+    after_sync(rc_app, sales)
     assert db.session.get(Contact, bob.id).tags == ["replied"]
     replied = [e for e in emitted if e.type == "contact_replied"]
     assert [(e.key, e.contact_ids) for e in replied] == [(reply.dedup_key, (bob.id,))]
@@ -584,12 +588,11 @@ def test_contact_replied_runs_an_automation_right_after_the_sync(rc_app, sales, 
     assert (run.status, run.event_key) == ("fired", reply.dedup_key)
 
 
-def test_hook_event_emitted__ignores_other_events_and_old_replies(rc_app, sales, bob):
+def test_hook_mailbox_synced__announces_no_old_replies(rc_app, sales, bob):
     from plugins.reply_condition import plugin
 
     offer = our_offer(sales, sent=days_ago(100))
     add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(99), in_reply_to=offer.message_id)
-    plugin.event_emitted(rc_app, Event("contact_created", key="x", contact_ids=(bob.id,)))
     assert not holds(bob)
     found = process_inbox(sales.id)
     assert len(found) == 1 and plugin.announce(found) == 0  # history from a first sync raises no event
@@ -813,22 +816,15 @@ def test_folder_losing_its_sent_role_forgets_the_responses_it_held(sales, bob):
     assert not holds(bob)
 
 
-def _event(inbox: Inbox, new: int, removed: int = 0) -> Event:
-    return Event("inbox_synced", key=f"sync-{inbox.id}-{next(_uids)}",
-                 payload={"inbox_id": inbox.id, "new_messages": new, "removed_messages": removed,
-                          "sync_run_id": None, "status": "ok"})
-
-
 def test_a_sync_that_changed_nothing_costs_two_small_queries(rc_app, sales, bob):
-    from plugins.reply_condition import plugin
 
     offer = our_offer(sales)
     add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to=offer.message_id)
-    plugin.event_emitted(rc_app, _event(sales, new=2))
+    after_sync(rc_app, sales, new=2)
     assert holds(bob)
-    unchanged = _event(sales, new=0)
+    unchanged = _synced(sales, new=0)
     with _statements(db.engine) as statements:
-        plugin.event_emitted(rc_app, unchanged)
+        rc_app.extensions["plugins"].hook.mailbox_synced(app=rc_app, **unchanged)
     assert len(statements) <= 2, statements
     assert all(s.upper().startswith("SELECT") for s in statements), statements
     assert not any("reply_condition_response" in s for s in statements)
@@ -836,29 +832,28 @@ def test_a_sync_that_changed_nothing_costs_two_small_queries(rc_app, sales, bob)
 
 def test_a_sync_that_changed_nothing_still_catches_up(rc_app, sales, bob):
     """The cursor may be behind (an earlier run failed), or a folder changed role: both are matched."""
-    from plugins.reply_condition import plugin
 
-    plugin.event_emitted(rc_app, _event(sales, new=0))  # no cursor yet: a normal run
+    after_sync(rc_app, sales, new=0)  # no cursor yet: a normal run
     offer = our_offer(sales)
     add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(9), in_reply_to=offer.message_id)
-    plugin.event_emitted(rc_app, _event(sales, new=0))
+    after_sync(rc_app, sales, new=0)
     assert holds(bob)
 
     archive = Folder(inbox_id=sales.id, name="Sent Items", role="other")
     db.session.add(archive)
     db.session.commit()
-    plugin.event_emitted(rc_app, _event(sales, new=0))  # a new, empty folder: its role is remembered
+    after_sync(rc_app, sales, new=0)  # a new, empty folder: its role is remembered
     hidden = add_message(sales, from_email="assistant@team.example", to=BOB, subject="Offer B", date=days_ago(10),
                          direction="in")
     db.session.execute(db.update(Message).where(Message.id == hidden.id).values(folder_id=archive.id))
     db.session.commit()
     add_message(sales, from_email=BOB, to=TEAM, subject="Re: B", date=days_ago(9), in_reply_to=hidden.message_id)
-    plugin.event_emitted(rc_app, _event(sales, new=2))
+    after_sync(rc_app, sales, new=2)
     assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 1
     db.session.execute(db.update(Message).where(Message.folder_id == archive.id).values(direction="out"))
     db.session.get(Folder, archive.id).role = ROLE_SENT
     db.session.commit()
-    plugin.event_emitted(rc_app, _event(sales, new=0))  # only the role changed
+    after_sync(rc_app, sales, new=0)  # only the role changed
     assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 2
 
 
@@ -883,7 +878,7 @@ def test_contact_replied_is_announced_batch_by_batch(rc_app, sales, bob, monkeyp
                 announced.append((event.key, cursor))
 
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
-    rc_app.extensions["plugins"].hook.event_emitted(app=rc_app, event=_event(sales, new=6))
+    after_sync(rc_app, sales, new=6)
     assert announced == [(reply.dedup_key, reply.id) for reply in replies]
 
 
@@ -905,17 +900,16 @@ def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sal
                 announced.append((event.key, event.payload["our_message_pks"]))
 
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
-    hook = rc_app.extensions["plugins"].hook
-    hook.event_emitted(app=rc_app, event=_event(sales, new=2))
+    after_sync(rc_app, sales, new=2)
     assert announced == [(reply_id, [first.id])]
 
     # Our second e-mail, synced only now (its Sent copy was out of reach at the first sync).
     add_message(sales, from_email=sales.email, to=BOB, subject="Offer, revised", date=days_ago(2), message_id=ids[1])
-    hook.event_emitted(app=rc_app, event=_event(sales, new=1))
+    after_sync(rc_app, sales, new=1)
     # The same reply, received by the second inbox too.
     add_message(support, from_email=BOB, to=[TEAM, OTHER_TEAM], subject="Re: Offer", date=days_ago(1),
                 message_id=reply_id, in_reply_to=ids[0], references=" ".join(ids))
-    hook.event_emitted(app=rc_app, event=_event(support, new=1))
+    after_sync(rc_app, support, new=1)
 
     assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 4
     assert announced == [(reply.dedup_key, [first.id])]

@@ -1,7 +1,7 @@
 """reply_condition end to end: real Dovecot mailboxes, the real sync, the event, automations, the builder.
 
 Mail is APPENDed over IMAP to INBOX and Sent, the imap_inbox sync stores it
-(jobs.sync_inbox, or an RQ worker), its ``inbox_synced`` event makes
+(jobs.sync_inbox, or an RQ worker), the mail core's ``mailbox_synced`` hook makes
 reply_condition store the responses, and the condition is evaluated as the
 automation engine and the CLI do.
 """

@@ -1,7 +1,7 @@
 """When imports run: right after an inbox sync (Create users on), or queued when an admin switches it on.
 
-Switching on is heard from imap_inbox's ``inbox_settings_changed`` event, so it counts the same from the
-inbox's edit page, the CLI or this plugin's own page (imap_inbox knows nothing of this plugin).
+Both are heard through the mail core's hooks (``mailbox_synced``, ``mailbox_settings_changed``), so a
+switch counts the same from the inbox's edit page or the CLI (whose transport knows nothing of this plugin).
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import logging
 
 from redis.exceptions import RedisError
 
-from host_app.api import Event
 from host_app.extensions import db
 from host_app.jobs import app_job, enqueue
 from plugins.mail.models import Inbox
@@ -19,27 +18,19 @@ from .models import IDLE, QUEUED
 
 log = logging.getLogger(__name__)
 
-INBOX_SYNCED = "inbox_synced"
-INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
-
-
-def on_inbox_synced(event: Event) -> dict | None:
+def on_mailbox_synced(inbox_id: int) -> dict | None:
     """Import the newcomers of a freshly synced inbox whose Create users option is on."""
-    inbox_id = event.payload.get("inbox_id")
-    if inbox_id is None:
-        return None
-    inbox = db.session.get(Inbox, int(inbox_id))
+    inbox = db.session.get(Inbox, inbox_id)
     if inbox is None or not inbox.create_users:
         return None
     return import_inbox(inbox.id)
 
 
-def on_inbox_settings_changed(event: Event) -> bool:
+def on_mailbox_settings_changed(inbox_id: int, changed) -> bool:
     """Create users switched on: read the whole mailbox once. True when a full import was queued."""
-    inbox_id = event.payload.get("inbox_id")
-    if inbox_id is None or "create_users" not in event.payload.get("changed", ()):
+    if "create_users" not in changed:
         return False
-    inbox = db.session.get(Inbox, int(inbox_id))
+    inbox = db.session.get(Inbox, inbox_id)
     if inbox is None or not inbox.create_users:
         return False
     return start_full_import(inbox.id)

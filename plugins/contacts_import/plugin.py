@@ -15,15 +15,19 @@ def contact_providers(app):
 
 
 @hookimpl(tryfirst=True)
-def event_emitted(app, event):
-    """Before other listeners and automations act on a sync, its new correspondents are contacts;
-    switching Create users on (wherever it happens) imports the whole mailbox."""
-    from .jobs import INBOX_SETTINGS_CHANGED, INBOX_SYNCED, on_inbox_settings_changed, on_inbox_synced
+def mailbox_synced(app, inbox_id):
+    """Before the other readers and automations act on a sync, its new correspondents are contacts."""
+    from .jobs import on_mailbox_synced
 
-    if event.type == INBOX_SYNCED:
-        on_inbox_synced(event)
-    elif event.type == INBOX_SETTINGS_CHANGED:
-        on_inbox_settings_changed(event)
+    on_mailbox_synced(inbox_id)
+
+
+@hookimpl
+def mailbox_settings_changed(app, inbox_id, changed):
+    """Create users switched on (wherever it happens): import the whole mailbox."""
+    from .jobs import on_mailbox_settings_changed
+
+    on_mailbox_settings_changed(inbox_id, changed)
 
 
 @hookimpl

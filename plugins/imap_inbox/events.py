@@ -2,20 +2,13 @@
 
 * ``email_received``: per stored batch, the existing contacts who sent new inbound mail.
 * ``email_sent``: per stored batch, the existing contacts new outbound mail was addressed to.
-* ``inbox_synced``: once per sync run (key = the run id), with ``{"inbox_id", "new_messages",
-  "sync_run_id"}``; other plugins (contacts_import, reply_condition) listen to it.
-* ``inbox_settings_changed``: after a change to an inbox is saved (its edit page, disable/enable,
-  another plugin through ``service.update_inbox`` / ``set_enabled``), with ``{"inbox_id", "changed"}``:
-  the sorted names of the settings that changed (``create_users``, ``username``, ``enabled``,
-  ``password`` ..., never a value). contacts_import listens to it to read the whole mailbox again
-  when Create users is switched on.
 
-Events that name no contacts are not automation triggers; ``event_emitted`` listeners get them.
+Other plugins hear about syncs and settings through the mail core's typed hooks
+(``mailbox_synced``, ``mailbox_settings_changed``: plugins/mail/hookspecs.py), not through events.
 """
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,14 +22,10 @@ log = logging.getLogger(__name__)
 
 EMAIL_RECEIVED = "email_received"
 EMAIL_SENT = "email_sent"
-INBOX_SYNCED = "inbox_synced"
-INBOX_SETTINGS_CHANGED = "inbox_settings_changed"
 
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
     EventType(EMAIL_SENT, "E-mail sent to a contact (IMAP inbox)"),
-    EventType(INBOX_SYNCED, "Connected inbox synced", trigger=False),  # names no contacts
-    EventType(INBOX_SETTINGS_CHANGED, "Connected inbox settings changed", trigger=False),
 ]
 
 
@@ -66,22 +55,3 @@ def emit_new_mail(*, inbox_id: int, folder_id: int, batch_key: str, senders: Ite
     if sent:
         _emit(EMAIL_SENT, f"imap:{batch_key}:out", sent,
               {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial})
-
-
-def emit_inbox_synced(*, inbox_id: int, sync_run_id: int, new_messages: int, removed_messages: int,
-                      status: str) -> None:
-    _emit(INBOX_SYNCED, str(sync_run_id), (), {
-        "inbox_id": inbox_id,
-        "new_messages": new_messages,
-        "sync_run_id": sync_run_id,
-        "removed_messages": removed_messages,
-        "status": status,
-    })
-
-
-def emit_inbox_settings_changed(*, inbox_id: int, changed: Iterable[str]) -> None:
-    # Every save is its own occurrence, even when the same setting flips back and forth.
-    _emit(INBOX_SETTINGS_CHANGED, f"{inbox_id}:{uuid.uuid4().hex}", (), {
-        "inbox_id": inbox_id,
-        "changed": sorted(changed),
-    })

@@ -9,9 +9,9 @@ from typing import Any
 from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 from plugins.mail import models as mail_models
+from plugins.mail import notify
 from plugins.mail.models import Folder, Inbox, Message, MessageAddress, SyncRun
 
-from . import events
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
@@ -201,7 +201,7 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     (unless ``check`` is False); an inbox that needed attention is queued and
     synced again. A new username that is an address becomes the inbox's
     address too when that address came from the old username. Once saved, the
-    ``inbox_settings_changed`` event names what changed (see events.py).
+    mail core's ``mailbox_settings_changed`` hook names what changed.
     """
     unknown = set(fields) - set(EDITABLE_FIELDS)
     if unknown:
@@ -239,7 +239,7 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     elif requeue and inbox.enabled:
         enqueue_sync(inbox.id)
     if changed:
-        events.emit_inbox_settings_changed(inbox_id=inbox.id, changed=changed)
+        notify.mailbox_settings_changed(inbox_id=inbox.id, changed=changed)
     return inbox
 
 
@@ -248,7 +248,7 @@ def set_enabled(inbox: ImapInbox, enabled: bool) -> ImapInbox:
     was_enabled = inbox.enabled
     _apply_enabled(inbox, enabled)
     if was_enabled != inbox.enabled:
-        events.emit_inbox_settings_changed(inbox_id=inbox.id, changed={"enabled"})
+        notify.mailbox_settings_changed(inbox_id=inbox.id, changed={"enabled"})
     return inbox
 
 

@@ -47,6 +47,7 @@ from imapclient import exceptions as imap_exceptions
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from host_app.extensions import db
+from plugins.mail import notify
 from plugins.mail.models import (
     DISABLED,
     ERROR,
@@ -705,8 +706,8 @@ def _succeeded(inbox_id: int, syncer: InboxSync, started: float) -> dict[str, An
     run_id = _finish_run(syncer, "ok")
     _prune_runs(inbox_id)
     db.session.commit()
-    events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
-                             removed_messages=syncer.removed_messages, status="ok")
+    notify.mailbox_synced(inbox_id=inbox_id, run_id=run_id, status="ok", new_messages=syncer.new_messages,
+                          removed_messages=syncer.removed_messages)
     log.info("inbox %s synced: %s new, %s removed, %s updated in %.1fs", inbox_id, syncer.new_messages,
              syncer.removed_messages, syncer.updated_messages, time.monotonic() - started)
     return _summary(inbox_id, "ok", syncer, message_count=inbox.message_count,
@@ -735,9 +736,9 @@ def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: 
     db.session.commit()
     log.warning("inbox %s: sync failed (%s): %s", inbox_id, error.kind, error.message)
     if syncer.new_messages or syncer.removed_messages:
-        # What was committed before the failure is there for listeners to see.
-        events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
-                                 removed_messages=syncer.removed_messages, status="failed")
+        # What was committed before the failure is there for the readers to see.
+        notify.mailbox_synced(inbox_id=inbox_id, run_id=run_id, status="failed", new_messages=syncer.new_messages,
+                              removed_messages=syncer.removed_messages)
     return _summary(inbox_id, status, syncer, error=error.message, error_kind=error.kind,
                     hint=error.hint, retry_at=as_utc(inbox.next_sync_at).isoformat() if inbox.next_sync_at else None,
                     seconds=round(time.monotonic() - started, 3))

@@ -1,6 +1,6 @@
 """Finds responses among newly synced messages and stores them in ``reply_condition_response``.
 
-Runs after every sync of an inbox (the ``inbox_synced`` event) on the messages
+Runs after every sync of an inbox (the mail core's ``mailbox_synced`` hook) on the messages
 the inbox gained since the last run, in both directions, because INBOX and Sent
 sync in either order and replies arrive in any connected inbox:
 

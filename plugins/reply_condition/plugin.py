@@ -21,7 +21,6 @@ from .matcher import NewResponse, match_batches, nothing_to_match, rebuild
 
 log = logging.getLogger(__name__)
 
-INBOX_SYNCED = "inbox_synced"
 CONTACT_REPLIED = "contact_replied"
 # Replies older than this when first seen (a first sync's history) raise no event; see the docs.
 DEFAULT_EVENT_MAX_AGE_DAYS = 14
@@ -38,19 +37,14 @@ def automation_conditions(app):
 
 
 @hookimpl
-def event_emitted(app, event):
+def mailbox_synced(app, inbox_id, run_id, new_messages, removed_messages):
     """After each sync, store the responses it brought and announce them."""
-    if event.type != INBOX_SYNCED or "inbox_id" not in event.payload:
-        return
-    payload = event.payload
-    inbox_id = int(payload["inbox_id"])
     # Most syncs bring nothing; they should cost a query or two here, not a matching run.
-    unchanged = payload.get("new_messages") == 0 and payload.get("removed_messages") == 0
-    if unchanged and nothing_to_match(inbox_id):
+    if new_messages == 0 and removed_messages == 0 and nothing_to_match(inbox_id):
         return
     # Announced batch by batch: a first sync's backlog is never held in memory at once.
     for found in match_batches(inbox_id):
-        announce(found, sync_run_id=payload.get("sync_run_id"))
+        announce(found, sync_run_id=run_id)
 
 
 def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
