@@ -47,7 +47,7 @@ def default_config(app: Flask) -> dict:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, extensions, plugins, blueprints."""
-    from . import auth, automations, cli, contacts, settings, views
+    from . import auth, automations, cli, contacts, schema_guard, settings, views
     from .extensions import csrf, db, login_manager
     from .instance import instance_secret
     from .plugin_manager import HostPluginManager, discover
@@ -91,6 +91,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         for bp in blueprints if isinstance(blueprints, list | tuple) else [blueprints]:
             app.register_blueprint(bp)
     hook.register_commands(cli=app.cli, app=app)
+    schema_guard.check_commands(app)
+    schema_guard.check_requests(app)
     hook.app_ready(app=app)
     return app
 
