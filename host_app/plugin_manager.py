@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import logging
 import traceback
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -81,6 +82,12 @@ class PluginInfo:
 def discover() -> dict[str, str]:
     """Return ``{plugin name: package module name}`` for every installed plugin."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def disabled_at_start(saved: dict[str, bool], forced_off: Iterable[str], forced_on: Iterable[str]) -> set[str]:
+    """The plugins a process starting now leaves off: the choice saved in the database, then the environment,
+    which wins over it."""
+    return ({name for name, enabled in saved.items() if not enabled} | set(forced_off)) - set(forced_on)
 
 
 def _read_manifest(info: PluginInfo) -> None:
@@ -181,6 +188,16 @@ class HostPluginManager:
             if not other.loaded:
                 return f"depends on {dep}, which is not loaded"
         return None
+
+    def needed_by(self, name: str, enabled: set[str]) -> list[str]:
+        """The plugins in ``enabled`` that depend on ``name``, directly or through another: they stop with it."""
+        stopping = {name}
+        while True:
+            more = {other for other in enabled - stopping
+                    if other in self.plugins and stopping & set(self.plugins[other].depends)}
+            if not more:
+                return sorted(stopping - {name})
+            stopping |= more
 
     def loaded(self) -> list[PluginInfo]:
         """Loaded plugins in load (dependency) order."""

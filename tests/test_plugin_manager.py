@@ -116,6 +116,71 @@ def test_plugins_page_toggles(admin_client, app):
         assert saved_states() == {"contacts_import": False}
 
 
+NEEDED = ("imap_inbox is needed by contacts_import, reply_condition: disabling imap_inbox also stops "
+          "contacts_import, reply_condition at the next restart.")
+
+
+def _csrf_token(page: str) -> str:
+    return page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+
+
+def test_disabling_a_plugin_others_need_asks_first_then_shows_what_waits_for_a_restart(crm_app_factory):
+    from host_app.settings import saved_states
+    from host_app.testing import ADMIN_PASSWORD, make_agent
+
+    app = crm_app_factory(WTF_CSRF_ENABLED=True)
+    make_agent(app, "admin@team.example", ADMIN_PASSWORD, admin=True)
+    client = app.test_client()
+    token = _csrf_token(client.get("/login").get_data(as_text=True))
+    client.post("/login", data={"email": "admin@team.example", "password": ADMIN_PASSWORD, "csrf_token": token})
+    page = client.get("/settings/plugins").get_data(as_text=True)
+    assert "Waiting for" not in page
+
+    asked = client.post("/settings/plugins/imap_inbox/disable", data={"csrf_token": _csrf_token(page)})
+    question = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and f"{NEEDED} Disable anyway?" in question
+    with app.app_context():
+        assert saved_states() == {}
+
+    done = client.post("/settings/plugins/imap_inbox/disable",
+                       data={"csrf_token": _csrf_token(question), "confirmed": "yes"}, follow_redirects=True)
+    page = done.get_data(as_text=True)
+    assert "Plugin imap_inbox disabled" in page
+    with app.app_context():
+        assert saved_states() == {"imap_inbox": False}
+    assert "Waiting for restart: disabled" in page
+    assert page.count("Waiting for restart: stops, needs imap_inbox") == 2
+    assert ("Waiting for a restart:\n  contacts_import (stops, needs imap_inbox); imap_inbox (disabled); "
+            "reply_condition (stops, needs imap_inbox).") in page
+
+    # A plugin nobody needs goes without a question; a restart ends the wait.
+    token = _csrf_token(page)
+    client.post("/settings/plugins/imap_inbox/enable", data={"csrf_token": token})
+    client.post("/settings/plugins/reply_condition/disable", data={"csrf_token": token})
+    with app.app_context():
+        assert saved_states() == {"imap_inbox": True, "reply_condition": False}
+    restarted = crm_app_factory()
+    make_agent(restarted, "root@team.example", ADMIN_PASSWORD, admin=True)
+    fresh = restarted.test_client()
+    fresh.post("/login", data={"email": "root@team.example", "password": ADMIN_PASSWORD})
+    assert "Waiting for" not in fresh.get("/settings/plugins").get_data(as_text=True)
+
+
+def test_cli_refuses_to_disable_a_plugin_others_need_without_yes(runner, app):
+    from host_app.settings import saved_states
+
+    refused = runner.invoke(args=["plugins", "disable", "imap_inbox"])
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: {NEEDED} Disable anyway: run again with --yes.\n"
+    with app.app_context():
+        assert saved_states() == {}
+    assert runner.invoke(args=["plugins", "disable", "imap_inbox", "--yes"]).exit_code == 0
+    # Once the plugins that need it are off, nothing else stops with it.
+    assert runner.invoke(args=["plugins", "disable", "contacts_import"]).exit_code == 0
+    with app.app_context():
+        assert saved_states() == {"imap_inbox": False, "contacts_import": False}
+
+
 def test_environment_variable_disables(monkeypatch, tmp_path):
     monkeypatch.setenv("CRM_DISABLED_PLUGINS", "imap_inbox, contacts_import")
     monkeypatch.setenv("CRM_SECRET_KEY", "x")
