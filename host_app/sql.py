@@ -1,12 +1,45 @@
-"""Query helpers for the host and its plugins, for SQL that SQLite and PostgreSQL spell differently."""
+"""Column types and query helpers for the host and its plugins, where SQLite and PostgreSQL differ."""
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
 from .extensions import db
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A point in time, stored as ``DateTime(timezone=True)`` and always read back as an aware UTC datetime.
+
+    SQLite keeps no time zone and hands back naive values (which are UTC);
+    PostgreSQL hands back the session's time zone. Both come out in UTC here,
+    so no caller compares naive with aware. A naive datetime going in is
+    refused with ``ValueError``: it could mean local time as well as UTC, so
+    the caller must say (``datetime.now(UTC)``, ``value.replace(tzinfo=UTC)``).
+    Aware values in another zone are stored as the same instant in UTC (SQLite
+    would otherwise drop the offset). Raw SQL that bypasses this type still
+    reads naive values on SQLite.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} for a UTCDateTime column: give it a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def member_of(column, values: Iterable) -> sa.ColumnElement[bool]:

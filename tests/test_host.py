@@ -197,3 +197,24 @@ def test_member_of_is_one_parameter_for_any_number_of_values(app):
         assert sorted(db.session.scalars(db.select(Contact.id).where(member_of(Contact.id, ids[1:])))) == ids[1:]
         statement = db.select(Contact.id).where(member_of(Contact.email, wanted))
         assert len(statement.compile(db.engine).params) == 1  # not one per value
+
+
+def test_utc_datetime_reads_back_aware_utc_and_refuses_naive_times(app):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+
+    paris = datetime(2024, 3, 1, 11, 30, tzinfo=timezone(timedelta(hours=1)))
+    with app.app_context():
+        db.session.add(Contact(email="when@example.org", created_at=paris))
+        db.session.commit()
+        db.session.expire_all()
+        stored = db.session.scalar(db.select(Contact.created_at))
+        assert stored == paris and stored.tzinfo is UTC and stored.hour == 10
+        # Core queries and comparisons go through the type as well.
+        assert db.session.scalar(sa.select(Contact.__table__.c.created_at)).tzinfo is UTC
+        assert db.session.scalar(db.select(Contact.id).where(Contact.created_at < paris + timedelta(seconds=1)))
+        db.session.add(Contact(email="naive@example.org", created_at=datetime(2024, 3, 1, 10, 30)))
+        with pytest.raises(sa.exc.StatementError, match="naive datetime 2024-03-01T10:30:00"):
+            db.session.commit()
+        db.session.rollback()

@@ -14,7 +14,7 @@ from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
 from .models import Folder, Inbox, Message, MessageAddress, SyncRun
-from .schedule import as_utc, utcnow
+from .schedule import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -346,5 +346,4 @@ def inbox_status(inbox: Inbox) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
     return value.isoformat() if value is not None else None

@@ -80,7 +80,7 @@ from .models import (
     SyncRun,
 )
 from .rows import RowBuilder, RowContext
-from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
+from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
 from .uids import sorted_difference
 
 log = logging.getLogger(__name__)
@@ -567,7 +567,7 @@ def _best_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[s
         if not (same_subject or same_size):
             continue
         score = (same_subject + same_size) * 2 + (candidate["from_email"] == row["from_email"]) \
-            + (as_utc(candidate["date"]) == as_utc(row["date"]))
+            + (candidate["date"] == row["date"])
         if score > best_score:
             best, best_score = candidate, score
     return best
@@ -737,7 +737,7 @@ def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: 
         events.emit_inbox_synced(inbox_id=inbox_id, sync_run_id=run_id, new_messages=syncer.new_messages,
                                  removed_messages=syncer.removed_messages, status="failed")
     return _summary(inbox_id, status, syncer, error=error.message, error_kind=error.kind,
-                    hint=error.hint, retry_at=as_utc(inbox.next_sync_at).isoformat() if inbox.next_sync_at else None,
+                    hint=error.hint, retry_at=inbox.next_sync_at.isoformat() if inbox.next_sync_at else None,
                     seconds=round(time.monotonic() - started, 3))
 
 

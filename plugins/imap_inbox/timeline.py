@@ -19,7 +19,6 @@ from host_app.extensions import db
 from host_app.models import Agent, normalize_email
 
 from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
-from .schedule import as_utc
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
 ROLES = (("from", "in"), *((role, "out") for role in RECIPIENT_ROLES))
@@ -50,7 +49,7 @@ def message_ids_for(email: str, before: datetime | None, limit: int) -> list[int
             page = _page(email, role, direction, before, fetch)
             rows.extend(page)
             exhausted &= len(page) < fetch
-        rows.sort(key=lambda r: (as_utc(r[2]), r[0]), reverse=True)
+        rows.sort(key=lambda r: (r[2], r[0]), reverse=True)
         chosen: dict[str, int] = {}
         for message_pk, key, _ in rows:
             chosen.setdefault(key, message_pk)
@@ -65,11 +64,6 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
     email = normalize_email(contact.email)
     if not email or limit <= 0:
         return []
-    if before is not None:
-        # Stored dates are UTC (naive on SQLite): compare like with like.
-        before = as_utc(before)
-        if db.engine.dialect.name == "sqlite":
-            before = before.replace(tzinfo=None)
     ids = message_ids_for(email, before, limit)
     if not ids:
         return []
@@ -91,7 +85,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         to = recipients.get(message.id, {})
         summary = (message.preview or "")[:SUMMARY_LENGTH]
         entries.append(TimelineEntry(
-            date=as_utc(message.date),
+            date=message.date,
             kind="email",
             title=message.subject or "(no subject)",
             key=message.dedup_key,

@@ -33,7 +33,6 @@ from sqlalchemy.ext.compiler import compiles
 from host_app.extensions import db
 from host_app.sql import member_of
 from plugins.imap_inbox.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
-from plugins.imap_inbox.schedule import as_utc
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
 from .subjects import reply_subject_key, subject_key
@@ -510,7 +509,7 @@ def _match(inbox_id: int, last: int, high: int) -> list[NewResponse]:
                     reply_key=row.reply_key,
                     reply_inbox_id=row.reply_inbox_id,
                     our_inbox_id=row.our_inbox_id,
-                    replied_at=as_utc(row.replied_at),
+                    replied_at=row.replied_at,
                     matched_by=row.matched_by,
                 )
             )
