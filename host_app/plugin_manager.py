@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -217,6 +218,18 @@ class HostPluginManager:
                 yield impl.plugin_name, None, exc
             else:
                 yield impl.plugin_name, result, None
+
+    def collect_by_key(self, hook_name: str, **kwargs) -> dict[str, Any]:
+        """Call a hook whose answers are lists of items with a ``key``; return ``{key: item}``.
+
+        When two plugins offer the same key, the first in pluggy's call order
+        wins and the other's item is left out.
+        """
+        found: dict[str, Any] = {}
+        for result in getattr(self.pm.hook, hook_name)(**kwargs):
+            for item in result or []:
+                found.setdefault(item.key, item)
+        return found
 
     def is_loaded(self, name: str) -> bool:
         info = self.plugins.get(name)

@@ -327,3 +327,23 @@ def test_every_owner_s_migrations_build_exactly_its_models(app):
                 "include_object": own, "compare_type": True, "version_table": owner.version_table})
             differences = compare_metadata(context, db.metadata)
             assert differences == [], f"{owner.name}: models and migrations differ: {differences}"
+
+
+def test_collect_by_key_keeps_the_first_plugin_s_item_for_a_key(crm_app_factory):
+    template = """
+        from host_app import hookimpl
+        from host_app.api import EventType
+        @hookimpl
+        def event_types(app):
+            return [EventType("shared", "{name}'s"), EventType("{name}_only", "{name}'s own")]
+    """
+    with throwaway_plugin("north", template.format(name="north")) as north, \
+            throwaway_plugin("south", template.format(name="south")) as south:
+        app = crm_app_factory(plugins={**north, **south})
+        manager = app.extensions["plugins"]
+        with app.app_context():
+            found = manager.collect_by_key("event_types", app=app)
+        first = next(plugin for plugin, result, _ in manager.call_each("event_types", app=app) if result)
+        assert found["shared"].label == f"{first}'s"
+        assert found["north_only"].label == "north's own" and found["south_only"].label == "south's own"
+        assert "contact_created" in found  # the host's types as well

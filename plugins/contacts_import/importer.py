@@ -82,11 +82,7 @@ def _timestamp(value: datetime | None) -> float:
 
 def providers() -> dict[str, ContactProvider]:
     """Every contact provider of the loaded plugins, by key."""
-    found: dict[str, ContactProvider] = {}
-    for result in current_app.extensions["plugins"].hook.contact_providers(app=current_app):
-        for provider in result or []:
-            found.setdefault(provider.key, provider)
-    return found
+    return current_app.extensions["plugins"].collect_by_key("contact_providers", app=current_app)
 
 
 def mailbox_provider() -> ContactProvider:
