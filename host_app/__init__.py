@@ -47,7 +47,7 @@ def default_config(app: Flask) -> dict:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, extensions, plugins, blueprints."""
-    from . import auth, automations, cli, contacts, settings, views
+    from . import auth, automations, cli, contacts, schema_guard, settings, views
     from .extensions import csrf, db, login_manager
     from .instance import instance_secret
     from .plugin_manager import HostPluginManager, discover
@@ -91,6 +91,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         for bp in blueprints if isinstance(blueprints, list | tuple) else [blueprints]:
             app.register_blueprint(bp)
     hook.register_commands(cli=app.cli, app=app)
+    schema_guard.check_commands(app)
+    schema_guard.check_requests(app)
     hook.app_ready(app=app)
     return app
 
@@ -108,20 +110,17 @@ def _enforce_sqlite_foreign_keys(engine) -> None:
 
 
 def _disabled_plugins(app: Flask, available: dict[str, str]) -> set[str]:
-    """Configuration first (environment), then what was saved with ``plugins enable|disable``."""
+    """What was saved with ``plugins enable|disable``, then the environment, which wins."""
     from .extensions import db
-    from .models import PluginState
+    from .plugin_manager import disabled_at_start
+    from .settings import saved_states
 
-    disabled: set[str] = set()
+    saved: dict[str, bool] = {}
     try:
-        for row in db.session.scalars(db.select(PluginState)):
-            if not row.enabled:
-                disabled.add(row.name)
+        saved = saved_states()
     except SQLAlchemyError:
         # No database yet (before the first `db upgrade`): every plugin is on.
         db.session.rollback()
     finally:
         db.session.remove()
-    disabled |= set(app.config["DISABLED_PLUGINS"])
-    disabled -= set(app.config["ENABLED_PLUGINS"])
-    return disabled
+    return disabled_at_start(saved, app.config["DISABLED_PLUGINS"], app.config["ENABLED_PLUGINS"])

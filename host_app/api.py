@@ -1,4 +1,4 @@
-"""Value types exchanged between the host and its plugins (see hookspecs.py)."""
+"""Value types exchanged between the host and its plugins (see hookspecs.py), and the column type of their times."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from wtforms import Form
+
+from .sql import UTCDateTime as UTCDateTime
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,20 +16,12 @@ log = logging.getLogger(__name__)
 
 def conditions() -> dict[str, Condition]:
     """Conditions offered by loaded plugins, by key (the first plugin to claim a key wins)."""
-    found: dict[str, Condition] = {}
-    for result in current_app.extensions["plugins"].hook.automation_conditions(app=current_app):
-        for condition in result or []:
-            found.setdefault(condition.key, condition)
-    return found
+    return current_app.extensions["plugins"].collect_by_key("automation_conditions", app=current_app)
 
 
 def actions() -> dict[str, Action]:
     """Actions offered by loaded plugins, by key."""
-    found: dict[str, Action] = {}
-    for result in current_app.extensions["plugins"].hook.automation_actions(app=current_app):
-        for action in result or []:
-            found.setdefault(action.key, action)
-    return found
+    return current_app.extensions["plugins"].collect_by_key("automation_actions", app=current_app)
 
 
 class RuleUnavailable(Exception):

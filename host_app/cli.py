@@ -111,8 +111,14 @@ def plugins_enable(name):
 
 @plugins_cli.command("disable")
 @click.argument("name")
-def plugins_disable(name):
+@click.option("--yes", is_flag=True, help="Also when other enabled plugins need NAME (they stop too).")
+def plugins_disable(name, yes):
     """Disable plugin NAME; its data stays."""
+    from .settings import needed_by_warning, stopped_with
+
+    dependents = stopped_with(name) if name in current_app.extensions["plugins"].plugins else []
+    if dependents and not yes:
+        raise click.ClickException(f"{needed_by_warning(name, dependents)} Disable anyway: run again with --yes.")
     _toggle(name, False)
 
 

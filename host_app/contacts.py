@@ -1,7 +1,7 @@
 """Contacts: list with search and paging, a contact page with its merged timeline."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import login_required
@@ -121,6 +121,8 @@ def contact_detail(contact_id: int):
     if request.args.get("before"):
         try:
             before = datetime.fromisoformat(request.args["before"])
+            if before.tzinfo is None:  # plugins get aware times; the timeline's own links are always UTC
+                before = before.replace(tzinfo=UTC)
         except ValueError:
             abort(400, "The 'before' parameter must be an ISO 8601 date.")
     limit = current_app.config["TIMELINE_PER_PAGE"]

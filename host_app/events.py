@@ -14,11 +14,7 @@ log = logging.getLogger(__name__)
 
 def event_types() -> dict[str, EventType]:
     """Every event type declared by a loaded plugin (or the host), by key."""
-    found: dict[str, EventType] = {}
-    for result in current_app.extensions["plugins"].hook.event_types(app=current_app):
-        for event_type in result or []:
-            found.setdefault(event_type.key, event_type)
-    return found
+    return current_app.extensions["plugins"].collect_by_key("event_types", app=current_app)
 
 
 def emit(type: str, key: str, contact_ids: Iterable[int] = (), payload: dict[str, Any] | None = None) -> Event:

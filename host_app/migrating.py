@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from flask import Flask
 
 from .extensions import db
+from .sql import UTCDateTime
 
 HOST = "host"
 HOST_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -150,6 +151,7 @@ def run_env() -> None:
                 include_object=include_object,
                 render_as_batch=sqlite,
                 compare_type=True,
+                render_item=_render_item,
             )
             with context.begin_transaction():
                 before = context.get_context().get_current_revision()
@@ -161,6 +163,13 @@ def run_env() -> None:
             if sqlite:
                 connection.rollback()
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+
+def _render_item(type_: str, obj, autogen_context):
+    # A revision states the schema, which UTCDateTime leaves a plain DateTime: no import of the host in revisions.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def _check_foreign_keys(connection, owner: MigrationOwner) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
+from .sql import UTCDateTime
 
 
 def utcnow() -> datetime:
@@ -31,7 +32,7 @@ class Agent(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(300))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive agents
@@ -61,7 +62,7 @@ class Contact(db.Model):
     source: Mapped[str] = mapped_column(String(200), default="manual")
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"), index=True)
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     owner: Mapped[Agent | None] = relationship()
     tag_rows: Mapped[list[ContactTag]] = relationship(
@@ -122,7 +123,7 @@ class AutomationRule(db.Model):
     conditions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     actions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AutomationRun(db.Model):
@@ -144,7 +145,7 @@ class AutomationRun(db.Model):
     event_key: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20))  # fired | not_matched | failed
     detail: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     rule: Mapped[AutomationRule] = relationship()
     contact: Mapped[Contact] = relationship()
@@ -157,4 +158,4 @@ class PluginState(db.Model):
 
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     enabled: Mapped[bool] = mapped_column(Boolean)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

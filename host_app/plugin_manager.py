@@ -18,9 +18,11 @@ import dataclasses
 import importlib
 import logging
 import traceback
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -81,6 +83,12 @@ class PluginInfo:
 def discover() -> dict[str, str]:
     """Return ``{plugin name: package module name}`` for every installed plugin."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def disabled_at_start(saved: dict[str, bool], forced_off: Iterable[str], forced_on: Iterable[str]) -> set[str]:
+    """The plugins a process starting now leaves off: the choice saved in the database, then the environment,
+    which wins over it."""
+    return ({name for name, enabled in saved.items() if not enabled} | set(forced_off)) - set(forced_on)
 
 
 def _read_manifest(info: PluginInfo) -> None:
@@ -184,6 +192,16 @@ class HostPluginManager:
                 return f"depends on {dep}, which is not loaded"
         return None
 
+    def needed_by(self, name: str, enabled: set[str]) -> list[str]:
+        """The plugins in ``enabled`` that depend on ``name``, directly or through another: they stop with it."""
+        stopping = {name}
+        while True:
+            more = {other for other in enabled - stopping
+                    if other in self.plugins and stopping & set(self.plugins[other].depends)}
+            if not more:
+                return sorted(stopping - {name})
+            stopping |= more
+
     def loaded(self) -> list[PluginInfo]:
         """Loaded plugins in load (dependency) order."""
         return [self.plugins[name] for name in self.load_order]
@@ -202,6 +220,18 @@ class HostPluginManager:
                 yield impl.plugin_name, None, exc
             else:
                 yield impl.plugin_name, result, None
+
+    def collect_by_key(self, hook_name: str, **kwargs) -> dict[str, Any]:
+        """Call a hook whose answers are lists of items with a ``key``; return ``{key: item}``.
+
+        When two plugins offer the same key, the first in pluggy's call order
+        wins and the other's item is left out.
+        """
+        found: dict[str, Any] = {}
+        for result in getattr(self.pm.hook, hook_name)(**kwargs):
+            for item in result or []:
+                found.setdefault(item.key, item)
+        return found
 
     def is_loaded(self, name: str) -> bool:
         info = self.plugins.get(name)

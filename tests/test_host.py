@@ -197,3 +197,51 @@ def test_member_of_is_one_parameter_for_any_number_of_values(app):
         assert sorted(db.session.scalars(db.select(Contact.id).where(member_of(Contact.id, ids[1:])))) == ids[1:]
         statement = db.select(Contact.id).where(member_of(Contact.email, wanted))
         assert len(statement.compile(db.engine).params) == 1  # not one per value
+
+
+def test_utc_datetime_reads_back_aware_utc_and_refuses_naive_times(app):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+
+    paris = datetime(2024, 3, 1, 11, 30, tzinfo=timezone(timedelta(hours=1)))
+    with app.app_context():
+        db.session.add(Contact(email="when@example.org", created_at=paris))
+        db.session.commit()
+        db.session.expire_all()
+        stored = db.session.scalar(db.select(Contact.created_at))
+        assert stored == paris and stored.tzinfo is UTC and stored.hour == 10
+        # Core queries and comparisons go through the type as well.
+        assert db.session.scalar(sa.select(Contact.__table__.c.created_at)).tzinfo is UTC
+        assert db.session.scalar(db.select(Contact.id).where(Contact.created_at < paris + timedelta(seconds=1)))
+        db.session.add(Contact(email="naive@example.org", created_at=datetime(2024, 3, 1, 10, 30)))
+        with pytest.raises(sa.exc.StatementError, match="naive datetime 2024-03-01T10:30:00"):
+            db.session.commit()
+        db.session.rollback()
+
+
+def test_bulk_insert_or_ignore_skips_rows_stored_already(app):
+    from datetime import UTC, datetime
+
+    from host_app.sql import bulk_insert_or_ignore, insert_or_ignore
+
+    table = Contact.__table__
+    when = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+
+    def row(email, name=""):
+        return {"email": email, "name": name, "name_edited": False, "source": "test", "owner_id": None,
+                "attributes": {"from": name}, "created_at": when}
+
+    with app.app_context():
+        db.session.add(Contact(email="taken@example.org", name="First"))
+        db.session.commit()
+        inserted = bulk_insert_or_ignore(table, [row("new@example.org", "New"), row("taken@example.org", "Second")],
+                                         returning=[table.c.id, table.c.created_at])
+        assert [r.created_at for r in inserted] == [when]
+        bulk_insert_or_ignore(table, [row("other@example.org")])
+        db.session.execute(insert_or_ignore(table).values(row("other@example.org", "Again")))
+        assert bulk_insert_or_ignore(table, []) == []
+        db.session.commit()
+        stored = {c.email: (c.id, c.name, c.attributes) for c in db.session.scalars(db.select(Contact))}
+        assert stored["taken@example.org"][1] == "First" and stored["other@example.org"][1:] == ("", {"from": ""})
+        assert stored["new@example.org"] == (inserted[0].id, "New", {"from": "New"})

@@ -122,6 +122,71 @@ def test_plugins_page_toggles(admin_client, app):
         assert saved_states() == {"contacts_import": False}
 
 
+NEEDED = ("mail is needed by contacts_import, imap_inbox, reply_condition: disabling mail also stops "
+          "contacts_import, imap_inbox, reply_condition at the next restart.")
+
+
+def _csrf_token(page: str) -> str:
+    return page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+
+
+def test_disabling_a_plugin_others_need_asks_first_then_shows_what_waits_for_a_restart(crm_app_factory):
+    from host_app.settings import saved_states
+    from host_app.testing import ADMIN_PASSWORD, make_agent
+
+    app = crm_app_factory(WTF_CSRF_ENABLED=True)
+    make_agent(app, "admin@team.example", ADMIN_PASSWORD, admin=True)
+    client = app.test_client()
+    token = _csrf_token(client.get("/login").get_data(as_text=True))
+    client.post("/login", data={"email": "admin@team.example", "password": ADMIN_PASSWORD, "csrf_token": token})
+    page = client.get("/settings/plugins").get_data(as_text=True)
+    assert "Waiting for" not in page
+
+    asked = client.post("/settings/plugins/mail/disable", data={"csrf_token": _csrf_token(page)})
+    question = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and f"{NEEDED} Disable anyway?" in question
+    with app.app_context():
+        assert saved_states() == {}
+
+    done = client.post("/settings/plugins/mail/disable",
+                       data={"csrf_token": _csrf_token(question), "confirmed": "yes"}, follow_redirects=True)
+    page = done.get_data(as_text=True)
+    assert "Plugin mail disabled" in page
+    with app.app_context():
+        assert saved_states() == {"mail": False}
+    assert "Waiting for restart: disabled" in page
+    assert page.count("Waiting for restart: stops, needs mail") == 3
+    assert ("Waiting for a restart:\n  contacts_import (stops, needs mail); imap_inbox (stops, needs mail); "
+            "mail (disabled); reply_condition (stops, needs mail).") in page
+
+    # A plugin nobody needs goes without a question; a restart ends the wait.
+    token = _csrf_token(page)
+    client.post("/settings/plugins/mail/enable", data={"csrf_token": token})
+    client.post("/settings/plugins/reply_condition/disable", data={"csrf_token": token})
+    with app.app_context():
+        assert saved_states() == {"mail": True, "reply_condition": False}
+    restarted = crm_app_factory()
+    make_agent(restarted, "root@team.example", ADMIN_PASSWORD, admin=True)
+    fresh = restarted.test_client()
+    fresh.post("/login", data={"email": "root@team.example", "password": ADMIN_PASSWORD})
+    assert "Waiting for" not in fresh.get("/settings/plugins").get_data(as_text=True)
+
+
+def test_cli_refuses_to_disable_a_plugin_others_need_without_yes(runner, app):
+    from host_app.settings import saved_states
+
+    refused = runner.invoke(args=["plugins", "disable", "mail"])
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: {NEEDED} Disable anyway: run again with --yes.\n"
+    with app.app_context():
+        assert saved_states() == {}
+    assert runner.invoke(args=["plugins", "disable", "mail", "--yes"]).exit_code == 0
+    # Once the plugins that need it are off, nothing else stops with it.
+    assert runner.invoke(args=["plugins", "disable", "contacts_import"]).exit_code == 0
+    with app.app_context():
+        assert saved_states() == {"mail": False, "contacts_import": False}
+
+
 def test_environment_variable_disables(monkeypatch, tmp_path):
     monkeypatch.setenv("CRM_DISABLED_PLUGINS", "imap_inbox, contacts_import")
     monkeypatch.setenv("CRM_SECRET_KEY", "x")
@@ -178,6 +243,59 @@ def test_enabling_a_plugin_later_upgrades_an_existing_database(empty_database_ur
         db.engine.dispose()
 
 
+BEHIND = ("The database is behind (host, mail, contacts_import, imap_inbox, reply_condition): "
+          "run `manage.py db upgrade`")
+
+
+def test_a_command_on_a_database_behind_says_so_in_one_line(empty_database_url, tmp_path, redis_url):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database_url, "SECRET_KEY": "x",
+                      "INSTANCE_PATH": str(tmp_path), "REDIS_URL": redis_url})
+    runner = app.test_cli_runner()
+    for args in (["contacts", "list", "--json"], ["inboxes", "list", "--json"], ["plugins", "list"]):
+        refused = runner.invoke(args=args)
+        assert (refused.exit_code, refused.output) == (1, BEHIND + "\n"), args
+    assert runner.invoke(args=["db", "current"]).exit_code == 0
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    listed = runner.invoke(args=["contacts", "list", "--json"])
+    assert (listed.exit_code, json.loads(listed.output)) == (0, [])
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_manage_py_on_a_new_database_prints_one_line_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/new.sqlite", "CRM_INSTANCE_PATH": str(tmp_path)}
+    manage = Path(__file__).resolve().parent.parent / "manage.py"
+    done = subprocess.run([sys.executable, str(manage), "inboxes", "list", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert (done.stdout, done.stderr) == ("", BEHIND + "\n")
+
+
+def test_a_page_on_a_database_behind_is_a_503_saying_so_until_it_is_upgraded(
+        empty_database_url, tmp_path, redis_url, monkeypatch):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database_url, "SECRET_KEY": "x",
+                      "INSTANCE_PATH": str(tmp_path), "REDIS_URL": redis_url})
+    client = app.test_client()
+    for path in ("/", "/login", "/settings/plugins"):
+        page = client.get(path)
+        assert page.status_code == 503, path
+        text = page.get_data(as_text=True)
+        assert BEHIND.split("`")[0] in text
+        assert "Traceback" not in text
+    assert client.get("/static/crm.css").status_code == 200
+    migrating.upgrade(app)
+    assert client.get("/login").status_code == 200
+    # Once current, the answer is kept: no more Alembic queries per request.
+    monkeypatch.setattr(migrating, "pending", lambda app: pytest.fail("asked Alembic again"))
+    assert client.get("/login").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
 def test_a_sqlite_migration_that_leaves_foreign_keys_pointing_nowhere_is_refused(tmp_path):
     """Migrations run with SQLite's foreign keys off (a table rebuild would cascade); this check stands in."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'fk.sqlite'}")
@@ -216,3 +334,23 @@ def test_every_owner_s_migrations_build_exactly_its_models(app):
                 "include_object": own, "compare_type": True, "version_table": owner.version_table})
             differences = compare_metadata(context, db.metadata)
             assert differences == [], f"{owner.name}: models and migrations differ: {differences}"
+
+
+def test_collect_by_key_keeps_the_first_plugin_s_item_for_a_key(crm_app_factory):
+    template = """
+        from host_app import hookimpl
+        from host_app.api import EventType
+        @hookimpl
+        def event_types(app):
+            return [EventType("shared", "{name}'s"), EventType("{name}_only", "{name}'s own")]
+    """
+    with throwaway_plugin("north", template.format(name="north")) as north, \
+            throwaway_plugin("south", template.format(name="south")) as south:
+        app = crm_app_factory(plugins={**north, **south})
+        manager = app.extensions["plugins"]
+        with app.app_context():
+            found = manager.collect_by_key("event_types", app=app)
+        first = next(plugin for plugin, result, _ in manager.call_each("event_types", app=app) if result)
+        assert found["shared"].label == f"{first}'s"
+        assert found["north_only"].label == "north's own" and found["south_only"].label == "south's own"
+        assert "contact_created" in found  # the host's types as well

@@ -27,7 +27,7 @@ from sqlalchemy.orm import lazyload
 from host_app.api import ContactProvider, Person
 from host_app.extensions import db
 from host_app.models import Agent, Contact, normalize_email, utcnow
-from host_app.sql import member_of
+from host_app.sql import bulk_insert_or_ignore, member_of
 from plugins.mail.models import Inbox
 
 from .models import (
@@ -82,11 +82,7 @@ def _timestamp(value: datetime | None) -> float:
 
 def providers() -> dict[str, ContactProvider]:
     """Every contact provider of the loaded plugins, by key."""
-    found: dict[str, ContactProvider] = {}
-    for result in current_app.extensions["plugins"].hook.contact_providers(app=current_app):
-        for provider in result or []:
-            found.setdefault(provider.key, provider)
-    return found
+    return current_app.extensions["plugins"].collect_by_key("contact_providers", app=current_app)
 
 
 def mailbox_provider() -> ContactProvider:
@@ -149,10 +145,6 @@ def existing_contacts(emails: Iterable[str]) -> Iterator[tuple[int, str, str, bo
     )
 
 
-def _is_postgresql() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
 def plan(people: Iterable[Person], policy: str, exclusions: Exclusions) -> Plan:
     skipped: Counter = Counter()
     kept = select_people(people, policy, exclusions, skipped)
@@ -207,19 +199,6 @@ def dry_run(inbox: Inbox, sample_size: int = SAMPLE_SIZE) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-# One statement for any number of rows: arrays in, ids of the rows really inserted out.
-_PG_INSERT = sa.text(
-    """
-    INSERT INTO contact (email, name, name_edited, source, owner_id, attributes, created_at)
-    SELECT person.email, person.name, false, CAST(:source AS varchar), CAST(:owner_id AS integer),
-           CAST('{}' AS json), CAST(:created_at AS timestamptz)
-    FROM unnest(CAST(:emails AS varchar[]), CAST(:names AS varchar[])) AS person(email, name)
-    ON CONFLICT (email) DO NOTHING
-    RETURNING id
-    """
-)
-
-
 def create_contacts(people: list[Person], source: str, owner_id: int | None) -> list[int]:
     """Insert contacts for ``people`` set-based; return the ids actually created.
 
@@ -230,24 +209,12 @@ def create_contacts(people: list[Person], source: str, owner_id: int | None) -> 
         return []
     now = utcnow()
     source = source[:200]
-    if _is_postgresql():
-        params = {"emails": [p.email for p in people], "names": [p.name for p in people], "source": source,
-                  "owner_id": owner_id, "created_at": now}
-        return list(db.session.scalars(_PG_INSERT, params))
-    table = Contact.__table__
-    if db.session.get_bind().dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-
-        stmt = insert(table).on_conflict_do_nothing(index_elements=[table.c.email])
-    else:
-        stmt = sa.insert(table)
     rows = [
         {"email": p.email, "name": p.name, "name_edited": False, "source": source, "owner_id": owner_id,
          "attributes": {}, "created_at": now}
         for p in people
     ]
-    # One executemany; SQLAlchemy sends it as a few multi-row INSERT .. RETURNING statements.
-    return [row[0] for row in db.session.execute(stmt.returning(table.c.id), rows)]
+    return [row.id for row in bulk_insert_or_ignore(Contact.__table__, rows, returning=[Contact.__table__.c.id])]
 
 
 def fill_names(to_name: list[tuple[int, str]]) -> None:

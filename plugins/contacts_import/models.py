@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from host_app.api import UTCDateTime
 from host_app.extensions import db
 from host_app.models import utcnow
 
@@ -44,9 +45,9 @@ class ImportState(db.Model):
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     last_created: Mapped[int] = mapped_column(Integer, default=0)
     total_created: Mapped[int] = mapped_column(Integer, default=0)
-    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class BlockedEntry(db.Model):
@@ -57,4 +58,4 @@ class BlockedEntry(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     value: Mapped[str] = mapped_column(String(320), unique=True)  # normalized: lower case, no "@" for domains
     kind: Mapped[str] = mapped_column(String(10))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

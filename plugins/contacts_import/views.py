@@ -9,7 +9,6 @@ from sqlalchemy.exc import IntegrityError
 from host_app.auth import admin_required
 from host_app.extensions import db
 from host_app.models import utcnow
-from plugins.imap_inbox.schedule import as_utc
 from plugins.mail.models import Inbox
 
 from . import importer
@@ -26,8 +25,7 @@ def _busy(state: ImportState) -> bool:
     """Queued or running, and heard of lately (a job lost with its worker must not refresh the page forever)."""
     if state.status not in (QUEUED, RUNNING):
         return False
-    updated = as_utc(state.updated_at)
-    return updated is None or utcnow() - updated < STALE_AFTER
+    return state.updated_at is None or utcnow() - state.updated_at < STALE_AFTER
 
 
 def _inbox_or_404(inbox_id: int) -> Inbox:

@@ -12,7 +12,6 @@ from host_app.models import Agent, normalize_email
 
 from .connection import ImapConnectError
 from .models import ImapInbox
-from .schedule import as_utc
 
 inboxes_cli = AppGroup("inboxes", help="Team mailboxes connected over IMAP.")
 
@@ -141,7 +140,7 @@ def list_command(as_json):
             "status": inbox.status,
             "enabled": inbox.enabled,
             "error": inbox.error,
-            "last_synced_at": as_utc(inbox.last_synced_at).isoformat() if inbox.last_synced_at else None,
+            "last_synced_at": inbox.last_synced_at.isoformat() if inbox.last_synced_at else None,
             "messages": inbox.message_count or 0,
         })
     if as_json:

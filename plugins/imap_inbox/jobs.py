@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from flask import current_app
@@ -25,7 +25,7 @@ from plugins.mail import models as mail_models
 from plugins.mail.models import Inbox
 
 from .models import ImapInbox
-from .schedule import as_utc, utcnow
+from .schedule import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,9 @@ def enqueue_sync(inbox_id: int) -> str | None:
 def _started_job_is_dead(job: Job, inbox_id: int) -> bool:
     if sync_running(inbox_id):
         return False
-    started = as_utc(job.started_at)  # RQ gives naive UTC
-    if started is None:
+    if job.started_at is None:
         return False
+    started = job.started_at.replace(tzinfo=UTC)  # UTC, naive in some RQ releases
     return utcnow() - started > timedelta(seconds=STALE_STARTED_AFTER)
 
 

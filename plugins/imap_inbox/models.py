@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from host_app.api import UTCDateTime
 from host_app.extensions import db
 from plugins.mail.models import Folder, Inbox
 
@@ -33,7 +34,7 @@ class ImapInbox(Inbox):
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive transient failures (backoff)
     # "Read the mailbox again" was asked for: the next sync forgets the stored mail first (service.request_resync).
     resync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     __mapper_args__ = {"polymorphic_identity": TRANSPORT}
 

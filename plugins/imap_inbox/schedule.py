@@ -14,15 +14,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """Aware UTC datetime; SQLite hands back naive values that are UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def sync_interval() -> int:
     return max(60, int(current_app.config.get("IMAP_SYNC_INTERVAL", DEFAULT_INTERVAL)))
 

@@ -16,7 +16,7 @@ from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
 from .models import ImapInbox
-from .schedule import as_utc, utcnow
+from .schedule import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -350,5 +350,4 @@ def inbox_status(inbox: ImapInbox) -> dict[str, Any]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
     return value.isoformat() if value is not None else None

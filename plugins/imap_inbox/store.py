@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from host_app.api import UTCDateTime
 from host_app.extensions import db
 from plugins.mail.models import Message, MessageAddress
 
@@ -116,7 +117,7 @@ def rematch(updates: Sequence[dict[str, Any]]) -> None:
 MESSAGE_COLUMNS = tuple(c.name for c in messages.columns if c.name != "id")
 ADDRESS_COLUMNS = tuple(c.name for c in addresses.columns)
 _DATETIME_COLUMNS = {
-    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, sa.DateTime))
+    table.name: frozenset(c.name for c in table.columns if isinstance(c.type, UTCDateTime))
     for table in (messages, addresses)
 }
 _insert_sql: dict[tuple[str, str], str] = {}
@@ -210,8 +211,8 @@ def _binary_type(column_type: sa.types.TypeEngine) -> str:
         return "int4"
     if isinstance(column_type, sa.Boolean):
         return "bool"
-    if isinstance(column_type, sa.DateTime):
-        return "timestamptz" if column_type.timezone else "timestamp"
+    if isinstance(column_type, UTCDateTime):
+        return "timestamptz"
     return "text"
 
 

@@ -81,7 +81,7 @@ from .fetch import (
 from .folders import plan_folders
 from .models import ImapFolder, ImapInbox
 from .rows import RowBuilder, RowContext
-from .schedule import WATCHDOG, as_utc, next_regular_sync, next_retry, utcnow
+from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
 from .uids import sorted_difference
 
 log = logging.getLogger(__name__)
@@ -570,7 +570,7 @@ def _best_match(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[s
         if not (same_subject or same_size):
             continue
         score = (same_subject + same_size) * 2 + (candidate["from_email"] == row["from_email"]) \
-            + (as_utc(candidate["date"]) == as_utc(row["date"]))
+            + (candidate["date"] == row["date"])
         if score > best_score:
             best, best_score = candidate, score
     return best
@@ -740,7 +740,7 @@ def _failed(inbox_id: int, syncer: InboxSync, error: ImapConnectError, started: 
         notify.mailbox_synced(inbox_id=inbox_id, run_id=run_id, status="failed", new_messages=syncer.new_messages,
                               removed_messages=syncer.removed_messages)
     return _summary(inbox_id, status, syncer, error=error.message, error_kind=error.kind,
-                    hint=error.hint, retry_at=as_utc(inbox.next_sync_at).isoformat() if inbox.next_sync_at else None,
+                    hint=error.hint, retry_at=inbox.next_sync_at.isoformat() if inbox.next_sync_at else None,
                     seconds=round(time.monotonic() - started, 3))
 
 

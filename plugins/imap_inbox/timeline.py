@@ -20,7 +20,6 @@ from host_app.models import Agent, normalize_email
 from plugins.mail.models import RECIPIENT_ROLES, Message, MessageAddress
 
 from .models import ImapInbox
-from .schedule import as_utc
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
 ROLES = (("from", "in"), *((role, "out") for role in RECIPIENT_ROLES))
@@ -51,7 +50,7 @@ def message_ids_for(email: str, before: datetime | None, limit: int) -> list[int
             page = _page(email, role, direction, before, fetch)
             rows.extend(page)
             exhausted &= len(page) < fetch
-        rows.sort(key=lambda r: (as_utc(r[2]), r[0]), reverse=True)
+        rows.sort(key=lambda r: (r[2], r[0]), reverse=True)
         chosen: dict[str, int] = {}
         for message_pk, key, _ in rows:
             chosen.setdefault(key, message_pk)
@@ -66,11 +65,6 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
     email = normalize_email(contact.email)
     if not email or limit <= 0:
         return []
-    if before is not None:
-        # Stored dates are UTC (naive on SQLite): compare like with like.
-        before = as_utc(before)
-        if db.engine.dialect.name == "sqlite":
-            before = before.replace(tzinfo=None)
     ids = message_ids_for(email, before, limit)
     if not ids:
         return []
@@ -92,7 +86,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         to = recipients.get(message.id, {})
         summary = (message.preview or "")[:SUMMARY_LENGTH]
         entries.append(TimelineEntry(
-            date=as_utc(message.date),
+            date=message.date,
             kind="email",
             title=message.subject or "(no subject)",
             key=message.dedup_key,

@@ -78,23 +78,16 @@ FIELDS_BY_ERROR_KIND = {
 # ---------------------------------------------------------------------------
 
 
-def _aware(value) -> datetime | None:
-    """A timezone-aware datetime (SQLite hands back naive UTC ones), or None."""
+def _datetime(value) -> datetime | None:
+    """A stored datetime, or the ISO text of one from ``service.inbox_status``; None when empty."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _iso(value) -> str | None:
-    value = _aware(value)
-    return value.isoformat() if value else None
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def relative_time(value, now: datetime | None = None) -> str:
     """'5 min ago', 'in 2 h', 'just now' (inbox_list.js says the same in the browser)."""
-    value = _aware(value)
+    value = _datetime(value)
     if value is None:
         return ""
     seconds = int(((now or datetime.now(UTC)) - value).total_seconds())
@@ -113,7 +106,7 @@ def relative_time(value, now: datetime | None = None) -> str:
 
 
 def absolute_time(value) -> str:
-    value = _aware(value)
+    value = _datetime(value)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
 
@@ -123,8 +116,6 @@ def public_status(inbox: ImapInbox) -> dict:
     status = {key: raw.get(key) for key in STATUS_JSON_KEYS}
     for key in ("progress_done", "progress_total", "message_count"):
         status[key] = int(status[key] or 0)
-    for key in ("last_synced_at", "next_sync_at"):
-        status[key] = _iso(status[key])
     status["id"] = inbox.id
     return status
 

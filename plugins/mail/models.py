@@ -19,7 +19,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -30,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from host_app.api import UTCDateTime
 from host_app.extensions import db
 from host_app.models import Agent, utcnow
 
@@ -77,9 +77,9 @@ class Inbox(db.Model):
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
-    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     owner: Mapped[Agent | None] = relationship()
     folders: Mapped[list[Folder]] = relationship(
@@ -106,7 +106,7 @@ class Folder(db.Model):
     name: Mapped[str] = mapped_column(String(1000))
     role: Mapped[str] = mapped_column(String(10), default=ROLE_OTHER)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
-    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     inbox: Mapped[Inbox] = relationship(back_populates="folders")
 
@@ -145,8 +145,8 @@ class Message(db.Model):
     subject: Mapped[str] = mapped_column(Text, default="")  # decoded
     from_email: Mapped[str | None] = mapped_column(String(320))  # lookups by address use mail_message_address
     from_name: Mapped[str] = mapped_column(String(300), default="")
-    date: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # Date header, or INTERNALDATE
-    internal_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    date: Mapped[datetime] = mapped_column(UTCDateTime())  # Date header, or INTERNALDATE
+    internal_date: Mapped[datetime | None] = mapped_column(UTCDateTime())
     size: Mapped[int] = mapped_column(Integer, default=0)
     flags: Mapped[str] = mapped_column(String(500), default="")
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
@@ -162,7 +162,7 @@ class Message(db.Model):
     automated: Mapped[bool] = mapped_column(Boolean, default=False)
     preview: Mapped[str | None] = mapped_column(Text)
     parse_error: Mapped[str | None] = mapped_column(Text)  # what could not be read; the rest is stored
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     addresses: Mapped[list[MessageAddress]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
@@ -183,7 +183,7 @@ class MessageAddress(db.Model):
     # Copied from the message for cheap filters. Not indexed: one value per inbox, and the index cost every
     # insert of a first sync (bench/README.md); an inbox's rows are found through its messages.
     inbox_id: Mapped[int] = mapped_column(Integer)
-    date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # copied from the message (keyset paging)
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime())  # copied from the message (keyset paging)
 
 
 class SyncRun(db.Model):
@@ -193,8 +193,8 @@ class SyncRun(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     inbox_id: Mapped[int] = mapped_column(ForeignKey("mail_inbox.id", ondelete="CASCADE"), index=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(20), default="running")  # running | ok | failed
     new_messages: Mapped[int] = mapped_column(Integer, default=0)
     removed_messages: Mapped[int] = mapped_column(Integer, default=0)

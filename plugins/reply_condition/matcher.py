@@ -31,8 +31,7 @@ from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 
 from host_app.extensions import db
-from host_app.sql import member_of
-from plugins.imap_inbox.schedule import as_utc
+from host_app.sql import bulk_insert_or_ignore, insert_or_ignore, member_of
 from plugins.mail.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
@@ -253,7 +252,7 @@ def _take_turns() -> None:
 
 def _cursor_position(inbox_id: int) -> int:
     # A write first: on SQLite it takes the database's write lock for the whole batch.
-    db.session.execute(_insert(Cursor).values(inbox_id=inbox_id, last_message_pk=0).on_conflict_do_nothing())
+    db.session.execute(insert_or_ignore(Cursor.__table__).values(inbox_id=inbox_id, last_message_pk=0))
     return db.session.scalar(sa.select(Cursor.last_message_pk).where(Cursor.inbox_id == inbox_id)) or 0
 
 
@@ -281,19 +280,6 @@ def _rematch_if_roles_changed(inbox_id: int) -> bool:
     db.session.execute(sa.delete(ReplyReference).where(ReplyReference.message_pk.in_(inbox_messages)))
     db.session.execute(sa.delete(SubjectKey).where(SubjectKey.message_pk.in_(inbox_messages)))
     return True
-
-
-def _insert(model):
-    """INSERT ... ON CONFLICT for the database in use (Core, not ORM: rows are plain dicts, inserted in bulk)."""
-    return _insert_table(model.__table__)
-
-
-def _insert_table(table: sa.Table):
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 # ---------------------------------------------------------------------------- indexing
@@ -366,25 +352,8 @@ def _index_rows(rows: Sequence) -> tuple[int, int]:
 
 
 def _store_rows(table: sa.Table, names: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT the rows, skipping those stored already.
-
-    On PostgreSQL as one statement over arrays: an executemany there is one
-    statement per row on the server (a third of the matcher's time on a first
-    sync). SQLite's executemany runs in process and is as fast.
-    """
-    if not rows:
-        return
-    if db.session.get_bind().dialect.name == "postgresql":
-        types = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(db.session.get_bind().dialect)}[])"
-                          for name in names)
-        db.session.execute(
-            sa.text(f'INSERT INTO "{table.name}" ({", ".join(names)}) SELECT * FROM unnest({types})'
-                    " ON CONFLICT DO NOTHING"),
-            {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)},
-        )
-        return
-    values = [dict(zip(names, row, strict=True)) for row in rows]
-    db.session.execute(_insert_table(table).on_conflict_do_nothing(), values)
+    """INSERT the rows, skipping those stored already."""
+    bulk_insert_or_ignore(table, [dict(zip(names, row, strict=True)) for row in rows])
 
 
 # ---------------------------------------------------------------------------- matching
@@ -499,7 +468,7 @@ def _match(inbox_id: int, last: int, high: int) -> list[NewResponse]:
     found: list[NewResponse] = []
     first_id = None
     for query in _match_queries(inbox_id, last, high, datetime.now(UTC)):
-        statement = _insert(Response).from_select(_INSERTED, query).on_conflict_do_nothing().returning(*returning)
+        statement = insert_or_ignore(Response.__table__).from_select(_INSERTED, query).returning(*returning)
         for row in db.session.execute(statement):
             first_id = row.id if first_id is None else min(first_id, row.id)
             found.append(
@@ -510,7 +479,7 @@ def _match(inbox_id: int, last: int, high: int) -> list[NewResponse]:
                     reply_key=row.reply_key,
                     reply_inbox_id=row.reply_inbox_id,
                     our_inbox_id=row.our_inbox_id,
-                    replied_at=as_utc(row.replied_at),
+                    replied_at=row.replied_at,
                     matched_by=row.matched_by,
                 )
             )

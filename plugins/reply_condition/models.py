@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from host_app.api import UTCDateTime
 from host_app.extensions import db
 from host_app.models import utcnow
 
@@ -42,11 +43,11 @@ class Response(db.Model):
     our_pk: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"), index=True)
     contact_email: Mapped[str] = mapped_column(String(320))  # the reply's From, normalized
     our_inbox_id: Mapped[int] = mapped_column(Integer)  # the inbox our e-mail was found in
-    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    replied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    replied_at: Mapped[datetime] = mapped_column(UTCDateTime())
     delay_seconds: Mapped[int] = mapped_column(BigInteger)
     matched_by: Mapped[str] = mapped_column(String(10))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ReplyReference(db.Model):
@@ -81,4 +82,4 @@ class Cursor(db.Model):
     # {folder id: role} when last looked at. When a folder's role changes the sync rewrites the
     # direction of its stored messages in place, so the inbox is then matched again from scratch.
     folder_roles: Mapped[dict | None] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
