@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from .api import Action, Condition, Event
 from .extensions import db
 from .models import AutomationRule, AutomationRun, Contact
+from .values import Action, Condition, Event
 
 log = logging.getLogger(__name__)
 

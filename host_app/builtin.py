@@ -4,10 +4,10 @@ from __future__ import annotations
 from wtforms import Form, StringField
 from wtforms.validators import DataRequired, Length
 
-from .api import Action, Condition, EventType
 from .extensions import db
 from .hookspecs import hookimpl
 from .models import ContactTag
+from .values import Action, Condition, EventType
 
 CONTACT_CREATED = "contact_created"
 MANUAL = "manual"

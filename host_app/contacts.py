@@ -11,9 +11,9 @@ from wtforms import EmailField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional
 
-from .api import TimelineEntry
 from .extensions import db
 from .models import Agent, Contact, ContactTag, normalize_email
+from .values import TimelineEntry
 
 bp = Blueprint("contacts", __name__, url_prefix="/contacts")
 

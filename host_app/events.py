@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 
-from .api import Event, EventType
+from .values import Event, EventType
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from host_app.cli import echo_json
-from host_app.extensions import db
+from host_app.api import db, echo_json
 from plugins.mail.models import Inbox
 
 from . import importer

@@ -24,10 +24,17 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import lazyload
 
-from host_app.api import ContactProvider, Person
-from host_app.extensions import db
-from host_app.models import Agent, Contact, normalize_email, utcnow
-from host_app.sql import bulk_insert_or_ignore, member_of
+from host_app.api import (
+    Agent,
+    Contact,
+    ContactProvider,
+    Person,
+    bulk_insert_or_ignore,
+    db,
+    member_of,
+    normalize_email,
+    utcnow,
+)
 from plugins.mail.models import Inbox
 
 from .models import (

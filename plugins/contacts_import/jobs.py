@@ -9,8 +9,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from host_app.extensions import db
-from host_app.jobs import app_job, enqueue
+from host_app.api import app_job, db, enqueue
 from plugins.mail.models import Inbox
 
 from .importer import import_inbox, inbox_state

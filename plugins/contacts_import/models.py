@@ -6,9 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from host_app.api import UTCDateTime
-from host_app.extensions import db
-from host_app.models import utcnow
+from host_app.api import UTCDateTime, db, utcnow
 
 # ImportState.policy values
 POLICY_WE_WROTE = "we_wrote"  # people we e-mailed only

@@ -10,8 +10,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from host_app.api import ContactProvider, Person
-from host_app.extensions import db
+from host_app.api import ContactProvider, Person, db
 from plugins.mail.models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 from .names import best_name, clean_name

@@ -9,7 +9,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 
-from host_app.models import normalize_email
+from host_app.api import normalize_email
 
 from .public_domains import PUBLIC_MAIL_DOMAINS
 

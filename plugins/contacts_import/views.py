@@ -6,9 +6,7 @@ from datetime import timedelta
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import IntegrityError
 
-from host_app.auth import admin_required
-from host_app.extensions import db
-from host_app.models import utcnow
+from host_app.api import admin_required, db, utcnow
 from plugins.mail.models import Inbox
 
 from . import importer

@@ -6,9 +6,7 @@ import sys
 import click
 from flask.cli import AppGroup
 
-from host_app.cli import echo_json
-from host_app.extensions import db
-from host_app.models import Agent, normalize_email
+from host_app.api import Agent, db, echo_json, normalize_email
 
 from .connection import ImapConnectError
 from .models import ImapInbox

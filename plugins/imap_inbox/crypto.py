@@ -12,8 +12,7 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app
 
-from host_app.extensions import db
-from host_app.instance import instance_secret
+from host_app.api import db, instance_secret
 
 KEY_FILE = "imap_encryption_key"
 

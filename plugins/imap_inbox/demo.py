@@ -181,9 +181,8 @@ def setup_demo(
 
     Nothing is served: run a worker (or ``main``) to sync. Call ``Demo.stop()`` when done.
     """
-    from host_app import create_app, migrating
-    from host_app.auth import create_agent
-    from host_app.extensions import db
+    from host_app import create_app
+    from host_app.api import create_agent, db, upgrade_database
 
     from . import service
 
@@ -206,7 +205,7 @@ def setup_demo(
             server.write_maildir(MAILBOX, folder, messages)
 
         app = create_app({**config, "INSTANCE_PATH": str(instance_path), **(extra_config or {})})
-        migrating.upgrade(app)
+        upgrade_database(app)
         admin_password, agent_password = secrets.token_urlsafe(9), secrets.token_urlsafe(9)
         with app.app_context():
             create_agent(ADMIN_EMAIL, "Ada Admin", admin_password, admin=True)
@@ -230,9 +229,7 @@ def setup_demo(
 
 def _sample_automation() -> None:
     """Tag contacts who answer one of our e-mails (when the reply_condition plugin is there to say so)."""
-    from host_app.events import event_types
-    from host_app.extensions import db
-    from host_app.models import AutomationRule
+    from host_app.api import AutomationRule, db, event_types
 
     if "contact_replied" in event_types():
         db.session.add(AutomationRule(name="Tag contacts who replied", trigger="contact_replied",
@@ -250,7 +247,7 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import run_simple
 
-    from host_app.runner import ensure_redis, start_background, stop_children
+    from host_app.api import ensure_redis, start_background, stop_children
 
     parser = argparse.ArgumentParser(prog="python -m plugins.imap_inbox.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")

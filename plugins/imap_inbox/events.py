@@ -12,11 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from host_app import events as host_events
-from host_app.api import EventType
-from host_app.extensions import db
-from host_app.models import Contact
-from host_app.sql import member_of
+from host_app.api import Contact, EventType, db, emit, member_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +34,7 @@ def contact_ids_for(emails: Iterable[str]) -> list[int]:
 def _emit(type_: str, key: str, contact_ids: Iterable[int], payload: dict[str, Any]) -> None:
     # Automations and listeners belong to others: their failure must not fail the sync.
     try:
-        host_events.emit(type_, key, contact_ids, payload)
+        emit(type_, key, contact_ids, payload)
     except Exception:  # noqa: BLE001
         db.session.rollback()
         log.exception("emitting %s (%s) failed", type_, key)

@@ -19,8 +19,7 @@ from redis.exceptions import LockError, RedisError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from host_app.extensions import db
-from host_app.jobs import app_job, queue, redis_connection
+from host_app.api import app_job, db, queue, redis_connection
 from plugins.mail import models as mail_models
 from plugins.mail.models import Inbox
 

@@ -12,8 +12,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from host_app.api import UTCDateTime
-from host_app.extensions import db
+from host_app.api import UTCDateTime, db
 from plugins.mail.models import Folder, Inbox
 
 TRANSPORT = "imap"

@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from host_app.extensions import db
-from host_app.models import Agent, normalize_email
+from host_app.api import Agent, db, normalize_email
 from plugins.mail import models as mail_models
 from plugins.mail import notify
 from plugins.mail.models import Folder, Inbox, Message, MessageAddress, SyncRun

@@ -14,8 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from host_app.api import UTCDateTime
-from host_app.extensions import db
+from host_app.api import UTCDateTime, db
 from plugins.mail.models import Message, MessageAddress
 
 from .uids import uid_array

@@ -46,7 +46,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from host_app.extensions import db
+from host_app.api import db
 from plugins.mail import notify
 from plugins.mail.models import (
     DISABLED,

@@ -14,9 +14,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from host_app.api import TimelineEntry
-from host_app.extensions import db
-from host_app.models import Agent, normalize_email
+from host_app.api import Agent, TimelineEntry, db, normalize_email
 from plugins.mail.models import RECIPIENT_ROLES, Message, MessageAddress
 
 from .models import ImapInbox

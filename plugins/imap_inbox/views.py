@@ -13,9 +13,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy.orm import selectinload
 from wtforms.fields.choices import SelectChoice
 
-from host_app.auth import admin_required
-from host_app.extensions import db
-from host_app.models import Agent
+from host_app.api import Agent, admin_required, db
 from plugins.mail import models as mail_models
 
 from . import connection, service

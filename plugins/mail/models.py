@@ -29,9 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from host_app.api import UTCDateTime
-from host_app.extensions import db
-from host_app.models import Agent, utcnow
+from host_app.api import Agent, UTCDateTime, db, utcnow
 
 # Inbox.status values
 NEW = "new"

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from flask import current_app
 
-from host_app.extensions import db
+from host_app.api import db
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from host_app.extensions import db
+from host_app.api import db
 
 from .models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
 

@@ -10,9 +10,7 @@ from wtforms import Form, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, StopValidation
 
-from host_app.api import Condition
-from host_app.extensions import db
-from host_app.models import Contact, normalize_email
+from host_app.api import Condition, Contact, db, normalize_email
 
 from .models import Response
 
@@ -78,7 +76,7 @@ def inbox_choices() -> list[SelectChoice]:
     choices = [SelectChoice("", "Any team inbox")]
     if not has_app_context():
         return choices
-    from host_app.models import Agent
+    from host_app.api import Agent
     from plugins.mail.models import Inbox
 
     rows = db.session.execute(

@@ -30,8 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 
-from host_app.extensions import db
-from host_app.sql import bulk_insert_or_ignore, insert_or_ignore, member_of
+from host_app.api import bulk_insert_or_ignore, db, insert_or_ignore, member_of
 from plugins.mail.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey

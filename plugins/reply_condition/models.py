@@ -11,9 +11,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from host_app.api import UTCDateTime
-from host_app.extensions import db
-from host_app.models import utcnow
+from host_app.api import UTCDateTime, db, utcnow
 
 # Response.matched_by values
 BY_HEADER = "header"  # In-Reply-To or References names our e-mail's Message-ID

@@ -10,9 +10,7 @@ from wtforms import Form, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from host_app.api import Condition
-from host_app.extensions import db
-from host_app.models import Contact
+from host_app.api import Condition, Contact, db
 
 IS_ONE_OF = "is_one_of"
 IS_NOT_ONE_OF = "is_not_one_of"

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from host_app.extensions import db
-from host_app.models import Contact
-
 from crm_condition_email_domain.condition import EmailDomainCondition, EmailDomainForm
+
+from host_app.api import Contact, db
 
 # Load only this plugin, whatever else is installed next to it.
 PLUGINS = {"email_domain": "crm_condition_email_domain"}
@@ -35,7 +34,7 @@ def add_contacts(*emails: str) -> dict[str, int]:
 def test_the_host_loads_the_plugin(plugin_app):
     info = plugin_app.extensions["plugins"].plugins["email_domain"]
     assert info.loaded, info.error
-    from host_app.automation_engine import conditions
+    from host_app.api import conditions
 
     assert isinstance(conditions()["email_domain"], EmailDomainCondition)
 

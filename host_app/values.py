@@ -1,0 +1,163 @@
+"""Value types exchanged between the host and its plugins (see hookspecs.py); plugins import them from host_app.api."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from wtforms import Form
+
+from .extensions import db
+from .models import Contact
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsPage:
+    """A page listed under Settings. ``endpoint`` is a Flask endpoint name."""
+
+    title: str
+    endpoint: str
+    description: str = ""
+    admin_only: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ContactPanel:
+    """An extra block on a contact page; ``html`` must be safe (escaped) markup."""
+
+    title: str
+    html: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineEntry:
+    """One item on a contact's timeline.
+
+    ``key`` identifies the entry across sources so the same thing seen twice
+    (e.g. one e-mail in two team inboxes) is shown once.
+    """
+
+    date: datetime
+    kind: str
+    title: str
+    key: str
+    source: str = ""
+    summary: str = ""
+    direction: str = ""
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """Somebody a contact provider found, with what it knows about them."""
+
+    email: str
+    name: str = ""
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    we_wrote_to: bool = False
+    wrote_to_us: bool = False
+    automated: bool = False
+
+
+class ContactProvider:
+    """A source of people, e.g. the correspondents of connected mailboxes.
+
+    Subclasses set ``key`` and ``label`` and implement ``sources`` and
+    ``people``.
+    """
+
+    key: str = ""
+    label: str = ""
+
+    def sources(self) -> list[tuple[int, str]]:
+        """Return ``(source_id, label)`` pairs, e.g. one per mailbox."""
+        raise NotImplementedError
+
+    def people(self, source_id: int, since: datetime | None = None) -> Iterable[Person]:
+        """Yield the people of one source, seen after ``since`` when given."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class EventType:
+    """An event plugins may emit.
+
+    Events about contacts are automation triggers; set ``trigger=False`` for
+    events that never name contacts (e.g. "inbox synced"), which only
+    ``event_emitted`` listeners receive.
+    """
+
+    key: str
+    label: str
+    trigger: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """An emitted event.
+
+    ``key`` identifies this occurrence (e.g. the Message-ID of a reply) so
+    an automation runs at most once per contact per occurrence.
+    """
+
+    type: str
+    key: str
+    contact_ids: tuple[int, ...] = ()
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Condition:
+    """An automation condition offered by a plugin.
+
+    Set ``key``, ``label`` and ``form_class`` (a ``wtforms.Form`` subclass
+    whose ``data`` are the parameters) and implement ``evaluate``. Override
+    ``evaluate_bulk`` with one set-based query when you can; the default
+    calls ``evaluate`` per contact.
+    """
+
+    key: str = ""
+    label: str = ""
+    description: str = ""
+    form_class: type[Form] = Form
+
+    def evaluate(self, contact, params: dict[str, Any]) -> bool:
+        """Return whether the condition holds for ``contact``."""
+        raise NotImplementedError
+
+    def evaluate_bulk(self, contact_ids: Iterable[int], params: dict[str, Any]) -> set[int]:
+        """Return the subset of ``contact_ids`` for which the condition holds."""
+        ids = list(contact_ids)
+        contacts = db.session.scalars(db.select(Contact).where(Contact.id.in_(ids))) if ids else []
+        return {c.id for c in contacts if self.evaluate(c, params)}
+
+    def describe(self, params: dict[str, Any]) -> str:
+        """Return a one-line human summary of the condition with ``params``."""
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if v not in (None, ""))
+        return f"{self.label} ({shown})" if shown else self.label
+
+
+class Action:
+    """An automation action offered by a plugin: set ``key``, ``label``, ``form_class``; implement ``run``."""
+
+    key: str = ""
+    label: str = ""
+    form_class: type[Form] = Form
+
+    def run(self, contact, params: dict[str, Any]) -> str:
+        """Do the action for ``contact``; return a short text for the run log."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurringJob:
+    """A job the scheduler enqueues every ``interval`` seconds.
+
+    ``func`` must be an importable module-level function without arguments.
+    """
+
+    name: str
+    func: Callable[[], Any]
+    interval: int
+    description: str = ""
