@@ -13,6 +13,7 @@ from host_app.extensions import db
 from host_app.jobs import queue
 from host_app.testing import make_agent
 from plugins.imap_inbox import crypto, service
+from plugins.imap_inbox.account import settings_for
 from plugins.imap_inbox.connection import ImapConnectError
 from plugins.imap_inbox.jobs import sync_inbox, sync_job_id
 from plugins.imap_inbox.models import ImapFolder, ImapInbox
@@ -179,7 +180,7 @@ def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm
     inbox_id = connect_inbox(app, mailbox, owner_id)
     with app.app_context():
         inbox = db.session.get(ImapInbox, inbox_id)
-        assert service.settings_for(inbox).timeout == 45
+        assert settings_for(inbox).timeout == 45
         assert service._settings_from({"host": inbox.host, "port": inbox.port, "security": inbox.security,
                                        "username": inbox.username}, "pw").timeout == 4
     default = crm_app_factory()

@@ -89,3 +89,68 @@ def test_docs_internals_lists_exactly_what_host_app_api_offers():
     documented = _documented_names()
     assert offered - documented == set(), "in host_app.api but not in docs/internals.md"
     assert documented - offered == set(), "in docs/internals.md but not in host_app.api"
+
+
+def _package_modules() -> dict[str, Path]:
+    """``plugins.x.y`` -> its file, for the product code of every plugin (not its tests or harnesses)."""
+    modules = {}
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if "testing" in relative.parts or path.stem == "testing" or "migrations" in relative.parts:
+            continue
+        parts = list(relative.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _resolved(module_name: str, path: Path, node: ast.ImportFrom) -> list[str]:
+    if node.level == 0:
+        base = node.module or ""
+    else:
+        package = module_name.split(".") if path.stem == "__init__" else module_name.split(".")[:-1]
+        base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def test_plugin_code_imports_at_the_top_of_its_modules():
+    """Imports inside functions hide circles between modules; the layers make them needless."""
+    lazy = []
+    for path in _package_modules().values():
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        lazy += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in top]
+    assert lazy == [], "imports inside functions:\n" + "\n".join(lazy)
+
+
+def test_the_plugins_import_graph_has_no_circle():
+    modules = _package_modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                targets = _resolved(name, path, node)
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name] |= {target for target in targets if target in modules and target != name}
+    assert sum(map(len, graph.values())) > 50, "the import graph was not read"
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: list[str]) -> list[str] | None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                return chain + [name, target]
+            if target not in state and (found := visit(target, chain + [name])):
+                return found
+        state[name] = "done"
+        return None
+
+    for name in sorted(graph):
+        if name not in state:
+            circle = visit(name, [])
+            assert circle is None, "import circle: " + " -> ".join(circle[circle.index(circle[-1]):])

@@ -615,6 +615,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
     from cryptography.fernet import Fernet
 
     from plugins.imap_inbox import service
+    from plugins.imap_inbox.account import settings_for
     from plugins.imap_inbox.connection import check_login
     from plugins.imap_inbox.crypto import EncryptionKeyError, decrypt_password
     from plugins.imap_inbox.models import ImapInbox
@@ -654,7 +655,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
         rotated = bytes(inbox.password_encrypted)
         assert rotated != stored and not leaks(rotated)
         assert decrypt_password(rotated) == PASSWORD
-        check_login(service.settings_for(inbox))
+        check_login(settings_for(inbox))
         from plugins.imap_inbox.jobs import sync_inbox
 
         assert sync_inbox(inbox_id)["status"] == "ok"

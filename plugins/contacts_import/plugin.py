@@ -5,28 +5,26 @@ from host_app import hookimpl
 from host_app.api import SettingsPage
 
 from . import models  # noqa: F401  (registers the plugin's tables)
+from .cli import import_command
+from .jobs import on_mailbox_settings_changed, on_mailbox_synced
+from .provider import MailboxProvider
+from .views import bp
 
 
 @hookimpl
 def contact_providers(app):
-    from .provider import MailboxProvider
-
     return [MailboxProvider()]
 
 
 @hookimpl(tryfirst=True)
 def mailbox_synced(app, inbox_id):
     """Before the other readers and automations act on a sync, its new correspondents are contacts."""
-    from .jobs import on_mailbox_synced
-
     on_mailbox_synced(inbox_id)
 
 
 @hookimpl
 def mailbox_settings_changed(app, inbox_id, changed):
     """Create users switched on (wherever it happens): import the whole mailbox."""
-    from .jobs import on_mailbox_settings_changed
-
     on_mailbox_settings_changed(inbox_id, changed)
 
 
@@ -38,13 +36,9 @@ def settings_pages(app):
 
 @hookimpl
 def register_blueprints(app):
-    from .views import bp
-
     return [bp]
 
 
 @hookimpl
 def register_commands(cli, app):
-    from .cli import import_command
-
     cli.commands["contacts"].add_command(import_command)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from host_app.api import normalize_email
 
+from .models import KIND_ADDRESS, KIND_DOMAIN
 from .public_domains import PUBLIC_MAIL_DOMAINS
 
 # Local parts only machines use. Kept to unmistakable names: "info", "support" or "sales" are read by people.
@@ -56,8 +57,6 @@ def parse_block_entry(text: str) -> tuple[str, str]:
 
     Raises ValueError with a plain-words message when it is neither.
     """
-    from .models import KIND_ADDRESS, KIND_DOMAIN
-
     value = normalize_email(text)
     if not value:
         raise ValueError("Enter an e-mail address or a domain.")
@@ -90,8 +89,6 @@ class Exclusions:
         public_domains: Iterable[str] = (),
     ) -> Exclusions:
         """Team domains are the domains of team addresses, except public mail providers."""
-        from .models import KIND_DOMAIN
-
         team = {normalize_email(a) for a in team_addresses if a and "@" in a}
         extra_public = set(public_domains)
         domains = {domain_of(a) for a in team}

@@ -8,7 +8,10 @@ from flask.cli import AppGroup
 
 from host_app.api import Agent, db, echo_json, normalize_email
 
+from . import service
 from .connection import ImapConnectError
+from .crypto import EncryptionKeyError, rotate_keys
+from .jobs import enqueue_sync, sync_inbox, sync_running
 from .models import ImapInbox
 
 inboxes_cli = AppGroup("inboxes", help="Team mailboxes connected over IMAP.")
@@ -36,8 +39,6 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 def connect_command(name, host, port, username, password_stdin, owner_email, security, ca_file, create_users,
                     email, folders, no_check):
     """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}."""
-    from . import service
-
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise _fail("No password on standard input.",
@@ -85,9 +86,6 @@ def resync_command(inbox_id, enqueue, yes):
     mailbox itself is not touched. Until the sync is done, the inbox's mail is
     missing from timelines. While a sync of the inbox runs, the next one does it.
     """
-    from . import service
-    from .jobs import sync_running
-
     inbox = _get_inbox(inbox_id)
     if not yes:
         click.confirm(f"Forget the {inbox.message_count or 0:,} messages stored from inbox #{inbox_id} "
@@ -100,8 +98,6 @@ def resync_command(inbox_id, enqueue, yes):
 
 
 def _sync_now(inbox_id: int, enqueue: bool) -> None:
-    from .jobs import enqueue_sync, sync_inbox
-
     if enqueue:
         job_id = enqueue_sync(inbox_id)
         echo_json({"inbox_id": inbox_id, "job_id": job_id, "enqueued": job_id is not None})
@@ -156,8 +152,6 @@ def rotate_key_command():
     Put the new key first in IMAP_ENCRYPTION_KEYS and keep the old one after
     it, run this, then drop the old key.
     """
-    from .crypto import EncryptionKeyError, rotate_keys
-
     try:
         count = rotate_keys()
     except EncryptionKeyError as exc:

@@ -14,6 +14,8 @@ from flask import current_app
 
 from host_app.api import db, instance_secret
 
+from .models import ImapInbox
+
 KEY_FILE = "imap_encryption_key"
 
 
@@ -68,8 +70,6 @@ def decrypt_password(token: bytes) -> str:
 
 def rotate_keys() -> int:
     """Re-encrypt every inbox's password with the current key; returns how many were re-encrypted."""
-    from .models import ImapInbox
-
     fernet = _fernet()
     count = 0
     for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):

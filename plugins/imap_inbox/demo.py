@@ -29,7 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.serving import run_simple
 
+from host_app import create_app
+from host_app.api import (
+    AutomationRule,
+    create_agent,
+    db,
+    ensure_redis,
+    event_types,
+    start_background,
+    stop_children,
+    upgrade_database,
+)
+
+from . import service
 from .testing import mailgen
 from .testing.dovecot import DovecotServer
 
@@ -181,10 +195,6 @@ def setup_demo(
 
     Nothing is served: run a worker (or ``main``) to sync. Call ``Demo.stop()`` when done.
     """
-    from host_app import create_app
-    from host_app.api import create_agent, db, upgrade_database
-
-    from . import service
 
     instance_path = Path(instance_path).resolve()
     _prepare_instance(instance_path)
@@ -229,8 +239,6 @@ def setup_demo(
 
 def _sample_automation() -> None:
     """Tag contacts who answer one of our e-mails (when the reply_condition plugin is there to say so)."""
-    from host_app.api import AutomationRule, db, event_types
-
     if "contact_replied" in event_types():
         db.session.add(AutomationRule(name="Tag contacts who replied", trigger="contact_replied",
                                       actions=[{"key": "add_tag", "params": {"tag": "replied"}}]))
@@ -245,9 +253,6 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from werkzeug.serving import run_simple
-
-    from host_app.api import ensure_redis, start_background, stop_children
 
     parser = argparse.ArgumentParser(prog="python -m plugins.imap_inbox.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -24,7 +24,8 @@ from plugins.mail import models as mail_models
 from plugins.mail.models import Inbox
 
 from .models import ImapInbox
-from .schedule import utcnow
+from .schedule import next_regular_sync, utcnow
+from .sync import run_sync
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def sync_running(inbox_id: int) -> bool:
 @app_job
 def sync_inbox(inbox_id: int, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Sync one inbox now unless another process already does; returns a JSON-able summary."""
-    from .sync import run_sync
-
     lock = sync_lock(inbox_id)
     if not lock.acquire():
         log.info("inbox %s: a sync is already running", inbox_id)
@@ -182,8 +181,6 @@ def cancel_queued_sync(inbox_id: int) -> None:
 @app_job
 def schedule_due_syncs() -> dict[str, Any]:
     """Enqueue a sync of every enabled inbox whose ``next_sync_at`` has come (recurring, every minute)."""
-    from .schedule import next_regular_sync
-
     now = utcnow()
     # Enabled inboxes that never got a schedule (e.g. created while Redis was down) are due now.
     schedulable = db.select(Inbox.id).where(

@@ -4,13 +4,18 @@ from __future__ import annotations
 from host_app import hookimpl
 from host_app.api import RecurringJob, SettingsPage
 
-from . import models  # noqa: F401  (registers the plugin's tables)
+from . import (
+    models,  # noqa: F401  (registers the plugin's tables)
+    timeline,
+)
+from .cli import inboxes_cli
+from .events import EVENT_TYPES
+from .jobs import schedule_due_syncs
+from .views import bp
 
 
 @hookimpl
 def register_blueprints(app):
-    from .views import bp
-
     return [bp]
 
 
@@ -22,28 +27,20 @@ def settings_pages(app):
 
 @hookimpl
 def register_commands(cli, app):
-    from .cli import inboxes_cli
-
     cli.add_command(inboxes_cli)
 
 
 @hookimpl
 def recurring_jobs(app):
-    from .jobs import schedule_due_syncs
-
     return [RecurringJob("imap_inbox: enqueue due inbox syncs", schedule_due_syncs, 60,
                          "Enqueues a sync of every enabled inbox whose next sync time has come.")]
 
 
 @hookimpl
 def timeline_entries(app, contact, before, limit):
-    from .timeline import timeline_entries as entries
-
-    return entries(contact, before, limit)
+    return timeline.timeline_entries(contact, before, limit)
 
 
 @hookimpl
 def event_types(app):
-    from .events import EVENT_TYPES
-
     return list(EVENT_TYPES)

@@ -6,11 +6,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
+
 from host_app.api import Agent, db, normalize_email
 from plugins.mail import models as mail_models
 from plugins.mail import notify
-from plugins.mail.models import Folder, Inbox, Message, MessageAddress, SyncRun
+from plugins.mail.models import Folder, Inbox, SyncRun
 
+from . import store
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
@@ -34,21 +37,6 @@ class InvalidInboxSettings(ValueError):
     def __init__(self, field: str, message: str):
         self.field = field
         super().__init__(message)
-
-
-def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
-    """Connection settings of a stored inbox (the password decrypted, or ``password`` when given)."""
-    from flask import current_app
-
-    return ConnectionSettings(
-        host=inbox.host,
-        port=inbox.port,
-        security=inbox.security,
-        username=inbox.username,
-        password=password if password else decrypt_password(inbox.password_encrypted),
-        ca_file=inbox.ca_file,
-        timeout=timeout or current_app.config.get("IMAP_TIMEOUT", 30),
-    )
 
 
 def _clean_folders(extra_folders: Iterable[str] | str | None) -> list[str]:
@@ -166,8 +154,6 @@ def create_inbox(
 
 def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
     """Settings for the login check made while someone waits (the form, the CLI), not for a sync."""
-    from flask import current_app
-
     # An admin waits on the page for this answer, so an unreachable server must not hold it for a sync's timeout.
     return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
                               username=values["username"], password=password, ca_file=values.get("ca_file"),
@@ -274,7 +260,7 @@ def delete_inbox(inbox_id: int) -> bool:
     if inbox is None:
         return False
     cancel_queued_sync(inbox_id)
-    _delete_stored_mail(inbox_id)
+    store.delete_inbox_mail(inbox_id)
     # The mail core's rows: the imap_folder and imap_inbox rows extending them go by ON DELETE CASCADE.
     db.session.execute(db.delete(Folder).where(Folder.inbox_id == inbox_id))
     db.session.execute(db.delete(SyncRun).where(SyncRun.inbox_id == inbox_id))
@@ -300,36 +286,6 @@ def request_resync(inbox: ImapInbox, enqueue: bool = True) -> str | None:
     inbox.resync_requested = True
     db.session.commit()
     return enqueue_sync(inbox.id) if enqueue and inbox.enabled else None
-
-
-def forget_stored_mail(inbox_id: int) -> int:
-    """Delete the inbox's stored mail and sync checkpoints (the sync does this, holding the inbox's lock).
-
-    Contacts stay; what other plugins derived from the messages goes with
-    them (foreign keys) and is derived again by the sync. Each folder keeps
-    its UIDVALIDITY and remembers up to which UID mail was announced, so
-    email_received/email_sent do not fire again for it. Returns how many
-    messages were forgotten.
-    """
-    inbox = db.session.get(ImapInbox, inbox_id)
-    forgotten = _delete_stored_mail(inbox_id)
-    for folder in inbox.folders:
-        folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
-        folder.restart_initial_sync()
-        folder.message_count = 0
-        folder.unreadable = None
-    inbox.message_count = inbox.progress_done = inbox.progress_total = 0
-    inbox.resync_requested = False
-    db.session.commit()
-    log.info("inbox %s: %s stored messages forgotten; reading the mailbox again", inbox_id, forgotten)
-    return forgotten
-
-
-def _delete_stored_mail(inbox_id: int) -> int:
-    # Set-based, children first: far faster than ORM cascades on 100k messages.
-    inbox_messages = db.select(Message.id).where(Message.inbox_id == inbox_id)
-    db.session.execute(db.delete(MessageAddress).where(MessageAddress.message_pk.in_(inbox_messages)))
-    return db.session.execute(db.delete(Message).where(Message.inbox_id == inbox_id)).rowcount or 0
 
 
 def inbox_status(inbox: ImapInbox) -> dict[str, Any]:

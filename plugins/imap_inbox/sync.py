@@ -61,6 +61,7 @@ from plugins.mail.models import (
 )
 
 from . import events, store
+from .account import settings_for
 from .connection import ImapConnectError, classify_error, close, connect
 from .crypto import EncryptionKeyError
 from .fetch import (
@@ -595,14 +596,35 @@ def _summary(inbox_id: int, status: str, syncer: InboxSync | None = None, **extr
     return summary
 
 
+def forget_stored_mail(inbox_id: int) -> int:
+    """Delete the inbox's stored mail and sync checkpoints (the sync does this, holding the inbox's lock).
+
+    Contacts stay; what other plugins derived from the messages goes with
+    them (foreign keys) and is derived again by the sync. Each folder keeps
+    its UIDVALIDITY and remembers up to which UID mail was announced, so
+    email_received/email_sent do not fire again for it. Returns how many
+    messages were forgotten.
+    """
+    inbox = db.session.get(ImapInbox, inbox_id)
+    forgotten = store.delete_inbox_mail(inbox_id)
+    for folder in inbox.folders:
+        folder.announced_uid = max(folder.announced_uid or 0, folder.high_uid or 0) or None
+        folder.restart_initial_sync()
+        folder.message_count = 0
+        folder.unreadable = None
+    inbox.message_count = inbox.progress_done = inbox.progress_total = 0
+    inbox.resync_requested = False
+    db.session.commit()
+    log.info("inbox %s: %s stored messages forgotten; reading the mailbox again", inbox_id, forgotten)
+    return forgotten
+
+
 def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -> dict[str, Any]:
     """Sync one inbox now (the caller holds its lock); returns a JSON-able summary. Never leaks the password.
 
     The run is recorded (SyncRun, status "syncing") once there is work to do;
     a run that finds nothing changed writes its outcome in a single commit.
     """
-    from .service import forget_stored_mail, settings_for
-
     inbox = db.session.get(ImapInbox, inbox_id)
     if inbox is None:
         return _summary(inbox_id, "not_found")

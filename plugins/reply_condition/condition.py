@@ -10,7 +10,8 @@ from wtforms import Form, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, StopValidation
 
-from host_app.api import Condition, Contact, db, normalize_email
+from host_app.api import Agent, Condition, Contact, db, normalize_email
+from plugins.mail.models import Inbox
 
 from .models import Response
 
@@ -76,9 +77,6 @@ def inbox_choices() -> list[SelectChoice]:
     choices = [SelectChoice("", "Any team inbox")]
     if not has_app_context():
         return choices
-    from host_app.api import Agent
-    from plugins.mail.models import Inbox
-
     rows = db.session.execute(
         sa.select(Inbox.id, Inbox.email, Inbox.username, Agent.name, Agent.email.label("owner_email"))
         .outerjoin(Agent, Agent.id == Inbox.owner_id)

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from host_app import hookimpl
-from host_app.api import Contact, EventType, db, member_of
+from host_app.api import Contact, EventType, db, emit, member_of
 
 from . import models  # noqa: F401  (registers the plugin's tables)
 from .condition import RepliedCondition
@@ -50,8 +50,6 @@ def announce(found: list[NewResponse], sync_run_id: int | None = None) -> int:
     Returns how many. A reply that also answers another of our e-mails found
     later (a new response, an old reply) is not announced again.
     """
-    from host_app.api import emit
-
     max_age = current_app.config.get("REPLY_CONDITION_EVENT_MAX_AGE_DAYS", DEFAULT_EVENT_MAX_AGE_DAYS)
     oldest = datetime.now(UTC) - timedelta(days=max_age) if max_age else None
     by_reply: dict[str, list[NewResponse]] = defaultdict(list)
