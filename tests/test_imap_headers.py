@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from plugins.imap_inbox.headers import (
+from plugins.imap_inbox.testing import mailgen
+from plugins.mail.headers import (
     decode_words,
     dedup_key,
     normalize_address,
@@ -15,8 +16,7 @@ from plugins.imap_inbox.headers import (
     parse_headers,
     split_fields,
 )
-from plugins.imap_inbox.preview import clean_preview, preview_from_body
-from plugins.imap_inbox.testing import mailgen
+from plugins.mail.preview import clean_preview, preview_from_body
 
 UTC = dt.UTC
 
@@ -184,7 +184,7 @@ def test_more_addresses_than_stored_are_noted():
 
 
 def test_bcc_is_fetched_and_parsed_like_any_address_header():
-    from plugins.imap_inbox.headers import HEADER_FIELDS
+    from plugins.mail.headers import HEADER_FIELDS
 
     assert "BCC" in HEADER_FIELDS
     parsed = parse_headers(head("From: me@team.example", "To: a@example.com",

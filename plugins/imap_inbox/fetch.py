@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from imapclient import IMAPClient
 
-from .headers import HEADER_FIELDS
+from plugins.mail.headers import HEADER_FIELDS
+
 from .uids import uid_array
 
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"

@@ -21,11 +21,11 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
+from plugins.mail.headers import dedup_key, parse_headers
 from plugins.mail.models import ROLE_SENT
+from plugins.mail.preview import clean_preview, preview_from_body
 
 from .fetch import FetchedMessage
-from .headers import dedup_key, parse_headers
-from .preview import clean_preview, preview_from_body
 
 log = logging.getLogger(__name__)
 
