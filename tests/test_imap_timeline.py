@@ -34,7 +34,7 @@ def make_contact(app, email=CARLA, name="Carla Customer") -> int:
 
 
 def entries_for(app, email=CARLA, before=None, limit=30):
-    from plugins.imap_inbox.timeline import timeline_entries
+    from plugins.mail.timeline import timeline_entries
 
     with app.app_context():
         contact = db.session.scalar(sa.select(Contact).where(Contact.email == email))
@@ -172,7 +172,7 @@ def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
         listener = lambda *args: statements.append((args[2], args[3]))  # noqa: E731
         sa.event.listen(db.engine, "before_cursor_execute", listener)
         try:
-            from plugins.imap_inbox.timeline import timeline_entries
+            from plugins.mail.timeline import timeline_entries
 
             contact = db.session.scalar(sa.select(Contact).where(Contact.email == CARLA))
             entries = timeline_entries(contact, None, 30)

@@ -31,8 +31,8 @@ from plugins.imap_inbox.models import ImapInbox
 from plugins.imap_inbox.schedule import utcnow
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
-from plugins.imap_inbox.timeline import timeline_entries
 from plugins.mail import models as mail_models
+from plugins.mail.timeline import timeline_entries
 from tests.conftest import Mailbox
 from tests.faultproxy import FaultProxy
 from tests.reliability_helpers import RedisServer, WorkerProcess, wait_for

@@ -6,8 +6,7 @@ from host_app.api import RecurringJob, SettingsPage
 
 from . import (
     models,  # noqa: F401  (registers the plugin's tables)
-    timeline,
-)
+    )
 from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
@@ -34,11 +33,6 @@ def register_commands(cli, app):
 def recurring_jobs(app):
     return [RecurringJob("imap_inbox: enqueue due inbox syncs", schedule_due_syncs, 60,
                          "Enqueues a sync of every enabled inbox whose next sync time has come.")]
-
-
-@hookimpl
-def timeline_entries(app, contact, before, limit):
-    return timeline.timeline_entries(contact, before, limit)
 
 
 @hookimpl

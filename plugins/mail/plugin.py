@@ -6,9 +6,15 @@ from host_app import hookimpl
 from . import (
     hookspecs,
     models,  # noqa: F401  (registers the plugin's tables)
+    timeline,
 )
 
 
 @hookimpl
 def add_hookspecs(pluginmanager):
     pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def timeline_entries(app, contact, before, limit):
+    return timeline.timeline_entries(contact, before, limit)

@@ -1,4 +1,5 @@
-"""E-mails on a contact's timeline: received from them by any team inbox, or sent to them from one.
+"""E-mails on a contact's timeline, whatever transport stored them: received from them by any team inbox,
+or sent to them from one.
 
 "Sent to them" is To, Cc or Bcc: a Bcc'd contact sees our e-mail like any recipient ("sent").
 
@@ -15,9 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from host_app.api import Agent, TimelineEntry, db, normalize_email
-from plugins.mail.models import RECIPIENT_ROLES, Message, MessageAddress
 
-from .models import ImapInbox
+from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
 ROLES = (("from", "in"), *((role, "out") for role in RECIPIENT_ROLES))
@@ -68,8 +68,8 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         return []
     messages = db.session.execute(
         sa.select(Message, sa.func.coalesce(Agent.name, DEFAULT_SOURCE))
-        .join(ImapInbox, ImapInbox.id == Message.inbox_id)
-        .outerjoin(Agent, Agent.id == ImapInbox.owner_id)
+        .join(Inbox, Inbox.id == Message.inbox_id)
+        .outerjoin(Agent, Agent.id == Inbox.owner_id)
         .where(Message.id.in_(ids))
     ).all()
     recipients: dict[int, dict[str, list[str]]] = {}
