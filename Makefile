@@ -32,7 +32,7 @@ run: install
 	$(PY) manage.py run
 
 test: install system-packages lint
-	$(PY) tests/services.py
+	$(PY) tests/support/services.py
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 
@@ -42,7 +42,7 @@ test-sqlite:
 test-postgres:
 	@if $(PY) -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',5432)))"; then \
 		TEST_DATABASE_URL=$(PG_URL) $(PY) -m pytest -q $(PYTEST_ARGS); \
-	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/services.py)"; exit 1; fi
+	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/support/services.py)"; exit 1; fi
 
 demo: install system-packages
 	$(PY) -m plugins.imap_inbox.demo

@@ -2,12 +2,13 @@
 what our own suite needs on top: the services it talks to and a real Dovecot."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
 
 import pytest
 
-from tests.services import ensure_postgres, ensure_redis
+from tests.support.imap_helpers import make_owner
+from tests.support.mailbox import Mailbox
+from tests.support.services import ensure_postgres, ensure_redis
 
 _user_numbers = itertools.count(1)
 
@@ -28,36 +29,6 @@ def dovecot():
         yield server
 
 
-@dataclasses.dataclass
-class Mailbox:
-    """A fresh mail account on the session's Dovecot, for one test."""
-
-    server: object
-    username: str
-    password: str
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.imaps_port
-
-    @property
-    def ca_file(self) -> str:
-        return self.server.ca_file
-
-    def append(self, folder: str, raw: bytes, **kwargs):
-        return self.server.append(self.username, folder, raw, **kwargs)
-
-    def write(self, folder: str, messages: list[bytes]):
-        return self.server.write_maildir(self.username, folder, messages)
-
-    def client(self):
-        return self.server.client(self.username, self.password)
-
-
 @pytest.fixture
 def mailbox(dovecot) -> Mailbox:
     """A new, empty account (INBOX and Sent) so tests never see each other's mail."""
@@ -66,3 +37,9 @@ def mailbox(dovecot) -> Mailbox:
     password = f"pw-{n}-secret"
     dovecot.add_user(username, password)
     return Mailbox(dovecot, username, password)
+
+
+@pytest.fixture
+def owner(app) -> int:
+    """The agent who owns the test inboxes; agents live in the database, which every app of a test shares."""
+    return make_owner(app)

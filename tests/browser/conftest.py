@@ -24,7 +24,7 @@ import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
 
-from tests.reliability_helpers import WorkerProcess
+from tests.support.reliability_helpers import WorkerProcess
 
 from .helpers import TIMEOUT_MS, log_in
 

@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import threading
-import zlib
 
 import pytest
 import sqlalchemy as sa
@@ -21,13 +20,13 @@ from rq import Queue
 from host_app.extensions import db
 from host_app.models import Agent
 from host_app.testing import ADMIN_PASSWORD, make_agent
+from tests.support.redis_dump import redis_plaintext
 
 BASE = "/settings/inboxes"
 STATUS_KEYS = {
     "id", "status", "progress_done", "progress_total", "error", "error_hint",
     "last_synced_at", "next_sync_at", "message_count",
 }
-
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -102,34 +101,6 @@ def set_inbox(app, inbox_id: int, **values) -> None:
         for key, value in values.items():
             setattr(inbox, key, value)
         db.session.commit()
-
-
-def redis_plaintext(app) -> bytes:
-    """Every value in the test Redis database, RQ's compressed job payloads unpacked."""
-    conn = Redis.from_url(app.config["REDIS_URL"])
-    chunks: list[bytes] = []
-    for key in conn.scan_iter():
-        kind = conn.type(key)
-        if kind == b"hash":
-            values = list(conn.hgetall(key).values())
-        elif kind == b"string":
-            values = [conn.get(key)]
-        elif kind == b"list":
-            values = conn.lrange(key, 0, -1)
-        elif kind == b"set":
-            values = list(conn.smembers(key))
-        elif kind == b"zset":
-            values = conn.zrange(key, 0, -1)
-        else:
-            values = []
-        for value in values:
-            chunks.append(value)
-            try:
-                chunks.append(zlib.decompress(value))
-            except zlib.error:
-                pass
-    conn.close()
-    return b"\n".join(chunks)
 
 
 def run_jobs(app) -> None:
@@ -382,7 +353,7 @@ def test_successful_connect_saves_encrypted_and_enqueues_the_first_sync(app, adm
     for job in jobs:
         assert mailbox.password not in repr(job.args) + repr(job.kwargs) + (job.description or "")
     assert inbox.id in [arg for job in jobs for arg in job.args]
-    assert mailbox.password.encode() not in redis_plaintext(app)
+    assert mailbox.password.encode() not in redis_plaintext(app.config["REDIS_URL"])
 
     page = admin_client.get(response.location).text
     assert "Support desk" in page and mailbox.password not in page

@@ -1,4 +1,4 @@
-"""One test per hook of host_app/hookspecs.py, each with a throwaway plugin (tests/test_docs.py checks the names)."""
+"""One test per hook of host_app/hookspecs.py, each with a throwaway plugin (tests/host/test_docs.py checks names)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
-from tests.throwaway import throwaway_plugin
+from tests.support.throwaway import throwaway_plugin
 
 
 def _admin(app):

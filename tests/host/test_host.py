@@ -169,7 +169,7 @@ def test_csrf_is_enforced_on_every_form(crm_app_factory):
 
 def test_app_jobs_run_on_a_real_rq_worker(app):
     from host_app.jobs import enqueue, make_worker
-    from tests.jobs_for_tests import count_contacts
+    from tests.support.jobs_for_tests import count_contacts
 
     with app.app_context():
         db.session.add(Contact(email="w@example.org"))

@@ -11,17 +11,11 @@ from cryptography.fernet import Fernet
 from host_app import hookimpl
 from host_app.extensions import db
 from host_app.jobs import queue
-from host_app.testing import make_agent
 from plugins.imap_inbox import crypto, service
 from plugins.imap_inbox.connection import ImapConnectError
 from plugins.imap_inbox.jobs import sync_inbox, sync_job_id
 from plugins.imap_inbox.models import Folder, Inbox, Message, MessageAddress, SyncRun
-from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, message
-
-
-@pytest.fixture
-def owner(app) -> int:
-    return make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+from tests.support.imap_helpers import connect_inbox, make_owner, message
 
 
 def values_for(mailbox, owner, **overrides):
@@ -175,7 +169,7 @@ def test_saved_changes_are_announced_by_name_without_values(app, mailbox, owner)
 
 def test_the_login_check_uses_the_short_check_timeout_and_syncs_the_long_one(crm_app_factory, mailbox):
     app = crm_app_factory(IMAP_CHECK_TIMEOUT=4, IMAP_TIMEOUT=45)
-    owner_id = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(app)
     inbox_id = connect_inbox(app, mailbox, owner_id)
     with app.app_context():
         inbox = db.session.get(Inbox, inbox_id)
@@ -272,7 +266,7 @@ def test_key_is_generated_once_in_the_instance_folder_mode_0600(app):
 def test_configured_keys_and_rotation(crm_app_factory, mailbox):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     app = crm_app_factory(IMAP_ENCRYPTION_KEYS=[old])
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
         token = bytes(db.session.get(Inbox, inbox_id).password_encrypted)
@@ -301,7 +295,7 @@ def test_unusable_keys_are_explained_without_echoing_them(crm_app_factory, mailb
 
 def test_a_password_no_key_can_decrypt_needs_attention(crm_app_factory, mailbox):
     app = crm_app_factory(IMAP_ENCRYPTION_KEYS=[Fernet.generate_key().decode()])
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     inbox_id = connect_inbox(app, mailbox, owner)
     other = crm_app_factory(IMAP_ENCRYPTION_KEYS=[Fernet.generate_key().decode()])
     with other.app_context():

@@ -21,7 +21,7 @@ import pytest
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "crm_condition_email_domain"
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "crm_condition_email_domain"
 KEY = "email_domain"
 
 
@@ -131,7 +131,7 @@ def test_example_own_test_suite_passes():
 
 # ---------------------------------------------------------------------------- the walk-through stays true
 
-WALKTHROUGH = Path(__file__).resolve().parent.parent / "docs" / "writing-condition-plugins.md"
+WALKTHROUGH = Path(__file__).resolve().parents[2] / "docs" / "writing-condition-plugins.md"
 _FILE_BLOCK = re.compile(r"\*\*`([^`]+)`\*\*\n\n```\w*\n(.*?)```", re.S)
 _PYTHON_BLOCK = re.compile(r"(?<!\*\*\n\n)```python\n(.*?)```", re.S)
 

@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench.report import SECTIONS
+from tests.support import ROOT as REPO
 
-REPO = Path(__file__).resolve().parent.parent
 N = 200
 NEW_MESSAGES = 50
 

@@ -11,14 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from host_app.extensions import db
-from host_app.testing import make_agent
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
-from tests.imap_helpers import (
-    OWNER_EMAIL,
-    OWNER_NAME,
+from tests.support.imap_helpers import (
     addresses,
     connect_inbox,
+    make_owner,
     message,
     server_snapshot,
     stored,
@@ -27,11 +25,6 @@ from tests.imap_helpers import (
 
 FORBIDDEN = {"STORE", "EXPUNGE", "COPY", "MOVE", "APPEND", "SELECT", "DELETE", "CREATE", "RENAME", "CLOSE",
              "SUBSCRIBE", "UNSUBSCRIBE"}
-
-
-@pytest.fixture
-def owner(app) -> int:
-    return make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
 
 
 @pytest.fixture
@@ -355,7 +348,7 @@ def localized_server():
 
 
 def test_sent_folder_found_by_localized_name(app, localized_server, owner):
-    from tests.conftest import Mailbox
+    from tests.support.mailbox import Mailbox
 
     localized_server.add_user("de@team.example", "pw-de-1")
     mailbox = Mailbox(localized_server, "de@team.example", "pw-de-1")
@@ -406,7 +399,7 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
     owner = owner_factory(app)
     with DovecotServer() as server:
         server.add_user("big@team.example", "pw-big-1")
-        from tests.conftest import Mailbox
+        from tests.support.mailbox import Mailbox
 
         mailbox = Mailbox(server, "big@team.example", "pw-big-1")
         mailbox.write("INBOX", [message(n) for n in range(1, 451)])
@@ -445,7 +438,7 @@ def server_with_an_unreadable_message(app, owner_id: int, count: int, unreadable
     import glob
     import os
 
-    from tests.conftest import Mailbox
+    from tests.support.mailbox import Mailbox
 
     with DovecotServer() as server:
         server.add_user("poison@team.example", "pw-poison-1")
@@ -497,7 +490,7 @@ def test_a_message_skipped_once_is_stored_normally_when_it_reads_again(crm_app_f
 @pytest.fixture
 def owner_factory():
     def make(app):
-        return make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+        return make_owner(app)
     return make
 
 
@@ -506,7 +499,7 @@ def test_server_down_is_retried_with_backoff(app, owner):
 
     with DovecotServer() as server:
         server.add_user("flaky@team.example", "pw-flaky-1")
-        from tests.conftest import Mailbox
+        from tests.support.mailbox import Mailbox
 
         mailbox = Mailbox(server, "flaky@team.example", "pw-flaky-1")
         mailbox.write("INBOX", [message(1)])
@@ -628,7 +621,7 @@ def test_disabled_inbox_is_not_synced(app, mailbox, owner):
 
 def test_rows_built_in_the_helper_process_equal_rows_built_in_process(crm_app_factory, mailbox, caplog):
     from plugins.imap_inbox import service
-    from tests.sync_dump import canonical_dump
+    from tests.support.sync_dump import canonical_dump
 
     corpus = [raw for _, raw in mailgen.malformed_corpus()]
     generated = list(mailgen.generate_mailbox(300, 30, owner=mailbox.username, correspondents=60, seed=7))
@@ -636,7 +629,7 @@ def test_rows_built_in_the_helper_process_equal_rows_built_in_process(crm_app_fa
     mailbox.write("Sent", [raw for folder, raw in generated if folder == "Sent"])
     helper = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=1)
     in_process = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=10**9)
-    owner_id = make_agent(helper, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(helper)
     with caplog.at_level(logging.DEBUG, logger="plugins.imap_inbox.sync"):
         first = connect_inbox(helper, mailbox, owner_id)
         assert sync(helper, first)["status"] == "ok"

@@ -5,14 +5,13 @@ import ast
 import re
 import types
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 import pytest
 
 from host_app import hookspecs
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "plugins.md").read_text()
 HOOKS = sorted(
     name for name, obj in vars(hookspecs).items()
@@ -42,7 +41,7 @@ def test_hook_is_documented_with_docstring(hook):
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_its_own_test(hook):
     names = set()
-    for path in (ROOT / "tests").glob("test_*.py"):
+    for path in (ROOT / "tests").rglob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef):
                 names.add(node.name)

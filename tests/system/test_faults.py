@@ -1,6 +1,6 @@
 """Connections cut at seeded random points never lose or duplicate mail.
 
-A byte-level proxy (tests/faultproxy.py) sits between the sync and Dovecot;
+A byte-level proxy (tests/support/faultproxy.py) sits between the sync and Dovecot;
 TLS passes through it untouched. Each trial breaks one sync (sometimes two
 in a row) at a random point: during the TLS handshake or the login, inside a
 FETCH answer (nearly always in the middle of a header literal, sometimes in
@@ -44,13 +44,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from host_app.extensions import db
-from host_app.testing import make_agent
 from plugins.imap_inbox import models, service
 from plugins.imap_inbox.jobs import sync_inbox
 from plugins.imap_inbox.testing import mailgen
-from tests.faultproxy import DOWN, POLICIES, UP, Cut, FaultProxy, Trace
-from tests.reliability_helpers import RedisServer
-from tests.sync_dump import (
+from tests.support.faultproxy import DOWN, POLICIES, UP, Cut, FaultProxy, Trace
+from tests.support.imap_helpers import make_owner
+from tests.support.sync_dump import (
     canonical_dump,
     comparable_folder_states,
     diff_dumps,
@@ -78,15 +77,6 @@ CORPUS_IN_FAULT_MAILBOX = (
 
 def fault_seed() -> int:
     return int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
-
-
-@pytest.fixture(scope="module")
-def private_redis():
-    """RQ job ids ("imap_inbox-sync-<inbox id>") are global in a Redis database: deleting our inbox #2 would
-    cancel the queued job of another suite's inbox #2 on the shared one."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -129,7 +119,7 @@ class Trials:
         self.seed = seed
         self.rng = random.Random(seed)
         self.log: list[str] = []
-        self.owner = make_agent(app, "owner@team.example", "owner-password-1", name="Olivia Owner")
+        self.owner = make_owner(app)
         self.raw: dict[str, list[bytes]] = {"INBOX": [], "Sent": []}
         self.fresh_profile: Trace | None = None
         self.login_profile: Trace | None = None

@@ -10,9 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from host_app.testing import TEST_REDIS_URL
-from tests.reliability_helpers import child_pids, free_port, is_alive, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+from tests.support.reliability_helpers import child_pids, free_port, is_alive, wait_for
 
 
 def _cmdline(pid: int) -> str:

@@ -136,7 +136,7 @@ def test_without_the_private_ca_the_system_store_does_not_trust_the_server(mailb
 def test_certificate_is_checked_against_the_host_name_not_the_address():
     # The certificate names imap.team.example and the loopback addresses, not "localhost": connecting
     # as localhost reaches 127.0.0.1, an address the certificate covers, and must still be refused.
-    from tests.conftest import Mailbox
+    from tests.support.mailbox import Mailbox
 
     with DovecotServer(cert_names=("imap.team.example",)) as server:
         server.add_user("names@team.example", "pw-names-1")

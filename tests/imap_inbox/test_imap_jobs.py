@@ -7,26 +7,20 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 
-import pytest
 import sqlalchemy as sa
 from redis import Redis
 from rq.job import Job
 
 from host_app.extensions import db
 from host_app.jobs import make_worker, queue, redis_connection
-from host_app.testing import make_agent
 from plugins.imap_inbox import jobs, schedule
 from plugins.imap_inbox.models import Inbox
-from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, message, stored
+from tests.support import ROOT
+from tests.support.imap_helpers import connect_inbox, make_owner, message, stored
+from tests.support.redis_dump import redis_dump
 
 UTC = dt.UTC
-
-
-@pytest.fixture
-def owner(app) -> int:
-    return make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
 
 
 def set_inbox(app, inbox_id, **values):
@@ -58,24 +52,9 @@ def test_create_enqueues_one_job_with_only_the_id(app, mailbox, owner):
 
 def test_password_is_nowhere_in_redis(app, mailbox, owner):
     connect_inbox(app, mailbox, owner)
-    conn = Redis.from_url(app.config["REDIS_URL"])
     secret = mailbox.password.encode()
-    for key in conn.scan_iter():
-        kind = conn.type(key)
-        values = []
-        if kind == b"hash":
-            values = list(conn.hgetall(key).values())
-        elif kind == b"string":
-            values = [conn.get(key)]
-        elif kind == b"list":
-            values = conn.lrange(key, 0, -1)
-        elif kind == b"zset":
-            values = [member for member, _ in conn.zrange(key, 0, -1, withscores=True)]
-        for value in values:
-            try:
-                value = zlib.decompress(value)  # RQ compresses the job payload
-            except zlib.error:
-                pass
+    for key, values in redis_dump(app.config["REDIS_URL"]).items():
+        for value in values:  # RQ's compressed job payloads come unpacked too
             assert secret not in value, key
 
 
@@ -125,7 +104,7 @@ def test_a_killed_worker_never_blocks_the_inbox_for_long(app, redis_url):
     """SIGKILL stops the heartbeat; the lock's TTL frees the inbox, while a live holder keeps it."""
     name = "imap_inbox:test:sync-lock:kill-test"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, redis_url, name], stdout=subprocess.PIPE,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                              cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == b"locked"
         contender = jobs.SyncLock(Redis.from_url(redis_url), name, ttl=2)
@@ -145,7 +124,7 @@ def test_a_killed_worker_never_blocks_the_inbox_for_long(app, redis_url):
 
 def test_a_lost_lock_stops_the_sync_at_the_next_batch(crm_app_factory, mailbox):
     app = crm_app_factory(IMAP_FETCH_BATCH=2)
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     mailbox.write("INBOX", [message(n) for n in range(1, 7)])
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
@@ -169,7 +148,7 @@ def test_schedule_due_syncs_enqueues_only_due_healthy_inboxes(app, mailbox, owne
     ids = {}
     for label in ("due", "later", "attention", "disabled", "never"):
         dovecot.add_user(f"{label}@team.example", f"pw-{label}-1")
-        from tests.conftest import Mailbox
+        from tests.support.mailbox import Mailbox
 
         box = Mailbox(dovecot, f"{label}@team.example", f"pw-{label}-1")
         ids[label] = connect_inbox(app, box, owner, name=label)

@@ -6,10 +6,17 @@ import datetime as dt
 import sqlalchemy as sa
 
 from host_app.extensions import db
+from host_app.testing import make_agent
 from plugins.imap_inbox.testing import mailgen
 
 OWNER_EMAIL = "owner@team.example"
 OWNER_NAME = "Olivia Owner"
+OWNER_PASSWORD = "owner-password-1"
+
+
+def make_owner(app) -> int:
+    """The agent who owns the test inboxes (what the ``owner`` fixture gives)."""
+    return make_agent(app, OWNER_EMAIL, OWNER_PASSWORD, name=OWNER_NAME)
 
 
 def connect_inbox(app, mailbox, owner_id: int | None, **overrides) -> int:

@@ -22,27 +22,26 @@ import re
 import socket
 import threading
 import uuid
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from markupsafe import escape
-from redis import Redis
 from werkzeug.routing import AnyConverter
 
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, AGENT_PASSWORD, log_in, make_agent
 from plugins.imap_inbox.testing import mailgen
+from tests.support.imap_helpers import OWNER_NAME, make_owner
+from tests.support.redis_dump import redis_dump
 
 PASSWORD = "Sup3r-S3cret-Pa55"
 UTF8_PASSWORD = "Sup3r-S3cret-Pä55-ü"  # not ASCII: logs in with AUTHENTICATE PLAIN instead of LOGIN
 WRONG_PASSWORD = "Wr0ng-Gue55-Pa55"
 SECRETS = (PASSWORD, UTF8_PASSWORD, WRONG_PASSWORD)
 INBOX_NAME = "SECRET-INBOX-NAME-42"
-OWNER_NAME = "Olivia Owner"
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 
 _numbers = itertools.count(1)
@@ -92,7 +91,7 @@ def build_world(app, dovecot, password: str = PASSWORD) -> dict:
 
     admin_id = make_agent(app, "admin@team.example", ADMIN_PASSWORD, admin=True, name="Ada Admin")
     agent_id = make_agent(app, "agent@team.example", AGENT_PASSWORD, name="Alan Agent")
-    owner_id = make_agent(app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(app)
     username = new_account(dovecot, password)
     fill_mailbox(dovecot, username)
     with app.app_context():
@@ -356,45 +355,6 @@ def leaks(blob: bytes | str, secrets=SECRETS) -> list[str]:
     return [s for s in secrets if any(form in data for form in secret_forms(s))]
 
 
-def _maybe_decompressed(value: bytes) -> list[bytes]:
-    out = [value]
-    with contextlib.suppress(zlib.error, TypeError):
-        out.append(zlib.decompress(value))
-    return out
-
-
-def redis_dump(url: str) -> dict[str, list[bytes]]:
-    """Every key of the test Redis database with all its values; zlib-compressed values (RQ job data) unpacked."""
-    conn = Redis.from_url(url)
-    dump: dict[str, list[bytes]] = {}
-    try:
-        for key in conn.scan_iter(count=1000):
-            kind = conn.type(key).decode()
-            values: list[bytes] = [key]
-            if kind == "string":
-                values.append(conn.get(key) or b"")
-            elif kind == "hash":
-                for field, value in conn.hgetall(key).items():
-                    values += [field, value]
-            elif kind == "list":
-                values += conn.lrange(key, 0, -1)
-            elif kind == "set":
-                values += list(conn.smembers(key))
-            elif kind == "zset":
-                values += [member for member, _ in conn.zrange(key, 0, -1, withscores=True)]
-            elif kind == "stream":
-                for _, fields in conn.xrange(key):
-                    for field, value in fields.items():
-                        values += [field, value]
-            else:
-                pytest.fail(f"Redis key {key!r} has a type this dump does not read: {kind}")
-            as_bytes = (v if isinstance(v, bytes) else str(v).encode() for v in values)
-            dump[key.decode("utf-8", "replace")] = [u for v in as_bytes for u in _maybe_decompressed(v)]
-    finally:
-        conn.close()
-    return dump
-
-
 def database_rows(app) -> dict[str, list[dict]]:
     with app.app_context():
         meta = sa.MetaData()
@@ -620,7 +580,7 @@ def test_passwords_are_encrypted_at_rest_and_keys_rotate(crm_app_factory, doveco
 
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     old_app = crm_app_factory(IMAP_ENCRYPTION_KEYS=[old_key])
-    owner_id = make_agent(old_app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(old_app)
     username = new_account(dovecot, PASSWORD)
     fill_mailbox(dovecot, username)
     with old_app.app_context():
@@ -670,7 +630,7 @@ def test_a_broken_encryption_key_is_reported_without_showing_it(crm_app_factory,
     from plugins.imap_inbox.jobs import sync_inbox
 
     good = crm_app_factory()
-    owner_id = make_agent(good, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(good)
     with good.app_context():
         inbox_id = service.create_inbox(name="Keyed", host=dovecot.host, port=dovecot.imaps_port, security="ssl",
                                         username=new_account(dovecot, PASSWORD), password=PASSWORD,
@@ -723,7 +683,7 @@ def test_certificates_are_verified_by_default(app, dovecot, security, ca):
     assert caught.value.kind == "certificate_untrusted" and caught.value.permanent
     assert "certificate" in caught.value.message.lower() and PASSWORD not in caught.value.message
 
-    owner_id = make_agent(app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(app)
     with app.app_context():
         with pytest.raises(ImapConnectError) as caught:
             service.create_inbox(name="Untrusted", host=dovecot.host, port=port, security=security,
@@ -738,7 +698,7 @@ def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, 
     from plugins.imap_inbox.jobs import sync_inbox
     from plugins.imap_inbox.models import Inbox
 
-    owner_id = make_agent(app, "owner@team.example", "owner-password-1", name=OWNER_NAME)
+    owner_id = make_owner(app)
     username = new_account(dovecot, PASSWORD)
     with app.app_context():
         inbox = service.create_inbox(name="Trusted first", host=dovecot.host, port=dovecot.imaps_port,

@@ -7,7 +7,6 @@ automation engine and the CLI do.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,9 @@ from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from host_app.testing import make_agent
 from plugins.imap_inbox.testing.mailgen import make_message
+from tests.support import imap_helpers
+from tests.support.imap_helpers import connect_inbox
+from tests.support.mailbox import Mailbox
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 RESPONDED = {"responded": True, "within_days": None, "inbox_id": None}
@@ -28,13 +30,8 @@ def days_ago(n: float) -> datetime:
     return NOW - timedelta(days=n)
 
 
-@dataclasses.dataclass
-class Account:
+class Account(Mailbox):
     """A mail account on the session's Dovecot (the `mailbox` fixture, or a second one made here)."""
-
-    server: object
-    username: str
-    password: str
 
     def sent(self, to: str, subject: str, date: datetime, message_id: str, **kwargs) -> str:
         """Our e-mail, as the mail client files it in Sent; returns its Message-ID without <>."""
@@ -66,22 +63,11 @@ def owner(app) -> int:
 
 
 def connect(app, account: Account, owner_id: int | None, name: str = "Admin-only name", **options) -> int:
-    from plugins.imap_inbox import service
-
-    with app.app_context():
-        inbox = service.create_inbox(
-            name=name, host=account.server.host, port=account.server.imaps_port, security="ssl",
-            username=account.username, password=account.password, owner_id=owner_id,
-            ca_file=account.server.ca_file, **options,
-        )
-        return inbox.id
+    return connect_inbox(app, account, owner_id, name=name, **options)
 
 
 def sync(app, inbox_id: int) -> dict:
-    from plugins.imap_inbox.jobs import sync_inbox
-
-    with app.app_context():
-        summary = sync_inbox(inbox_id)
+    summary = imap_helpers.sync(app, inbox_id)
     assert summary["status"] == "ok", summary
     return summary
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from host_app import create_app, migrating
 from host_app.extensions import db
 from host_app.plugin_manager import PluginInfo, dependency_order, discover
-from tests.throwaway import throwaway_plugin
+from tests.support.throwaway import throwaway_plugin
 
 OURS = {"imap_inbox", "contacts_import", "reply_condition"}
 

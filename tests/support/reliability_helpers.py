@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05,

@@ -14,6 +14,8 @@ from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in
 from plugins.contacts_import.models import ImportState
 from plugins.imap_inbox.testing import mailgen
+from tests.support import imap_helpers
+from tests.support.imap_helpers import connect_inbox
 
 BASE = dt.datetime(2024, 3, 1, 9, 0, tzinfo=dt.UTC)
 _numbers = itertools.count(1)
@@ -27,23 +29,15 @@ def mail(sender, to, *, subject="Hello", cc=None, headers=None, charset="utf-8",
 
 
 def connect(app, mailbox, owner_id, create_users=False, **overrides) -> int:
-    from plugins.imap_inbox import service
-
-    values = dict(name="Sales desk (admin-only name)", host=mailbox.host, port=mailbox.port, security="ssl",
-                  username=mailbox.username, password=mailbox.password, owner_id=owner_id,
-                  ca_file=mailbox.ca_file, create_users=create_users)
-    values.update(overrides)
+    inbox_id = connect_inbox(app, mailbox, owner_id, **{"name": "Sales desk (admin-only name)",
+                                                        "create_users": create_users, **overrides})
     with app.app_context():
-        inbox_id = service.create_inbox(**values).id
         queue(app).empty()  # the tests run syncs themselves
-        return inbox_id
+    return inbox_id
 
 
 def sync(app, inbox_id: int) -> dict:
-    from plugins.imap_inbox.jobs import sync_inbox
-
-    with app.app_context():
-        result = sync_inbox(inbox_id)
+    result = imap_helpers.sync(app, inbox_id)
     assert result.get("status") in ("ok", None) or "error" not in result, result
     return result
 

@@ -24,17 +24,17 @@ from redis import Redis
 from host_app.extensions import db
 from host_app.jobs import make_worker
 from host_app.models import Contact
-from host_app.testing import make_agent
 from plugins.imap_inbox import jobs, models, service
 from plugins.imap_inbox.jobs import schedule_due_syncs, sync_inbox
 from plugins.imap_inbox.schedule import utcnow
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
 from plugins.imap_inbox.timeline import timeline_entries
-from tests.conftest import Mailbox
-from tests.faultproxy import FaultProxy
-from tests.reliability_helpers import RedisServer, WorkerProcess, wait_for
-from tests.sync_dump import canonical_dump, consistency_problems, diff_dumps, inbox_row, orphan_addresses
+from tests.support.faultproxy import FaultProxy
+from tests.support.imap_helpers import connect_inbox, sync
+from tests.support.mailbox import Mailbox
+from tests.support.reliability_helpers import RedisServer, WorkerProcess, wait_for
+from tests.support.sync_dump import canonical_dump, consistency_problems, diff_dumps, inbox_row, orphan_addresses
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 BIG_BATCH = 250
@@ -42,15 +42,6 @@ _accounts = itertools.count(1)
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def private_redis():
-    """A Redis of this module's own: RQ job ids are global in a Redis database, so suites running at the same
-    time on the shared one (each with inbox #1) would take each other's "imap_inbox-sync-1" for their own."""
-    server = RedisServer().start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -67,12 +58,6 @@ def make_app(crm_app_factory, private_redis):
     return make
 
 
-@pytest.fixture
-def owner(make_app):
-    """Agents live in the database, which every app of the test shares."""
-    return make_agent(make_app(), "owner@team.example", "owner-password-1", name="Olivia Owner")
-
-
 def new_account(server) -> Mailbox:
     n = next(_accounts)
     account = Mailbox(server, f"rel{n}-{uuid.uuid4().hex[:6]}@team.example", f"pw-rel-{n}-secret")
@@ -80,18 +65,9 @@ def new_account(server) -> Mailbox:
     return account
 
 
-def connect(app, account, owner_id: int, check: bool = True, **overrides) -> int:
-    values = dict(name=account.username, host=account.host, port=account.port, security="ssl",
-                  username=account.username, password=account.password, owner_id=owner_id,
-                  ca_file=account.ca_file, email=account.username, check=check)
-    values.update(overrides)
-    with app.app_context():
-        return service.create_inbox(**values).id
-
-
-def sync(app, inbox_id: int, **kwargs) -> dict:
-    with app.app_context():
-        return sync_inbox(inbox_id, **kwargs)
+def connect(app, account, owner_id: int, **overrides) -> int:
+    """Each account's inbox is named after it, so several inboxes in one test tell apart."""
+    return connect_inbox(app, account, owner_id, **{"name": account.username, "email": account.username, **overrides})
 
 
 def fill(account, n_inbox: int, n_sent: int, seed: int) -> dict[str, list[bytes]]:

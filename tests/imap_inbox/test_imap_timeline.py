@@ -14,8 +14,8 @@ from host_app.testing import make_agent
 from plugins.imap_inbox import store
 from plugins.imap_inbox.models import Folder, Inbox
 from plugins.imap_inbox.testing import mailgen
-from tests.conftest import Mailbox
-from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, connect_inbox, sync
+from tests.support.imap_helpers import OWNER_NAME, connect_inbox, make_owner, sync
+from tests.support.mailbox import Mailbox
 
 UTC = dt.UTC
 CARLA = "carla@customer.example"
@@ -44,7 +44,7 @@ def entries_for(app, email=CARLA, before=None, limit=30):
 @pytest.fixture
 def two_inboxes(app, mailbox, dovecot):
     """Olivia's and Sam's inboxes; one e-mail from Carla reached both."""
-    olivia = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    olivia = make_owner(app)
     sam = make_agent(app, "sam@team.example", "sam-password-1", name="Sam Second")
     dovecot.add_user(f"second-{mailbox.username}", "pw-second-1")
     second = Mailbox(dovecot, f"second-{mailbox.username}", "pw-second-1")
@@ -115,7 +115,7 @@ def test_contact_page_shows_emails_without_inbox_names(app, two_inboxes, admin_c
 
 
 def test_a_contact_we_bcc_sees_our_email_like_a_to_recipient(app, mailbox, admin_client):
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     carla = make_contact(app)
     with app.app_context():
         db.session.add(AutomationRule(name="Tag who we wrote to", trigger="email_sent", match="all", conditions=[],
@@ -142,7 +142,7 @@ def test_a_contact_we_bcc_sees_our_email_like_a_to_recipient(app, mailbox, admin
 
 
 def test_timeline_of_a_contact_with_5000_messages_is_a_few_indexed_queries(app):
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     make_contact(app)
     with app.app_context():
         inbox = Inbox(name="x", email="team@team.example", host="h.example", port=993, security="ssl",
@@ -208,7 +208,7 @@ class Recorder:
 
 
 def test_events_after_commit_and_automations_on_them(app, mailbox):
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     carla = make_contact(app)
     bob = make_contact(app, "bob@other.example", "Bob")
     recorder = Recorder(app)
@@ -259,7 +259,7 @@ def test_event_types_are_declared(app):
 
 def test_resync_reads_the_mailbox_again_and_announces_only_new_mail(app, mailbox, runner):
     """Mail stored before is read again (as a newer version would store it) without firing its automations again."""
-    owner = make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    owner = make_owner(app)
     carla = make_contact(app)
     recorder = Recorder(app)
     app.extensions["plugins"].pm.register(recorder, name="test_recorder")
@@ -295,7 +295,7 @@ def test_resync_while_a_sync_runs_is_left_to_the_next_sync(app, mailbox, runner)
     from plugins.imap_inbox.jobs import sync_lock
 
     mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], "Hello", date=when(1))])
-    inbox_id = connect_inbox(app, mailbox, make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME))
+    inbox_id = connect_inbox(app, mailbox, make_owner(app))
     assert sync(app, inbox_id)["new_messages"] == 1
     with app.app_context():
         lock = sync_lock(inbox_id)
@@ -318,7 +318,7 @@ def test_resync_while_a_sync_runs_is_left_to_the_next_sync(app, mailbox, runner)
 
 def test_a_resync_never_forgets_mail_before_the_login_worked(app, mailbox, dovecot):
     mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], "Hello", date=when(1))])
-    inbox_id = connect_inbox(app, mailbox, make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME))
+    inbox_id = connect_inbox(app, mailbox, make_owner(app))
     assert sync(app, inbox_id)["new_messages"] == 1
     with app.app_context():
         from plugins.imap_inbox import service

@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from cryptography.fernet import Fernet
 
 from host_app.extensions import db
 from host_app.jobs import queue
-from host_app.testing import make_agent
 from plugins.imap_inbox.jobs import sync_job_id
 from plugins.imap_inbox.models import Inbox
-from tests.imap_helpers import OWNER_EMAIL, OWNER_NAME, message
-
-
-@pytest.fixture
-def owner(app) -> int:
-    return make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+from tests.support.imap_helpers import OWNER_EMAIL, make_owner, message
 
 
 def connect_args(mailbox, *extra):
@@ -106,7 +99,7 @@ def test_sync_enqueue(app, runner, mailbox, owner):
 def test_rotate_key(crm_app_factory, mailbox):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     app = crm_app_factory(IMAP_ENCRYPTION_KEYS=[old])
-    make_agent(app, OWNER_EMAIL, "owner-password-1", name=OWNER_NAME)
+    make_owner(app)
     assert app.test_cli_runner().invoke(args=connect_args(mailbox), input=mailbox.password + "\n").exit_code == 0
     rotating = crm_app_factory(IMAP_ENCRYPTION_KEYS=[new, old])
     result = rotating.test_cli_runner().invoke(args=["inboxes", "rotate-key"])
