@@ -9,7 +9,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from host_app.testing import TEST_REDIS_URL
 from tests.support import ROOT
 from tests.support.reliability_helpers import child_pids, free_port, is_alive, wait_for
 
@@ -29,11 +28,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(tmp_path):
+def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(redis_url, tmp_path):
     port = free_port()
     instance = tmp_path / "instance"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'crm.sqlite'}", REDIS_URL=TEST_REDIS_URL,
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'crm.sqlite'}", REDIS_URL=redis_url,
                CRM_INSTANCE_PATH=str(instance), CRM_RQ_QUEUE=f"test-run-{os.getpid()}", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
