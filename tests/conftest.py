@@ -3,6 +3,7 @@ what our own suite needs on top: the services it talks to and a real Dovecot."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 
@@ -11,6 +12,32 @@ from tests.support.mailbox import Mailbox
 from tests.support.services import ensure_postgres, ensure_redis
 
 _user_numbers = itertools.count(1)
+
+# Every fixture that reaches the database server leads here (crm_database_url and crm_app_factory, so
+# app, client, admin, ... too): a test whose fixtures do not include it cannot tell SQLite from PostgreSQL.
+DIALECT_FIXTURE = "crm_database_server_url"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that never reach the database ``dialect_independent`` (the PostgreSQL pass of
+    ``make test`` leaves them out: the SQLite pass has run them), and deselect ``postgresql_only`` tests
+    when the suite runs on SQLite, where they cannot run, instead of reporting them as skipped."""
+    on_postgresql = bool(os.environ.get("TEST_DATABASE_URL"))
+    selected, deselected = [], []
+    for item in items:
+        reaches_database = DIALECT_FIXTURE in item.fixturenames
+        if not reaches_database:
+            item.add_marker(pytest.mark.dialect_independent)
+        if item.get_closest_marker("postgresql_only"):
+            if not reaches_database:
+                raise pytest.UsageError(f"{item.nodeid} is postgresql_only but uses no database fixture")
+            if not on_postgresql:
+                deselected.append(item)
+                continue
+        selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 @pytest.fixture(scope="session", autouse=True)

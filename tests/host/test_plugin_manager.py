@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import sqlalchemy as sa
@@ -127,9 +126,9 @@ def test_environment_variable_disables(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def empty_database_url(tmp_path):
+def empty_database_url(crm_database_server_url, tmp_path):
     """A database with no tables at all (SQLite file, or a new PostgreSQL database)."""
-    server = os.environ.get("TEST_DATABASE_URL")
+    server = crm_database_server_url
     if not server:
         yield f"sqlite:///{tmp_path}/fresh.sqlite"
         return

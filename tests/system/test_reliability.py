@@ -9,7 +9,6 @@ started. Every test ends with the exact rows a fault-free sync stores.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import threading
 import uuid
@@ -300,10 +299,7 @@ def test_two_installations_sharing_a_redis_database_keep_their_sync_jobs_apart(m
 # --------------------------------------------------------------------------- 4. the database connection dropped
 
 
-POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
-
-
-@pytest.mark.skipif(not POSTGRES, reason="PostgreSQL only: COPY is the PostgreSQL insert path")
+@pytest.mark.postgresql_only  # COPY is the PostgreSQL insert path
 def test_postgres_copy_errors_surface_as_sqlalchemy_errors_and_the_session_recovers(app):
     """COPY goes past SQLAlchemy: its driver errors must still look like SQLAlchemy's, or the sync mislabels them."""
     from plugins.imap_inbox import store
@@ -324,8 +320,7 @@ def test_postgres_copy_errors_surface_as_sqlalchemy_errors_and_the_session_recov
         assert db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid  # a new connection
 
 
-@pytest.mark.skipif(not POSTGRES, reason="PostgreSQL only (set TEST_DATABASE_URL): SQLite is a file in the "
-                                         "worker's own process, there is no server connection to drop")
+@pytest.mark.postgresql_only  # SQLite is a file in the worker's own process: no server connection to drop
 def test_postgres_connection_terminated_mid_transaction(make_app, owner, mailbox, dovecot):
     batch = 100
     app = make_app(IMAP_FETCH_BATCH=batch, SQLALCHEMY_ENGINE_OPTIONS={
