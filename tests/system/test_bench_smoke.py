@@ -5,7 +5,6 @@ Timings are never asserted; only counts that must hold however fast the machine 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -14,15 +13,19 @@ import pytest
 from bench.report import SECTIONS
 from tests.support import ROOT as REPO
 
+# One worker runs the whole module (make test uses --dist loadgroup): bench_run, a minute of work, is
+# module-scoped, and every worker that ran one of these tests would run it again.
+pytestmark = pytest.mark.xdist_group("bench_smoke")
+
 N = 200
 NEW_MESSAGES = 50
 
 
 @pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
+def bench_run(crm_database_server_url, tmp_path_factory):
     """One harness run (own Dovecot, one database) into a temporary results folder."""
     out = tmp_path_factory.mktemp("bench-results")
-    server_url = os.environ.get("TEST_DATABASE_URL")
+    server_url = crm_database_server_url
     database = "postgresql" if server_url else "sqlite"
     command = [sys.executable, "-m", "bench", "--n", str(N), "--db", database, "--out", str(out),
                "--new-messages", str(NEW_MESSAGES), "--noop-runs", "2", "--timeline-requests", "3"]
