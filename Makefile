@@ -10,8 +10,10 @@ APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 
 # pytest-xdist workers for each pass: the tests mostly wait on Dovecot, Redis, PostgreSQL and Chromium,
 # so more workers than the 2 cores of the CI machine still pay. Each worker has its own databases.
+# --dist loadfile: a module's tests run on one worker, so a module-scoped fixture (the bench smoke's
+# minute-long harness run, a private redis-server) is built once, not once per worker.
 TEST_WORKERS ?= 3
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install run test test-sqlite test-postgres services system-packages demo bench lint clean
 

@@ -37,7 +37,17 @@ def pytest_collection_modifyitems(config, items):
         selected.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = selected
+    # The folders holding minute-long tests first (a stable sort: modules stay whole, in their order), so
+    # pytest-xdist hands those out while the many short tests can still fill the other workers.
+    items[:] = sorted(selected, key=_folder_rank)
+
+
+SLOW_FOLDERS_FIRST = ("system", "browser")
+
+
+def _folder_rank(item) -> int:
+    folder = item.path.parent.name
+    return SLOW_FOLDERS_FIRST.index(folder) if folder in SLOW_FOLDERS_FIRST else len(SLOW_FOLDERS_FIRST)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,10 +13,6 @@ import pytest
 from bench.report import SECTIONS
 from tests.support import ROOT as REPO
 
-# One worker runs the whole module (make test uses --dist loadgroup): bench_run, a minute of work, is
-# module-scoped, and every worker that ran one of these tests would run it again.
-pytestmark = pytest.mark.xdist_group("bench_smoke")
-
 N = 200
 NEW_MESSAGES = 50
 
