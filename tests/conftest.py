@@ -18,6 +18,7 @@ _user_numbers = itertools.count(1)
 DIALECT_FIXTURE = "crm_database_server_url"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m reads the markers set here
 def pytest_collection_modifyitems(config, items):
     """Mark the tests that never reach the database ``dialect_independent`` (the PostgreSQL pass of
     ``make test`` leaves them out: the SQLite pass has run them), and deselect ``postgresql_only`` tests
