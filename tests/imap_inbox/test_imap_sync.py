@@ -489,9 +489,7 @@ def test_a_message_skipped_once_is_stored_normally_when_it_reads_again(crm_app_f
 
 @pytest.fixture
 def owner_factory():
-    def make(app):
-        return make_owner(app)
-    return make
+    return make_owner
 
 
 def test_server_down_is_retried_with_backoff(app, owner):
