@@ -12,8 +12,10 @@ APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 # so more workers than the 2 cores of the CI machine still pay. Each worker has its own databases.
 # --dist loadfile: a module's tests run on one worker, so a module-scoped fixture (the bench smoke's
 # minute-long harness run, a private redis-server) is built once, not once per worker.
+# --no-loadscope-reorder: hand modules out in collection order (tests/conftest.py puts the ones with
+# minute-long tests first), not largest test count first, which left those few-test modules for last.
 TEST_WORKERS ?= 3
-PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install run test test-sqlite test-postgres services system-packages demo bench lint clean
 
