@@ -8,7 +8,16 @@ N ?= 2000
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 
-.PHONY: install run test test-sqlite test-postgres system-packages demo bench lint clean
+# pytest-xdist workers for each pass: the tests mostly wait on Dovecot, Redis, PostgreSQL and Chromium,
+# so more workers than the 2 cores of the CI machine still pay. Each worker has its own databases.
+# --dist loadfile: a module's tests run on one worker, so a module-scoped fixture (the bench smoke's
+# minute-long harness run, a private redis-server) is built once, not once per worker.
+# --no-loadscope-reorder: hand modules out in collection order (tests/conftest.py puts the ones with
+# minute-long tests first), not largest test count first, which left those few-test modules for last.
+TEST_WORKERS ?= 3
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+.PHONY: install run test test-sqlite test-postgres services system-packages demo bench lint clean
 
 install: $(STAMP)
 
@@ -31,18 +40,22 @@ run: install
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || $(MAKE) APT_TEST_PACKAGES=redis-server system-packages
 	$(PY) manage.py run
 
-test: install system-packages lint
-	$(PY) tests/services.py
+# Every test on SQLite, then on PostgreSQL the tests that reach the database: the others are marked
+# dialect_independent at collection (tests/conftest.py) and have nothing to learn from a second run.
+test: install system-packages lint services
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 
-test-sqlite:
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+services: install
+	$(PY) tests/support/services.py
 
-test-postgres:
+test-sqlite: install
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-postgres: install
 	@if $(PY) -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',5432)))"; then \
-		TEST_DATABASE_URL=$(PG_URL) $(PY) -m pytest -q $(PYTEST_ARGS); \
-	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/services.py)"; exit 1; fi
+		TEST_DATABASE_URL=$(PG_URL) $(PYTEST) -m "not dialect_independent" $(PYTEST_ARGS); \
+	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/support/services.py)"; exit 1; fi
 
 demo: install system-packages
 	$(PY) -m plugins.imap_inbox.demo

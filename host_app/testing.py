@@ -12,20 +12,29 @@ Fixtures:
 * ``crm_database_url``: a migrated database for the session. SQLite by
   default; PostgreSQL when ``TEST_DATABASE_URL`` is set (a database of its own is
   created on that server and dropped at the end).
+* ``crm_database_server_url``: ``TEST_DATABASE_URL`` (the PostgreSQL server) or None;
+  a test that makes databases of its own asks for it, which also marks it as one
+  that depends on the database dialect.
 * ``crm_app_factory(**config)``: builds apps on that database, emptied
   before each test. ``plugins={name: module}`` replaces entry-point discovery;
   ``disabled=[...]`` disables plugins.
 * ``app``, ``client``, ``runner``: the flaskr trio, with every installed plugin.
 * ``admin``/``agent``: agents; ``admin_client``/``agent_client``: logged in.
 * ``redis_url``: a Redis database emptied before each test.
+
+Under pytest-xdist every worker is a session of its own: its own migrated database, and
+its own Redis database, ``TEST_REDIS_URL``'s number plus the worker's index (gw0 uses
+that number, gw1 the next, ...), so workers never flush each other's jobs.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
@@ -39,12 +48,30 @@ ADMIN_PASSWORD = "admin-password-1"
 AGENT_PASSWORD = "agent-password-1"
 
 
+def xdist_worker_index() -> int:
+    """0 outside pytest-xdist, else the worker's number (``gw3`` is 3)."""
+    match = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    return int(match.group(1)) if match else 0
+
+
+def worker_redis_url(url: str) -> str:
+    """``url`` with its database number moved up by the xdist worker's index: one database per worker."""
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + xdist_worker_index()}"))
+
+
+def session_redis_url() -> str:
+    """This session's Redis database: ``TEST_REDIS_URL``, offset per xdist worker."""
+    return worker_redis_url(TEST_REDIS_URL)
+
+
 def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
     config = {
         "TESTING": True,
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": url,
-        "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_URL": session_redis_url(),
         "RQ_QUEUE": f"test-{os.getpid()}",  # two suites on one Redis never take each other's jobs
         "WTF_CSRF_ENABLED": False,
         "INSTANCE_PATH": str(instance),
@@ -71,9 +98,15 @@ def _drop_postgres_database(server_url: str, url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def crm_database_url(tmp_path_factory) -> Iterator[str]:
-    """A database migrated with the host and every installed plugin, for the whole session."""
-    server_url = os.environ.get("TEST_DATABASE_URL")
+def crm_database_server_url() -> str | None:
+    """The PostgreSQL server the suite runs on (``TEST_DATABASE_URL``), or None for SQLite."""
+    return os.environ.get("TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def crm_database_url(crm_database_server_url, tmp_path_factory) -> Iterator[str]:
+    """A database migrated with the host and every installed plugin, for the whole session (per xdist worker)."""
+    server_url = crm_database_server_url
     if server_url:
         url = _create_postgres_database(server_url)
     else:
@@ -84,26 +117,39 @@ def crm_database_url(tmp_path_factory) -> Iterator[str]:
         db.engine.dispose()
     yield url
     if server_url:
+        engine = _emptying_engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
         _drop_postgres_database(server_url, url)
+
+
+# One engine per session database: connecting anew before every test costs more than the TRUNCATE.
+_emptying_engines: dict[str, sa.Engine] = {}
 
 
 def _empty_database(url: str) -> None:
     """Delete every row (schema and Alembic versions stay) so each test starts clean."""
-    engine = sa.create_engine(url)
+    engine = _emptying_engines.get(url) or _emptying_engines.setdefault(
+        url, sa.create_engine(url, pool_pre_ping=True))
+    if engine.dialect.name == "postgresql":
+        # The catalogue, not a full reflection: TRUNCATE ... CASCADE needs no dependency order, and the
+        # table list is read each time because a test may add tables (a plugin enabled later).
+        with engine.begin() as conn:
+            names = conn.scalars(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename NOT LIKE 'alembic_version%' ORDER BY tablename")).all()
+            if names:
+                quoted = ", ".join(f'"{name}"' for name in names)
+                conn.execute(sa.text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        return
     meta = sa.MetaData()
     meta.reflect(engine)
     tables = [t for t in meta.sorted_tables if not t.name.startswith("alembic_version")]
     with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            if tables:
-                names = ", ".join(f'"{t.name}"' for t in tables)
-                conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(tables):
-                conn.execute(table.delete())
-            if any(t.name == "sqlite_sequence" for t in meta.sorted_tables):
-                conn.execute(sa.text("DELETE FROM sqlite_sequence"))
-    engine.dispose()
+        for table in reversed(tables):
+            conn.execute(table.delete())
+        if any(t.name == "sqlite_sequence" for t in meta.sorted_tables):
+            conn.execute(sa.text("DELETE FROM sqlite_sequence"))
 
 
 @pytest.fixture
@@ -111,10 +157,11 @@ def redis_url() -> str:
     """A Redis database for tests, emptied before each test."""
     from redis import Redis
 
-    conn = Redis.from_url(TEST_REDIS_URL)
+    url = session_redis_url()
+    conn = Redis.from_url(url)
     conn.flushdb()
     conn.close()
-    return TEST_REDIS_URL
+    return url
 
 
 @pytest.fixture

@@ -2,14 +2,53 @@
 what our own suite needs on top: the services it talks to and a real Dovecot."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import os
 
 import pytest
 
-from tests.services import ensure_postgres, ensure_redis
+from tests.support.imap_helpers import make_owner
+from tests.support.mailbox import Mailbox
+from tests.support.services import ensure_postgres, ensure_redis
 
 _user_numbers = itertools.count(1)
+
+# Every fixture that reaches the database server leads here (crm_database_url and crm_app_factory, so
+# app, client, admin, ... too): a test whose fixtures do not include it cannot tell SQLite from PostgreSQL.
+DIALECT_FIXTURE = "crm_database_server_url"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the markers set here
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that never reach the database ``dialect_independent`` (the PostgreSQL pass of
+    ``make test`` leaves them out: the SQLite pass has run them), and deselect ``postgresql_only`` tests
+    when the suite runs on SQLite, where they cannot run, instead of reporting them as skipped."""
+    on_postgresql = bool(os.environ.get("TEST_DATABASE_URL"))
+    selected, deselected = [], []
+    for item in items:
+        reaches_database = DIALECT_FIXTURE in item.fixturenames
+        if not reaches_database:
+            item.add_marker(pytest.mark.dialect_independent)
+        if item.get_closest_marker("postgresql_only"):
+            if not reaches_database:
+                raise pytest.UsageError(f"{item.nodeid} is postgresql_only but uses no database fixture")
+            if not on_postgresql:
+                deselected.append(item)
+                continue
+        selected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    # The folders holding minute-long tests first (a stable sort: modules stay whole, in their order), so
+    # pytest-xdist hands those out while the many short tests can still fill the other workers.
+    items[:] = sorted(selected, key=_folder_rank)
+
+
+SLOW_FOLDERS_FIRST = ("system", "browser")
+
+
+def _folder_rank(item) -> int:
+    folder = item.path.parent.name
+    return SLOW_FOLDERS_FIRST.index(folder) if folder in SLOW_FOLDERS_FIRST else len(SLOW_FOLDERS_FIRST)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,36 +67,6 @@ def dovecot():
         yield server
 
 
-@dataclasses.dataclass
-class Mailbox:
-    """A fresh mail account on the session's Dovecot, for one test."""
-
-    server: object
-    username: str
-    password: str
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.imaps_port
-
-    @property
-    def ca_file(self) -> str:
-        return self.server.ca_file
-
-    def append(self, folder: str, raw: bytes, **kwargs):
-        return self.server.append(self.username, folder, raw, **kwargs)
-
-    def write(self, folder: str, messages: list[bytes]):
-        return self.server.write_maildir(self.username, folder, messages)
-
-    def client(self):
-        return self.server.client(self.username, self.password)
-
-
 @pytest.fixture
 def mailbox(dovecot) -> Mailbox:
     """A new, empty account (INBOX and Sent) so tests never see each other's mail."""
@@ -66,3 +75,9 @@ def mailbox(dovecot) -> Mailbox:
     password = f"pw-{n}-secret"
     dovecot.add_user(username, password)
     return Mailbox(dovecot, username, password)
+
+
+@pytest.fixture
+def owner(app) -> int:
+    """The agent who owns the test inboxes; agents live in the database, which every app of a test shares."""
+    return make_owner(app)

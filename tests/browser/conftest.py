@@ -1,7 +1,8 @@
 """Real-browser fixtures: the app served over HTTP with real CSRF, a real RQ worker, headless Chromium.
 
 * ``app``: the app with every installed plugin, CSRF on, a fixed IMAP encryption key (shared with the worker),
-  and a Redis database and queue of its own (``BROWSER_REDIS_URL``, default db 14).
+  and a Redis queue of its own, on the session's Redis database (or ``BROWSER_REDIS_URL``, offset per xdist
+  worker like ``TEST_REDIS_URL``).
 * ``live_server``: ``app`` served by werkzeug on 127.0.0.1 (a free port, background thread), plus an RQ
   worker subprocess (``manage.py worker``) on the same database, Redis queue and encryption key.
 * ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800),
@@ -24,7 +25,8 @@ import pytest
 from cryptography.fernet import Fernet
 from flask import Flask
 
-from tests.reliability_helpers import WorkerProcess
+from host_app.testing import worker_redis_url
+from tests.support.reliability_helpers import WorkerProcess
 
 from .helpers import TIMEOUT_MS, log_in
 
@@ -45,10 +47,11 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 # One key for the web app and the worker: a password the form encrypts must decrypt in the worker.
 ENCRYPTION_KEY = Fernet.generate_key().decode()
-# A Redis database and queue of their own: other test runs on the same machine flush TEST_REDIS_URL and run
-# workers on its "test" queue, which would empty or take (and run against another database) our sync jobs.
-BROWSER_REDIS_URL = os.environ.get("BROWSER_REDIS_URL", "redis://127.0.0.1:6379/14")
-BROWSER_QUEUE = "browser"
+# A queue of their own, named per process like host_app.testing's: a worker of another session (another
+# xdist worker, another suite) would take our sync jobs and run them against its own database. The Redis
+# database is the session's, which no other session flushes (host_app.testing gives each worker its own).
+BROWSER_REDIS_URL = os.environ.get("BROWSER_REDIS_URL")
+BROWSER_QUEUE = f"browser-{os.getpid()}"
 
 _HERE = Path(__file__).resolve().parent
 
@@ -77,14 +80,18 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """The browser tests' Redis database, emptied before each test (overrides host_app.testing's)."""
+def redis_url(redis_url) -> str:
+    """The browser tests' Redis database, emptied before each test: host_app.testing's, unless
+    ``BROWSER_REDIS_URL`` names another (then offset per xdist worker too)."""
+    if not BROWSER_REDIS_URL:
+        return redis_url
     from redis import Redis
 
-    conn = Redis.from_url(BROWSER_REDIS_URL)
+    url = worker_redis_url(BROWSER_REDIS_URL)
+    conn = Redis.from_url(url)
     conn.flushdb()
     conn.close()
-    return BROWSER_REDIS_URL
+    return url
 
 
 @pytest.fixture

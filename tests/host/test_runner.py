@@ -1,0 +1,69 @@
+"""``manage.py run``, the newcomer's command: database, first admin, web, worker and scheduler, stopped together."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.support import ROOT
+from tests.support.reliability_helpers import child_pids, free_port, is_alive, wait_for
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(redis_url, tmp_path):
+    port = free_port()
+    instance = tmp_path / "instance"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'crm.sqlite'}", REDIS_URL=redis_url,
+               CRM_INSTANCE_PATH=str(instance), CRM_RQ_QUEUE=f"test-run-{os.getpid()}", PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        run = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "run", "--port", str(port)], cwd=ROOT,
+                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    children: list[int] = []
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/login"), 60, "the web server",
+                 details=lambda: log_path.read_text(errors="replace"))
+        output = log_path.read_text(errors="replace")
+        assert "Log in as admin@example.com with password" in output
+        password_file = instance / "first_admin_password"
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+
+        def background() -> dict[str, int]:
+            found = {}
+            for pid in child_pids(run.pid):
+                command = _cmdline(pid)
+                for role in ("worker", "scheduler"):
+                    if command.endswith(f"manage.py {role} "):
+                        found[role] = pid
+            return found
+
+        wait_for(lambda: len(background()) == 2, 30, "a worker and a scheduler", details=lambda: str(background()))
+        children = list(background().values())
+    finally:
+        run.send_signal(signal.SIGINT)  # Ctrl+C in the terminal
+        try:
+            run.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            raise
+    wait_for(lambda: not any(is_alive(pid) for pid in children), 20, "the worker and the scheduler to stop")
+    assert children

@@ -1,0 +1,86 @@
+"""Shared helpers of the imap_inbox engine tests (test_imap_*.py)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from host_app.extensions import db
+from host_app.testing import make_agent
+from plugins.imap_inbox.testing import mailgen
+
+OWNER_EMAIL = "owner@team.example"
+OWNER_NAME = "Olivia Owner"
+OWNER_PASSWORD = "owner-password-1"
+
+
+def make_owner(app) -> int:
+    """The agent who owns the test inboxes (what the ``owner`` fixture gives)."""
+    return make_agent(app, OWNER_EMAIL, OWNER_PASSWORD, name=OWNER_NAME)
+
+
+def connect_inbox(app, mailbox, owner_id: int | None, **overrides) -> int:
+    """Connect ``mailbox`` with the real login check, as the UI and the CLI do."""
+    from plugins.imap_inbox import service
+
+    values = dict(name="Sales desk", host=mailbox.host, port=mailbox.port, security="ssl",
+                  username=mailbox.username, password=mailbox.password, owner_id=owner_id,
+                  ca_file=mailbox.ca_file)
+    values.update(overrides)
+    with app.app_context():
+        return service.create_inbox(**values).id
+
+
+def sync(app, inbox_id: int, **kwargs) -> dict:
+    from plugins.imap_inbox.jobs import sync_inbox
+
+    with app.app_context():
+        return sync_inbox(inbox_id, **kwargs)
+
+
+def message(n: int, *, sender="Carla Customer <carla@customer.example>", to="team@team.example",
+            subject=None, folder_date=None, **kwargs) -> bytes:
+    date = folder_date or dt.datetime(2024, 1, 1, 9, 0, tzinfo=dt.UTC) + dt.timedelta(hours=n)
+    return mailgen.make_message(sender, to, subject or f"Message {n}", date=date,
+                                message_id=kwargs.pop("message_id", f"<m{n}@customer.example>"),
+                                **kwargs)
+
+
+def stored(app, inbox_id: int, folder: str | None = None) -> list[dict]:
+    """Stored messages of an inbox (optionally one folder) as dicts, by folder then UID."""
+    from plugins.imap_inbox.models import ImapFolder
+    from plugins.mail.models import Message
+
+    with app.app_context():
+        query = (sa.select(Message, ImapFolder.name).join(ImapFolder, ImapFolder.id == Message.folder_id)
+                 .where(Message.inbox_id == inbox_id).order_by(ImapFolder.name, Message.uid))
+        if folder is not None:
+            query = query.where(ImapFolder.name == folder)
+        rows = []
+        for message, folder_name in db.session.execute(query):
+            row = {c.key: getattr(message, c.key) for c in sa.inspect(message).mapper.column_attrs}
+            row["folder"] = folder_name
+            rows.append(row)
+        return rows
+
+
+def addresses(app, inbox_id: int) -> list[tuple]:
+    from plugins.mail.models import MessageAddress
+
+    with app.app_context():
+        return [tuple(r) for r in db.session.execute(
+            sa.select(MessageAddress.message_pk, MessageAddress.role, MessageAddress.email)
+            .where(MessageAddress.inbox_id == inbox_id)
+        )]
+
+
+def server_snapshot(mailbox, folders=("INBOX", "Sent")) -> dict:
+    """FLAGS of every message and STATUS of each folder, straight from the server."""
+    snapshot = {}
+    with mailbox.client() as imap:
+        for folder in folders:
+            status = imap.folder_status(folder, [b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"])
+            imap.select_folder(folder, readonly=True)
+            flags = imap.get_flags(imap.search("ALL"))
+            snapshot[folder] = (status, {uid: sorted(f) for uid, f in flags.items()})
+    return snapshot
