@@ -66,8 +66,8 @@ def legacy_tree(tmp_path) -> Path:
 
 
 @pytest.fixture
-def database_url(tmp_path):
-    server = os.environ.get("TEST_DATABASE_URL")
+def database_url(crm_database_server_url, tmp_path):
+    server = crm_database_server_url
     if not server:
         yield f"sqlite:///{tmp_path / 'legacy.sqlite'}"
         return
