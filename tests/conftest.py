@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from host_app.testing import _create_postgres_database, _drop_postgres_database
 from tests.support.imap_helpers import make_owner
 from tests.support.mailbox import Mailbox
 from tests.support.services import ensure_postgres, ensure_redis
@@ -81,3 +82,15 @@ def mailbox(dovecot) -> Mailbox:
 def owner(app) -> int:
     """The agent who owns the test inboxes; agents live in the database, which every app of a test shares."""
     return make_owner(app)
+
+
+@pytest.fixture
+def empty_database_url(crm_database_server_url, tmp_path):
+    """A database with no tables at all (SQLite file, or a new PostgreSQL database)."""
+    server = crm_database_server_url
+    if not server:
+        yield f"sqlite:///{tmp_path}/fresh.sqlite"
+        return
+    url = _create_postgres_database(server)
+    yield url
+    _drop_postgres_database(server, url)

@@ -197,20 +197,6 @@ def test_environment_variable_disables(monkeypatch, tmp_path):
     assert not app.extensions["plugins"].is_loaded("imap_inbox")
 
 
-@pytest.fixture
-def empty_database_url(crm_database_server_url, tmp_path):
-    """A database with no tables at all (SQLite file, or a new PostgreSQL database)."""
-    server = crm_database_server_url
-    if not server:
-        yield f"sqlite:///{tmp_path}/fresh.sqlite"
-        return
-    from host_app.testing import _create_postgres_database, _drop_postgres_database
-
-    url = _create_postgres_database(server)
-    yield url
-    _drop_postgres_database(server, url)
-
-
 def test_enabling_a_plugin_later_upgrades_an_existing_database(empty_database_url, tmp_path, redis_url):
     config = {"SQLALCHEMY_DATABASE_URI": empty_database_url, "SECRET_KEY": "x", "INSTANCE_PATH": str(tmp_path),
               "REDIS_URL": redis_url}

@@ -19,7 +19,6 @@ from cryptography.fernet import Fernet
 
 from host_app import create_app, migrating
 from host_app.extensions import db
-from host_app.testing import TEST_REDIS_URL, _create_postgres_database, _drop_postgres_database
 from tests.support import ROOT
 from tests.support.imap_helpers import message, sync
 
@@ -65,17 +64,6 @@ def legacy_tree(tmp_path) -> Path:
     return tree
 
 
-@pytest.fixture
-def database_url(crm_database_server_url, tmp_path):
-    server = crm_database_server_url
-    if not server:
-        yield f"sqlite:///{tmp_path / 'legacy.sqlite'}"
-        return
-    url = _create_postgres_database(server)
-    yield url
-    _drop_postgres_database(server, url)
-
-
 def _snapshot(connection, tables: dict[str, str]) -> dict:
     messages = sorted(map(tuple, connection.execute(sa.text(
         f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM {tables['message']} ORDER BY id"))))
@@ -94,14 +82,15 @@ def _snapshot(connection, tables: dict[str, str]) -> dict:
 
 
 def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what_is_new(
-        mailbox, legacy_tree, database_url, tmp_path):
+        mailbox, legacy_tree, empty_database_url, redis_url, tmp_path):
+    database_url = empty_database_url
     carla = "Carla Customer <carla@customer.example>"
     mailbox.write("Sent", [message(1, sender=mailbox.username, to=carla, subject="Our offer",
                                    message_id="<offer@team.example>")])
     reply = message(2, to=mailbox.username, subject="Re: Our offer", in_reply_to="<offer@team.example>")
     mailbox.write("INBOX", [reply, *[message(n, to=mailbox.username) for n in range(3, 12)]])
     config = {"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "x", "INSTANCE_PATH": str(tmp_path / "inst"),
-              "REDIS_URL": TEST_REDIS_URL, "RQ_QUEUE": f"legacy-{os.getpid()}", "IMAP_ENCRYPTION_KEYS": [TEAM_KEY]}
+              "REDIS_URL": redis_url, "RQ_QUEUE": f"legacy-{os.getpid()}", "IMAP_ENCRYPTION_KEYS": [TEAM_KEY]}
     box = {"host": mailbox.host, "port": mailbox.port, "username": mailbox.username,
            "password": mailbox.password, "ca_file": mailbox.ca_file}
     # The old release knows no mail plugin; the installed package would offer today's.
