@@ -36,6 +36,8 @@ from host_app.api import (
     utcnow,
 )
 from plugins.mail.models import Inbox
+from plugins.mail.names import clean_name
+from plugins.mail.people import PROVIDER_KEY, source_label
 
 from .models import (
     DONE,
@@ -46,8 +48,6 @@ from .models import (
     BlockedEntry,
     ImportState,
 )
-from .names import clean_name
-from .provider import PROVIDER_KEY, source_label
 from .rules import Exclusions
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,7 @@ from host_app.api import SettingsPage
 from . import models  # noqa: F401  (registers the plugin's tables)
 from .cli import import_command
 from .jobs import on_mailbox_settings_changed, on_mailbox_synced
-from .provider import MailboxProvider
 from .views import bp
-
-
-@hookimpl
-def contact_providers(app):
-    return [MailboxProvider()]
 
 
 @hookimpl(tryfirst=True)

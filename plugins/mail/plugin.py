@@ -6,6 +6,7 @@ from host_app import hookimpl
 from . import (
     hookspecs,
     models,  # noqa: F401  (registers the plugin's tables)
+    people,
     timeline,
 )
 
@@ -18,3 +19,8 @@ def add_hookspecs(pluginmanager):
 @hookimpl
 def timeline_entries(app, contact, before, limit):
     return timeline.timeline_entries(contact, before, limit)
+
+
+@hookimpl
+def contact_providers(app):
+    return [people.MailboxProvider()]

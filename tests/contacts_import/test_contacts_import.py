@@ -12,9 +12,9 @@ from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
 from plugins.contacts_import import importer
 from plugins.contacts_import.models import BlockedEntry, ImportState
-from plugins.contacts_import.names import best_name, clean_name
-from plugins.contacts_import.provider import MailboxProvider
 from plugins.contacts_import.rules import Exclusions, is_machine_address, parse_block_entry
+from plugins.mail.names import best_name, clean_name
+from plugins.mail.people import MailboxProvider
 from plugins.mail.testing import START, MailRows
 
 INBOX = "sales@ourco.example"

@@ -1,5 +1,8 @@
 """The people of connected mailboxes, offered through the host's ``contact_providers`` hook.
 
+The mail core offers them whatever transport stored the mail; importers such
+as contacts_import find the provider by its key.
+
 One aggregated query per call (grouped by address and display name), never a
 loop over messages: a 100,000-message mailbox is read in about a second.
 """
@@ -11,10 +14,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from host_app.api import ContactProvider, Person, db
-from plugins.mail.models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
+from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 from .names import best_name, clean_name
 
+# The key and the source label keep the name they had when imap_inbox stored the mail, so contacts
+# imported before and after the mail core name their source alike.
 PROVIDER_KEY = "imap_inbox"
 
 
