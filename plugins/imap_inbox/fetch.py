@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from imapclient import IMAPClient
 
 from plugins.mail.headers import HEADER_FIELDS
-
-from .uids import uid_array
+from plugins.mail.uids import uid_array
 
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 METADATA_ITEMS = f"UID FLAGS INTERNALDATE RFC822.SIZE {HEADER_ITEM}"

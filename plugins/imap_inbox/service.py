@@ -10,10 +10,9 @@ from flask import current_app
 
 from host_app.api import Agent, db, normalize_email
 from plugins.mail import models as mail_models
-from plugins.mail import notify
+from plugins.mail import notify, store
 from plugins.mail.models import Folder, Inbox, SyncRun
 
-from . import store
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)

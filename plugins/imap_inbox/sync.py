@@ -47,7 +47,7 @@ from imapclient import exceptions as imap_exceptions
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from host_app.api import db
-from plugins.mail import notify
+from plugins.mail import notify, store
 from plugins.mail.models import (
     DISABLED,
     ERROR,
@@ -59,8 +59,9 @@ from plugins.mail.models import (
     Inbox,
     SyncRun,
 )
+from plugins.mail.uids import sorted_difference
 
-from . import events, store
+from . import events
 from .account import settings_for
 from .connection import ImapConnectError, classify_error, close, connect
 from .crypto import EncryptionKeyError
@@ -83,7 +84,6 @@ from .folders import plan_folders
 from .models import ImapFolder, ImapInbox
 from .rows import RowBuilder, RowContext
 from .schedule import WATCHDOG, next_regular_sync, next_retry, utcnow
-from .uids import sorted_difference
 
 log = logging.getLogger(__name__)
 

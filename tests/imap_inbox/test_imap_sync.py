@@ -160,7 +160,7 @@ def test_bcc_is_stored_for_our_emails_only(app, mailbox, owner):
     assert sent_by_alias["direction"] == "out" and ("bcc", "zoe-boss@kunde.example") in roles(sent_by_alias)
 
     # Sent losing its role makes the alias's e-mail incoming: its Bcc rows go, the inbox's own stay.
-    from plugins.imap_inbox import store
+    from plugins.mail import store
 
     sent_folder = folder_row(app, inbox_id, "Sent")
     with app.app_context():

@@ -11,9 +11,9 @@ from host_app import hookimpl
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
 from host_app.testing import make_agent
-from plugins.imap_inbox import store
 from plugins.imap_inbox.models import ImapFolder, ImapInbox
 from plugins.imap_inbox.testing import mailgen
+from plugins.mail import store
 from tests.support.imap_helpers import OWNER_NAME, connect_inbox, make_owner, sync
 from tests.support.mailbox import Mailbox
 

@@ -306,7 +306,7 @@ def test_two_installations_sharing_a_redis_database_keep_their_sync_jobs_apart(m
 @pytest.mark.postgresql_only  # COPY is the PostgreSQL insert path
 def test_postgres_copy_errors_surface_as_sqlalchemy_errors_and_the_session_recovers(app):
     """COPY goes past SQLAlchemy: its driver errors must still look like SQLAlchemy's, or the sync mislabels them."""
-    from plugins.imap_inbox import store
+    from plugins.mail import store
 
     broken_row = dict.fromkeys(store.MESSAGE_COLUMNS)  # NOT NULL columns left empty
     with app.app_context():

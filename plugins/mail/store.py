@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from host_app.api import UTCDateTime, db
-from plugins.mail.models import Message, MessageAddress
 
+from .models import Message, MessageAddress
 from .uids import uid_array
 
 messages = Message.__table__
