@@ -7,9 +7,9 @@ plain set-based joins on ``mail_message_address.email``.
 
 A transport extends ``Inbox`` and ``Folder`` with a table of its own (joined
 table inheritance, ``transport`` naming it): ``imap_inbox`` keeps the server,
-credentials and per-folder UID checkpoints there. Mail-core code reads these
-tables with column queries, never by loading ``Inbox``/``Folder`` entities,
-so stored mail stays readable while its transport plugin is disabled.
+credentials and per-folder UID checkpoints there. A row whose transport
+plugin is not loaded (disabled, uninstalled) loads as a plain ``Inbox`` or
+``Folder``, so stored mail stays readable without its transport.
 """
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ RECIPIENT_ROLES = ("to", "cc", "bcc")
 STORED = "stored"
 
 
+class _StoredWhenUnknown(dict):
+    """The polymorphic map of Inbox and Folder: a row of a transport whose plugin is not loaded (disabled,
+    uninstalled) loads as plain stored mail instead of failing, so the readers of mail keep working."""
+
+    def __missing__(self, transport):
+        return self[STORED]
+
+
 class Inbox(db.Model):
     """A connected team mailbox, whatever transport syncs it."""
 
@@ -85,7 +93,8 @@ class Inbox(db.Model):
     )
 
     # "stored": mail kept without a transport to sync it (imported, or made by tests); transports add theirs.
-    __mapper_args__ = {"polymorphic_on": "transport", "polymorphic_identity": STORED}
+    __mapper_args__ = {"polymorphic_on": "transport", "polymorphic_identity": STORED,
+                       "_polymorphic_map": _StoredWhenUnknown()}
 
 
 class Folder(db.Model):
@@ -108,7 +117,8 @@ class Folder(db.Model):
 
     inbox: Mapped[Inbox] = relationship(back_populates="folders")
 
-    __mapper_args__ = {"polymorphic_on": "transport", "polymorphic_identity": STORED}
+    __mapper_args__ = {"polymorphic_on": "transport", "polymorphic_identity": STORED,
+                       "_polymorphic_map": _StoredWhenUnknown()}
 
 
 class Message(db.Model):

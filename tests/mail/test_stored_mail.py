@@ -1,0 +1,35 @@
+"""Stored mail belongs to the mail core: it stays readable when the transport that brought it is gone."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from host_app.api import Contact, db
+from host_app.testing import ADMIN_PASSWORD, log_in
+from plugins.mail.models import Folder, Inbox, Message
+from plugins.mail.testing import MailRows
+
+
+def test_mail_of_a_transport_that_is_not_loaded_is_read_as_stored_mail(app, admin):
+    with app.app_context():
+        rows = MailRows()
+        box = rows.inbox("team@team.example", owner_id=admin)
+        rows.received(box, ("Carla Customer", "carla@customer.example"))
+        inbox_id = box.id
+        # As if the plugin that synced it were disabled: no class knows this transport.
+        for table in ("mail_inbox", "mail_folder"):
+            db.session.execute(sa.text(f"UPDATE {table} SET transport = 'uninstalled_transport'"))
+        db.session.add(Contact(email="carla@customer.example", name="Carla"))
+        db.session.commit()
+        db.session.expunge_all()
+
+        inbox = db.session.get(Inbox, inbox_id)
+        assert type(inbox) is Inbox and inbox.transport == "uninstalled_transport"
+        assert [type(folder) for folder in inbox.folders] == [Folder, Folder]
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+        contact_id = db.session.scalar(sa.select(Contact.id))
+
+    client = log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD)
+    settings = client.get("/settings/contacts-import/")
+    assert settings.status_code == 200 and "team@team.example" in settings.get_data(as_text=True)
+    page = client.get(f"/contacts/{contact_id}")
+    assert page.status_code == 200 and "message 1" in page.get_data(as_text=True)
