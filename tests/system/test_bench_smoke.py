@@ -59,6 +59,15 @@ def test_mailbox_wire_and_peer_counts(bench_run):
     assert results["new_mail"]["inbox"] + results["new_mail"]["sent"] == NEW_MESSAGES
 
 
+def test_the_first_sync_against_a_cold_server_cache_is_reported(bench_run):
+    out, database, _ = bench_run
+    results = json.loads((out / f"n{N}-{database}.json").read_text())
+    cold = results["cold_first_sync"]
+    assert cold["database"] == database and cold["summary"]["status"] == "ok"
+    assert cold["stored_messages"] == N + N // 10 and cold["messages_per_second"] > 0
+    assert "| first sync against a cold server cache (before the warm-up) | " in (out / "latest.md").read_text()
+
+
 def test_sync_import_timeline_and_condition_facts(bench_run):
     out, database, _ = bench_run
     results = json.loads((out / f"n{N}-{database}.json").read_text())
