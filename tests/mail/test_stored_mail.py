@@ -17,13 +17,13 @@ def test_mail_of_a_transport_that_is_not_loaded_is_read_as_stored_mail(app, admi
         inbox_id = box.id
         # As if the plugin that synced it were disabled: no class knows this transport.
         for table in ("mail_inbox", "mail_folder"):
-            db.session.execute(sa.text(f"UPDATE {table} SET transport = 'uninstalled_transport'"))
+            db.session.execute(sa.text(f"UPDATE {table} SET transport = 'gone_transport'"))
         db.session.add(Contact(email="carla@customer.example", name="Carla"))
         db.session.commit()
         db.session.expunge_all()
 
         inbox = db.session.get(Inbox, inbox_id)
-        assert type(inbox) is Inbox and inbox.transport == "uninstalled_transport"
+        assert type(inbox) is Inbox and inbox.transport == "gone_transport"
         assert [type(folder) for folder in inbox.folders] == [Folder, Folder]
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
         contact_id = db.session.scalar(sa.select(Contact.id))
