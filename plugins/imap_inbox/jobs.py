@@ -200,8 +200,8 @@ def schedule_due_syncs() -> dict[str, Any]:
     # Inboxes still waiting for a job Redis no longer has (restarted without persistence, flushed): their
     # next_sync_at already moved on, so they are not due. enqueue_sync only puts back a job that is missing.
     waiting = db.session.scalars(
-        db.select(Inbox.id).where(Inbox.transport == ImapInbox.__mapper__.polymorphic_identity, Inbox.enabled.is_(True),
-                                  Inbox.status == mail_models.QUEUED).order_by(Inbox.id)
+        db.select(ImapInbox.id).where(ImapInbox.enabled.is_(True), ImapInbox.status == mail_models.QUEUED)
+        .order_by(ImapInbox.id)
     ).all()
     enqueued = []
     for inbox_id in list(dict.fromkeys([*due, *waiting])):

@@ -295,7 +295,7 @@ class InboxSync:
     def _check_alive(self) -> None:
         if self.lock is not None and getattr(self.lock, "lost", False):
             raise SyncAborted("lock_lost")
-        enabled = db.session.execute(db.select(ImapInbox.enabled).where(ImapInbox.id == self.inbox_id)).scalar()
+        enabled = db.session.execute(db.select(Inbox.enabled).where(Inbox.id == self.inbox_id)).scalar()
         if enabled is None:
             raise SyncAborted("deleted")
         if not enabled:
