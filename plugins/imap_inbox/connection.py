@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # SEARCH replies of folders with 100k+ messages are one long line.
 imaplib._MAXLINE = max(imaplib._MAXLINE, 50_000_000)
 
+# The server hung up (BYE, reset, EOF) rather than answering NO: a new connection may get further.
+DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError, ssl.SSLEOFError,
+           ssl.SSLZeroReturnError)
+
 SECURITY_MODES = ("ssl", "starttls")
 DEFAULT_PORTS = {"ssl": 993, "starttls": 143}
 

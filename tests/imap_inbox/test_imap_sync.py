@@ -629,7 +629,7 @@ def test_rows_built_in_the_helper_process_equal_rows_built_in_process(crm_app_fa
     helper = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=1)
     in_process = crm_app_factory(IMAP_FETCH_BATCH=40, IMAP_LARGE_SYNC_FROM=10**9)
     owner_id = make_owner(helper)
-    with caplog.at_level(logging.DEBUG, logger="plugins.imap_inbox.sync"):
+    with caplog.at_level(logging.DEBUG, logger="plugins.imap_inbox.folder_sync"):
         first = connect_inbox(helper, mailbox, owner_id)
         assert sync(helper, first)["status"] == "ok"
         assert "in a helper process" in caplog.text
