@@ -10,19 +10,11 @@ import re
 from collections.abc import Iterable
 
 from host_app.api import normalize_email
+from plugins.mail.automated import is_machine_address
 
 from .models import KIND_ADDRESS, KIND_DOMAIN
 from .public_domains import PUBLIC_MAIL_DOMAINS
 
-# Local parts only machines use. Kept to unmistakable names: "info", "support" or "sales" are read by people.
-_MACHINE_LOCAL_PART = re.compile(
-    r"""^(?:
-        no[-_.]?reply | do[-_.]?not[-_.]?reply | dont[-_.]?reply   # noreply, no-reply, donotreply, do-not-reply
-        | mailer[-_.]?daemon | postmaster
-        | bounces? | notifications?
-    )(?:[-_.+].*)?$""",
-    re.VERBOSE,
-)
 # One "@", a local part without spaces or address punctuation, a dotted domain (IDN labels allowed).
 _ADDRESS = re.compile(r"^[^@\s\"<>()\[\],;:]+@[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)+$")
 
@@ -41,11 +33,6 @@ def domain_of(address: str) -> str:
 def is_valid_address(address: str) -> bool:
     """A plain internet address (``local@domain.tld``); local names like ``root@localhost`` are not."""
     return len(address) <= 320 and bool(_ADDRESS.match(address))
-
-
-def is_machine_address(address: str) -> bool:
-    """noreply@, mailer-daemon@, postmaster@, bounce(s)[+…]@, notifications@ and their spellings."""
-    return bool(_MACHINE_LOCAL_PART.match(address.partition("@")[0]))
 
 
 def is_public_domain(domain: str, extra: Iterable[str] = ()) -> bool:

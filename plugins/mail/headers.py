@@ -20,6 +20,8 @@ import hashlib
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+from .automated import is_automated
+
 # What the sync fetches with BODY.PEEK[HEADER.FIELDS (...)].
 HEADER_FIELDS = (
     "FROM", "TO", "CC", "REPLY-TO", "BCC", "DATE", "SUBJECT", "MESSAGE-ID", "IN-REPLY-TO", "REFERENCES",
@@ -44,10 +46,6 @@ CACHE_MAX_VALUE = 1000  # header values longer than this are parsed without cach
 # Bcc comes last so that it never takes MAX_ADDRESSES room from the others: the parser reports every
 # role alike, and the row builder keeps Bcc only for our own e-mails (rows.py).
 ADDRESS_ROLES = (("from", "from"), ("to", "to"), ("cc", "cc"), ("reply-to", "reply_to"), ("bcc", "bcc"))
-AUTOMATED_PRECEDENCE = frozenset(("bulk", "list", "junk", "auto_reply"))
-AUTOMATED_LOCAL_PARTS = frozenset((
-    "mailer-daemon", "postmaster", "mailerdaemon", "no-reply", "noreply", "do-not-reply", "donotreply",
-))
 EARLIEST_DATE = datetime(1971, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=2)
 
@@ -544,43 +542,37 @@ def _parse_into(parsed: ParsedHeaders, raw: bytes, internal_date: datetime | Non
     if values:
         parsed.references = " ".join(parse_references(_text(b" ".join(values)))) or None
 
-    automated = False
     values = get("auto-submitted")
     if values:
         value = _text(values[0]).split(";", 1)[0].split("(", 1)[0].strip().lower()
         parsed.auto_submitted = value[:MAX_AUTO_SUBMITTED] or None
-        automated = value not in ("", "no")
     values = get("precedence")
     if values:
         parsed.precedence = _text(values[0]).lower()[:MAX_PRECEDENCE] or None
-        automated = automated or parsed.precedence in AUTOMATED_PRECEDENCE
     values = get("list-id")
     if values:
         parsed.list_id = header_text(values[0])[:MAX_LIST_ID] or None
-        automated = automated or bool(parsed.list_id)
     values = get("list-unsubscribe")
     if values and values[0].strip():
-        parsed.list_unsubscribe = automated = True
+        parsed.list_unsubscribe = True
     for name in ("x-autoreply", "x-autorespond"):
         values = get(name)
         if values:
             value = values[0].strip().lower()
             if value and value not in (b"no", b"false", b"0"):
-                parsed.x_autoreply = automated = True
+                parsed.x_autoreply = True
     values = get("content-type")
     if values:
         parsed.content_type_raw = _text(values[0])
         mime = parsed.content_type_raw.split(";", 1)[0].strip().lower()
         if _MIME_TYPE_RE.fullmatch(mime):
             parsed.content_type = mime[:MAX_CONTENT_TYPE]
-            automated = automated or mime == "multipart/report"
     values = get("content-transfer-encoding")
     if values:
         parsed.transfer_encoding = _text(values[0]).lower()
 
-    parsed.automated = automated or bool(
-        parsed.from_email and parsed.from_email.partition("@")[0] in AUTOMATED_LOCAL_PARTS
-    )
+    parsed.automated = is_automated(parsed.auto_submitted, parsed.precedence, parsed.x_autoreply,
+                                    parsed.content_type, parsed.from_email, parsed.list_id, parsed.list_unsubscribe)
 
 
 _WHERE = {header: f"{header.title()}: " for header, _ in ADDRESS_ROLES}

@@ -31,6 +31,7 @@ from sqlalchemy.exc import CompileError
 from sqlalchemy.ext.compiler import compiles
 
 from host_app.api import bulk_insert_or_ignore, db, insert_or_ignore, member_of
+from plugins.mail.automated import sent_by_machine
 from plugins.mail.models import RECIPIENT_ROLES, Folder, Inbox, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, Cursor, ReplyReference, Response, SubjectKey
@@ -47,7 +48,6 @@ INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds
 ANALYZE_MIN_ROWS = 1000
 MAX_REFERENCES = 200  # the newest Message-IDs of References kept per reply (threads rarely go deeper)
 MAX_REF_LENGTH = 998  # RFC 5322 line limit; longer "ids" are garbage and would not fit the index
-AUTOMATIC_PRECEDENCE = {"auto_reply", "bulk", "junk"}
 # An arbitrary constant naming this plugin's PostgreSQL advisory lock.
 _LOCK_KEY = 0x5265706C79  # "Reply"
 _MESSAGE_ID = re.compile(r"<?\s*([^<>\s]+)\s*>?")
@@ -67,30 +67,6 @@ class NewResponse:
     matched_by: str
     # The reply took part in a response stored before this one's batch: it was announced then.
     reply_seen_before: bool = False
-
-
-def is_automatic(
-    auto_submitted: str | None,
-    precedence: str | None,
-    x_autoreply: bool | None,
-    content_type: str | None,
-    from_email: str | None,
-) -> bool:
-    """Whether a message was sent by a machine, so it is never a response.
-
-    Auto-Submitted other than "no", X-Autoreply/X-Autorespond, Precedence
-    auto_reply/bulk/junk, delivery reports (multipart/report, mailer-daemon).
-    """
-    if auto_submitted and auto_submitted.strip().lower() not in ("", "no"):
-        return True
-    if x_autoreply:
-        return True
-    if precedence and precedence.strip().lower() in AUTOMATIC_PRECEDENCE:
-        return True
-    if content_type and content_type.strip().lower().startswith("multipart/report"):
-        return True
-    local_part = (from_email or "").partition("@")[0].lower()
-    return local_part == "mailer-daemon"
 
 
 def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]:
@@ -338,7 +314,7 @@ def _index_rows(rows: Sequence) -> tuple[int, int]:
             continue
         if direction != "in" or not from_email:
             continue
-        if is_automatic(auto_submitted, precedence, x_autoreply, content_type, from_email):
+        if sent_by_machine(auto_submitted, precedence, x_autoreply, content_type, from_email):
             continue
         references += [(pk, ref) for ref in referenced_ids(in_reply_to, refs)]
         if not (in_reply_to or "").strip() and not (refs or "").strip():

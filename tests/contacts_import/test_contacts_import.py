@@ -12,7 +12,7 @@ from host_app.models import AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
 from plugins.contacts_import import importer
 from plugins.contacts_import.models import BlockedEntry, ImportState
-from plugins.contacts_import.rules import Exclusions, is_machine_address, parse_block_entry
+from plugins.contacts_import.rules import Exclusions, parse_block_entry
 from plugins.mail.names import best_name, clean_name
 from plugins.mail.people import MailboxProvider
 from plugins.mail.testing import START, MailRows
@@ -41,24 +41,6 @@ def block(value: str) -> None:
 
 
 # --------------------------------------------------------------------------- pure rules
-
-
-@pytest.mark.parametrize("address", [
-    "noreply@shop.example", "no-reply@x.example", "no_reply@x.example", "no-reply-aws@x.example",
-    "donotreply@x.example", "do-not-reply@bank.example", "mailer-daemon@mx.example", "postmaster@x.example",
-    "bounce@x.example", "bounces@x.example", "bounces+12345-abc@sendgrid.example", "bounce-mc.us5@x.example",
-    "notifications@tracker.example", "notification@x.example",
-])
-def test_machine_addresses(address):
-    assert is_machine_address(address)
-
-
-@pytest.mark.parametrize("address", [
-    "nora@x.example", "noreplyjohn@x.example", "bouncer@x.example", "notify@x.example", "info@x.example",
-    "support@x.example", "john.noreply@x.example", "postmasters-guild@x.example",
-])
-def test_people_are_not_machine_addresses(address):
-    assert not is_machine_address(address)
 
 
 def test_block_entries_are_parsed_in_plain_words():

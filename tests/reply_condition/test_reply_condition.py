@@ -16,7 +16,7 @@ from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
 from plugins.reply_condition.condition import RepliedCondition, RepliedForm
-from plugins.reply_condition.matcher import is_automatic, process_inbox, referenced_ids
+from plugins.reply_condition.matcher import process_inbox, referenced_ids
 from plugins.reply_condition.models import Response
 from plugins.reply_condition.subjects import normalize_subject, reply_subject_key, strip_reply_prefixes
 
@@ -157,28 +157,6 @@ def test_reply_prefixes_are_stripped_repeatedly(subject, expected, prefixes):
     assert (reply_subject_key(subject) is not None) == (prefixes > 0 and bool(expected))
 
 
-@pytest.mark.parametrize(
-    ("headers", "automatic"),
-    [
-        ({}, False),
-        ({"auto_submitted": "no"}, False),
-        ({"auto_submitted": "auto-replied"}, True),
-        ({"auto_submitted": "auto-generated"}, True),
-        ({"x_autoreply": True}, True),
-        ({"precedence": "bulk"}, True),
-        ({"precedence": "junk"}, True),
-        ({"precedence": "auto_reply"}, True),
-        ({"precedence": "list"}, False),
-        ({"content_type": "multipart/report; report-type=delivery-status"}, True),
-        ({"from_email": "MAILER-DAEMON@mx.client.example"}, True),
-    ],
-)
-def test_automatic_mail_is_recognized(headers, automatic):
-    values = {"auto_submitted": None, "precedence": None, "x_autoreply": False, "content_type": "text/plain",
-              "from_email": BOB, **headers}
-    assert is_automatic(**values) is automatic
-
-
 def test_referenced_ids_in_reply_to_first_without_brackets_or_duplicates():
     assert referenced_ids("<b@x>", "<a@x> <b@x>\r\n <c@x>") == ["b@x", "c@x", "a@x"]
     assert referenced_ids("b@x", "a@x b@x") == ["b@x", "a@x"]
@@ -267,6 +245,23 @@ def test_bounce_from_mailer_daemon_is_not_a_response(sales, bob):
                 date=days_ago(10), references=offer.message_id, content_type="multipart/report")
     synced(sales)
     assert not holds(bob) and not holds(daemon)
+
+
+def test_a_reply_from_an_address_only_machines_use_is_not_a_response(sales):
+    tracker = make_contact("notifications@tracker.example")
+    offer = our_offer(sales, to=tracker.email)
+    add_message(sales, from_email=tracker.email, to=TEAM, subject="Re: Offer for 2025", date=days_ago(9),
+                in_reply_to=offer.message_id)
+    synced(sales)
+    assert not holds(tracker)
+
+
+def test_a_reply_through_a_mailing_list_is_a_response(sales, bob):
+    offer = our_offer(sales)
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re: Offer for 2025", date=days_ago(9),
+                in_reply_to=offer.message_id, precedence="list")
+    synced(sales)
+    assert holds(bob)
 
 
 def test_auto_submitted_no_is_a_person(sales, bob):
