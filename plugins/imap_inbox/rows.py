@@ -21,7 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
-from plugins.mail.headers import dedup_key, parse_headers
+from plugins.mail.headers import parse_headers
+from plugins.mail.message_ids import dedup_key
 from plugins.mail.models import ROLE_SENT
 from plugins.mail.preview import clean_preview, preview_from_body
 

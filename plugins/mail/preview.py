@@ -12,7 +12,8 @@ import binascii
 import html
 import re
 
-from .headers import clean_text, decode_bytes, decode_raw, split_fields
+from .decoding import clean_text, decode_bytes, decode_raw
+from .headers import split_fields
 
 PREVIEW_LENGTH = 200
 

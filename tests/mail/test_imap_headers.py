@@ -7,15 +7,11 @@ import datetime as dt
 import pytest
 
 from plugins.imap_inbox.testing import mailgen
-from plugins.mail.headers import (
-    decode_words,
-    dedup_key,
-    normalize_address,
-    parse_addresses,
-    parse_date,
-    parse_headers,
-    split_fields,
-)
+from plugins.mail.addresses import normalize_address, parse_addresses
+from plugins.mail.dates import parse_date
+from plugins.mail.decoding import decode_words
+from plugins.mail.headers import parse_headers, split_fields
+from plugins.mail.message_ids import dedup_key
 from plugins.mail.preview import clean_preview, preview_from_body
 
 UTC = dt.UTC
