@@ -14,7 +14,8 @@ from host_app.api import Contact, EventType, db, emit, member_of
 
 from . import models  # noqa: F401  (registers the plugin's tables)
 from .condition import RepliedCondition
-from .matcher import NewResponse, match_batches, nothing_to_match, rebuild
+from .matcher import match_batches, nothing_to_match, rebuild
+from .responses import NewResponse
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from host_app import hookimpl
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
+from plugins.reply_condition.candidates import referenced_ids
 from plugins.reply_condition.condition import RepliedCondition, RepliedForm
-from plugins.reply_condition.matcher import process_inbox, referenced_ids
+from plugins.reply_condition.matcher import process_inbox
 from plugins.reply_condition.models import Response
 from plugins.reply_condition.subjects import normalize_subject, reply_subject_key, strip_reply_prefixes
 
@@ -703,10 +704,10 @@ def _statements(engine):
 def test_pairs_are_found_across_batch_boundaries_in_both_directions(sales, bob, monkeypatch):
     """Batches are id ranges of one inbox: a pair whose two sides land in different batches, or whose
     other side is in another inbox with ids inside this inbox's range, is still found exactly once."""
-    from plugins.reply_condition import matcher
+    from plugins.reply_condition import candidates, matcher
 
     monkeypatch.setattr(matcher, "BATCH_SIZE", 3)
-    monkeypatch.setattr(matcher, "INDEX_CHUNK", 2)
+    monkeypatch.setattr(candidates, "INDEX_CHUNK", 2)
     support = make_inbox(OTHER_TEAM)
     carol = make_contact("carol@client.example")
     # Replies stored before the e-mails they answer (INBOX synced before Sent), by header and by subject.
