@@ -37,6 +37,7 @@ from imapclient import IMAPClient
 from host_app.api import db
 from plugins.mail import store
 from plugins.mail.models import RECIPIENT_ROLES
+from plugins.mail.rows import RowContext
 from plugins.mail.uids import sorted_difference
 
 from . import events
@@ -54,7 +55,7 @@ from .fetch import (
     uids_above,
 )
 from .models import ImapFolder
-from .rows import RowBuilder, RowContext
+from .rows import RowBuilder
 from .runs import FolderReport, SyncRecord
 from .schedule import utcnow
 

@@ -1,9 +1,11 @@
-"""Turning fetched messages into table rows, in this process or beside it in a second one.
+"""Turning a FETCH batch into the mail core's rows, in this process or beside it in a second one.
 
-Parsing headers is about a third of a large first sync's CPU. With a second
-process building the rows of batch k+1 while this one writes batch k to the
-database (and the server prepares batch k+2), a two-core machine does both at
-once. Small syncs (the hourly incremental ones) build in-process: starting a
+The rows themselves are the mail core's (``plugins/mail/rows.py``); this
+module hands it what FETCH read and decides where that work runs. Parsing
+headers is about a third of a large first sync's CPU. With a second process
+building the rows of batch k+1 while this one writes batch k to the database
+(and the server prepares batch k+2), a two-core machine does both at once.
+Small syncs (the hourly incremental ones) build in-process: starting a
 helper process would cost more than it saves.
 
 The helper only computes: it gets plain values (no session, no connection) and
@@ -12,100 +14,25 @@ sync then builds the remaining batches itself.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime
-from typing import Any
 
-from plugins.mail.headers import parse_headers
-from plugins.mail.message_ids import dedup_key
-from plugins.mail.models import ROLE_SENT
-from plugins.mail.preview import clean_preview, preview_from_body
+from plugins.mail.rows import RowContext, Rows, message_row
 
 from .fetch import FetchedMessage
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
-Rows = tuple[list[Row], list[list[Row]]]  # message rows, and each message's address rows
-_TEXT_COLUMNS_WITHOUT_NUL = ("message_id", "dedup_key", "in_reply_to", "references", "preview", "list_id")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RowContext:
-    """What a row needs besides the message: plain values, so it can cross to the helper process."""
-
-    inbox_id: int
-    folder_id: int
-    folder_role: str
-    own_addresses: frozenset[str]
-    now: datetime
-
-
-def message_row(context: RowContext, message: FetchedMessage) -> tuple[Row, list[Row]]:
-    """The ``mail_message`` row of one fetched message and its ``mail_message_address`` rows."""
-    parsed = parse_headers(message.header, message.internal_date)
-    errors = parsed.errors
-    if not message.complete:
-        errors.insert(0, "the server could not give this message's headers")
-    date = parsed.date or message.internal_date or context.now
-    outgoing = context.folder_role == ROLE_SENT or parsed.from_email in context.own_addresses
-    if message.preview is not None:
-        preview = clean_preview(message.preview)
-    elif message.text is not None:
-        preview = preview_from_body(message.text, parsed.content_type_raw, parsed.transfer_encoding)
-    else:
-        preview = None
-    row = {
-        "inbox_id": context.inbox_id,
-        "folder_id": context.folder_id,
-        "uid": message.uid,
-        "message_id": parsed.message_id,
-        "dedup_key": dedup_key(parsed.message_id, parsed.from_email, date, parsed.subject, message.size),
-        "direction": "out" if outgoing else "in",
-        "subject": parsed.subject,
-        "from_email": parsed.from_email,
-        "from_name": parsed.from_name,
-        "date": date,
-        "internal_date": message.internal_date,
-        "size": message.size,
-        "flags": message.flags,
-        "in_reply_to": parsed.in_reply_to,
-        "references": parsed.references,
-        "auto_submitted": parsed.auto_submitted,
-        "precedence": parsed.precedence,
-        "list_id": parsed.list_id,
-        "list_unsubscribe": parsed.list_unsubscribe,
-        "x_autoreply": parsed.x_autoreply,
-        "content_type": parsed.content_type,
-        "automated": parsed.automated,
-        "preview": preview,
-        "parse_error": parsed.parse_error,
-        "created_at": context.now,
-    }
-    for key in _TEXT_COLUMNS_WITHOUT_NUL:
-        value = row[key]
-        if value and "\x00" in value:  # PostgreSQL refuses NUL in text
-            row[key] = value.replace("\x00", "")
-    addresses = [
-        {"role": role, "email": email, "name": name, "inbox_id": context.inbox_id, "date": date}
-        for role, email, name in parsed.addresses
-        # Only here is the direction known; RECIPIENT_ROLES (plugins/mail/models.py) says why incoming Bcc is dropped.
-        if outgoing or role != "bcc"
-    ]
-    return row, addresses
-
 
 def build_rows(context: RowContext, messages: Iterable[FetchedMessage]) -> Rows:
-    """Rows of ``messages``, newest (highest UID) first."""
-    rows: list[Row] = []
-    address_rows: list[list[Row]] = []
-    for message in sorted(messages, key=lambda m: m.uid, reverse=True):
-        row, addresses = message_row(context, message)
+    """The mail core's rows of fetched ``messages``, newest (highest UID) first."""
+    rows, address_rows = [], []
+    for message in sorted(messages, key=lambda message: message.uid, reverse=True):
+        row, addresses = message_row(context, message.uid, message.header, message.internal_date, message.size,
+                                     message.flags, message.preview, message.text, message.complete)
         rows.append(row)
         address_rows.append(addresses)
     return rows, address_rows

@@ -652,7 +652,8 @@ def test_a_dead_helper_process_costs_no_rows():
     import signal
 
     from plugins.imap_inbox.fetch import FetchedMessage
-    from plugins.imap_inbox.rows import RowBuilder, RowContext, build_rows
+    from plugins.imap_inbox.rows import RowBuilder, build_rows
+    from plugins.mail.rows import RowContext
 
     context = RowContext(inbox_id=1, folder_id=2, folder_role="inbox", own_addresses=frozenset({"team@x.example"}),
                          now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
