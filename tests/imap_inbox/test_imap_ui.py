@@ -466,9 +466,10 @@ def test_edit_without_connection_changes_does_not_log_in_again(app, admin_client
     inbox = one_inbox(app)
     assert (inbox.name, inbox.create_users) == ("Renamed", True)
 
-    # Changing the server does log in again, and the failure is shown, nothing saved.
+    # Changing the server does log in again (with the password typed again), and the failure is shown,
+    # nothing saved.
     response = admin_client.post(f"{BASE}/{inbox_id}/edit", data=form_data(
-        mailbox, owner_id, host="other-host.invalid", name="Renamed again", password=""))
+        mailbox, owner_id, host="other-host.invalid", name="Renamed again"))
     assert response.status_code == 200
     assert 'class="field has-error" id="field-host"' in response.text
     assert one_inbox(app).name == "Renamed"
@@ -481,7 +482,7 @@ def test_edit_to_another_username_moves_the_inbox_address_with_it(app, admin_cli
     dovecot.add_user(renamed, mailbox.password)
 
     response = admin_client.post(f"{BASE}/{inbox_id}/edit", data=form_data(
-        mailbox, owner_id, name="Sales", username=renamed, password=""))
+        mailbox, owner_id, name="Sales", username=renamed))  # a new username: the password is typed again
 
     assert response.status_code == 302
     inbox = one_inbox(app)

@@ -706,7 +706,8 @@ def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, 
         inbox = service.create_inbox(name="Trusted first", host=dovecot.host, port=dovecot.imaps_port,
                                      security="ssl", username=username, password=PASSWORD, owner_id=owner_id,
                                      ca_file=dovecot.ca_file)
-        service.update_inbox(inbox, ca_file=None, check=False)  # the CA is gone: the system store decides
+        # The CA is gone: the system store decides.
+        service.update_inbox(inbox, ca_file=None, password=PASSWORD, check=False)
         summary = sync_inbox(inbox.id)
         assert summary["status"] == "needs_attention" and summary["error_kind"] == "certificate_untrusted"
         assert db.session.get(ImapInbox, inbox.id).status == "needs_attention"
