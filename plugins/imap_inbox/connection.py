@@ -258,11 +258,39 @@ def _block_private_hosts() -> bool:
     return bool(value)
 
 
+# NAT64 prefixes (RFC 6052 well-known, RFC 8215 local use): the last 32 bits are the IPv4 address reached.
+_NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 transition address leads to: mapped, IPv4-compatible, NAT64, 6to4, Teredo."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if int(ip) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if any(ip in network for network in _NAT64_NETWORKS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
 def is_public_address(address: str) -> bool:
-    """Whether ``address`` is a globally routable unicast address (not loopback, private, link-local ...)."""
+    """Whether ``address`` is a globally routable unicast address (not loopback, private, link-local ...).
+
+    An IPv6 address that carries an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible or -mapped) is
+    public only when that IPv4 address is too: 64:ff9b::7f00:1 reaches 127.0.0.1 through a NAT64 gateway.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is that IPv4 address, whatever the IPv6 tables say
+        if any(not (v4.is_global and not v4.is_multicast) for v4 in embedded):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -277,9 +305,10 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
     if _block_private_hosts():
         blocked = [a for a in addresses if not is_public_address(a)]
         if blocked:
+            # Not which address: the page would tell anyone what internal names resolve to.
             raise ImapConnectError(
                 PRIVATE_HOST_BLOCKED,
-                f"{settings.host} points to a private or local network address ({blocked[0]}), "
+                f"{settings.host} points to a private or local network address, "
                 "which this installation does not allow.",
                 "Use the mail server's public host name. An administrator can allow private hosts by "
                 "setting IMAP_BLOCK_PRIVATE_HOSTS to False.",

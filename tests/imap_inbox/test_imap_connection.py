@@ -313,7 +313,8 @@ def test_private_hosts_are_blocked_after_resolution_when_configured(crm_app_fact
             with pytest.raises(ImapConnectError) as caught:
                 connect(settings_for(mailbox, host=host))
             assert caught.value.kind == "private_host_blocked"
-            assert "127.0.0.1" in caught.value.message
+            # What was typed, never what it resolved to.
+            assert ("127.0.0.1" in caught.value.message) is (host == "127.0.0.1")
             assert "IMAP_BLOCK_PRIVATE_HOSTS" in caught.value.hint
     allowed = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=False)
     with allowed.app_context():
@@ -325,6 +326,12 @@ def test_private_hosts_are_blocked_after_resolution_when_configured(crm_app_fact
     ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.1.1", False), ("172.16.0.1", False),
     ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
     ("::1", False), ("fe80::1", False), ("fc00::1", False), ("::ffff:127.0.0.1", False), ("::ffff:10.0.0.1", False),
+    ("::ffff:93.184.216.34", True),
+    # IPv6 transition forms lead to the IPv4 address inside them: NAT64, 6to4, IPv4-compatible, Teredo.
+    ("64:ff9b::7f00:1", False), ("64:ff9b::a00:1", False), ("64:ff9b:1::a9fe:a9fe", False),
+    ("2002:7f00:1::1", False), ("2002:c0a8:101::1", False), ("::127.0.0.1", False), ("::10.0.0.1", False),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo, client 127.0.0.1
+    ("64:ff9b::5db8:d822", True), ("2002:5db8:d822::1", True),  # the same forms of 93.184.216.34
 ])
 def test_public_address_check(address, public):
     assert is_public_address(address) is public

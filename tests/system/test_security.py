@@ -942,7 +942,10 @@ def recorder():
 
 
 PRIVATE_HOSTS = ["127.0.0.1", "localhost", "10.0.0.1", "169.254.1.1", "::1", "127.1", "0.0.0.0",
-                 "::ffff:127.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "fc00::1"]
+                 "::ffff:127.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "fc00::1",
+                 # IPv6 transition forms of loopback and private IPv4 addresses: NAT64, 6to4, IPv4-compatible.
+                 "64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "::127.0.0.1", "::10.0.0.1",
+                 "2001:0:4136:e378:8000:63bf:80ff:fffe"]
 
 
 @pytest.mark.parametrize("host", PRIVATE_HOSTS)
@@ -983,7 +986,9 @@ def test_names_resolving_to_a_private_address_are_refused(crm_app_factory, recor
             with pytest.raises(ImapConnectError) as caught:
                 check_login(ConnectionSettings(host=host, port=recorder.port, username="u@team.example",
                                                password=PASSWORD, timeout=5))
-            assert caught.value.kind == "private_host_blocked" and private in caught.value.message
+            # The refusal names what was typed, never what it resolved to.
+            assert caught.value.kind == "private_host_blocked" and private not in caught.value.message
+            assert host in caught.value.message
     assert connect_attempts == []
 
 
