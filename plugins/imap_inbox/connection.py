@@ -18,6 +18,7 @@ import imaplib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 
@@ -42,6 +43,7 @@ TLS_ERROR = "tls_error"
 CERTIFICATE_UNTRUSTED = "certificate_untrusted"
 CERTIFICATE_NAME_MISMATCH = "certificate_name_mismatch"
 NO_TLS = "no_tls"
+NOT_IMAP = "not_imap"
 CA_FILE_INVALID = "ca_file_invalid"
 TIMEOUT = "timeout"
 CONNECTION_REFUSED = "connection_refused"
@@ -50,8 +52,8 @@ PRIVATE_HOST_BLOCKED = "private_host_blocked"
 SERVER_ERROR = "server_error"
 
 KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, CERTIFICATE_UNTRUSTED,
-         CERTIFICATE_NAME_MISMATCH, NO_TLS, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED, STARTTLS_UNAVAILABLE,
-         PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+         CERTIFICATE_NAME_MISMATCH, NO_TLS, NOT_IMAP, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED,
+         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR)
 
 # Where the CA file must be, said the same way by every hint, the form and the docs.
 CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
@@ -109,6 +111,7 @@ _PERMANENT = {
     CERTIFICATE_UNTRUSTED: True,
     CERTIFICATE_NAME_MISMATCH: True,
     NO_TLS: True,
+    NOT_IMAP: True,
     CA_FILE_INVALID: True,
     STARTTLS_UNAVAILABLE: True,
     PRIVATE_HOST_BLOCKED: True,
@@ -250,9 +253,13 @@ _OFF_WORDS = ("", "0", "false", "no", "off")
 
 
 def _block_private_hosts() -> bool:
+    """On unless the configuration says off (the tests and ``make demo`` do, their servers are on loopback).
+
+    Outside an app (a script using this module on its own) there is no configuration to read: off.
+    """
     if not has_app_context():
         return False
-    value = current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False)
+    value = current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", True)
     if isinstance(value, str):  # any other word keeps the block on: the safe side
         return value.strip().lower() not in _OFF_WORDS
     return bool(value)
@@ -320,6 +327,11 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
                              ssl_context=context, timeout=settings.timeout)
         except (ssl.SSLError, ssl.CertificateError):
             raise  # the certificate is the same whichever address answered
+        except imaplib.IMAP4.error as exc:
+            if _is_imap_status(str(exc)):
+                raise  # an IMAP server that said no (* BYE too many connections): its words may help
+            # Whatever answered is not IMAP (an SSH or HTTP banner, nothing at all): never show its bytes.
+            raise nothing_there(settings, NOT_IMAP) from None
         except OSError as exc:
             last_error = exc
             continue
@@ -328,6 +340,10 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
         return client
     assert last_error is not None
     raise last_error
+
+
+def _is_imap_status(greeting: str) -> bool:
+    return bool(re.match(r"\* (BYE|NO|BAD)\b", greeting.strip("b'\""), re.I))
 
 
 def _login(client: IMAPClient, settings: ConnectionSettings) -> None:
@@ -447,7 +463,7 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
         not_tls = any(sign in str(reason).upper()
                       for sign in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"))
         if not_tls and (settings is None or settings.security == "ssl"):
-            return _no_tls(port)
+            return nothing_there(settings, NO_TLS)
         transient = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
         return ImapConnectError(TLS_ERROR, f"The secure connection to {where} failed ({reason}).",
                                 "Check the port and the security setting; this may also be temporary.",
@@ -464,10 +480,7 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
                                 "Check the server name and port; a firewall may block the port. "
                                 "If the server is just slow, the sync retries automatically.")
     if isinstance(exc, ConnectionRefusedError):
-        return ImapConnectError(CONNECTION_REFUSED,
-                                f"{where} refused the connection.",
-                                "Check the port (993 for SSL/TLS, 143 for STARTTLS). If the server is down, "
-                                "the sync retries automatically.")
+        return nothing_there(settings, CONNECTION_REFUSED)
     if isinstance(exc, (imap_exceptions.IMAPClientAbortError, imaplib.IMAP4.abort, EOFError,
                         ConnectionError, BrokenPipeError)):
         return ImapConnectError(SERVER_ERROR,
@@ -510,16 +523,18 @@ def _untrusted_certificate(exc: ssl.SSLCertVerificationError, host: str) -> Imap
     )
 
 
-def _no_tls(port: int) -> ImapConnectError:
-    """SSL/TLS was chosen, but the port answered in plain text (a STARTTLS port or another service)."""
-    where = f"port {port}" if port else "this port"
-    if port == DEFAULT_PORTS["starttls"]:
-        hint = ("Port 143 expects STARTTLS: choose STARTTLS as security, or keep SSL/TLS and use port 993.")
-    else:
-        hint = ("Enter the port your provider gives for SSL/TLS (usually 993), or choose STARTTLS if this port "
-                "uses it.")
+def nothing_there(settings: ConnectionSettings | None, kind: str) -> ImapConnectError:
+    """No IMAP server on that port: nothing listening, no TLS where TLS was chosen, or not IMAP at all.
+
+    One message for all three, so the connection check tells nobody which ports of a host are closed,
+    which speak TLS and which speak something else (it would be a port scanner otherwise). The kinds
+    still differ: a refused connection is retried later (the server may be restarting), the others not.
+    """
+    where = f"{settings.host} port {settings.port}" if settings else "this port"
+    security = "STARTTLS" if settings is not None and settings.security == "starttls" else "SSL/TLS"
     return ImapConnectError(
-        NO_TLS,
-        f"The server on {where} did not answer with SSL/TLS; port 993 is SSL/TLS, 143 is STARTTLS.",
-        hint,
+        kind,
+        f"No IMAP server answered with {security} on {where}.",
+        "Check the host name, the port and the security: SSL/TLS is usually port 993, STARTTLS port 143. "
+        "If they are right, the server may be down for now (a sync retries automatically).",
     )

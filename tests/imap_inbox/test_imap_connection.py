@@ -171,8 +171,7 @@ def test_ssl_tls_to_the_starttls_port_says_the_port_did_not_answer_with_tls(mail
         connect(settings_for(mailbox, port=dovecot.imap_port))
     error = caught.value
     assert error.kind == "no_tls" and error.permanent
-    assert error.message == (f"The server on port {dovecot.imap_port} did not answer with SSL/TLS; "
-                             "port 993 is SSL/TLS, 143 is STARTTLS.")
+    assert error.message == f"No IMAP server answered with SSL/TLS on {mailbox.host} port {dovecot.imap_port}."
     assert "993" in error.hint and "STARTTLS" in error.hint
     assert "certificate" not in (error.message + error.hint).lower()
 
@@ -199,17 +198,17 @@ def test_ssl_tls_to_a_plain_text_service_is_no_tls():
         thread.join(10)
         listener.close()
     assert caught.value.kind == "no_tls"
-    assert f"port {port} did not answer with SSL/TLS" in caught.value.message
+    assert f"No IMAP server answered with SSL/TLS on 127.0.0.1 port {port}." == caught.value.message
 
 
-def test_no_tls_on_port_143_suggests_starttls():
+def test_no_tls_on_port_143_names_both_ports():
     import ssl
 
     error = classify_error(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
                            ConnectionSettings(host="imap.example.com", port=143, security="ssl"))
     assert error.kind == "no_tls"
-    assert error.message == "The server on port 143 did not answer with SSL/TLS; port 993 is SSL/TLS, 143 is STARTTLS."
-    assert "choose STARTTLS" in error.hint
+    assert error.message == "No IMAP server answered with SSL/TLS on imap.example.com port 143."
+    assert "SSL/TLS is usually port 993, STARTTLS port 143" in error.hint
 
 
 def test_a_server_that_accepts_but_never_answers_times_out_in_plain_words():

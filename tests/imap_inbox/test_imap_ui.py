@@ -226,17 +226,19 @@ def connect_error_box(page: str) -> str:
     return html.unescape(match.group(1))
 
 
-def test_ssl_tls_on_a_port_without_tls_is_reported_on_the_port(app, admin_client, mailbox, dovecot, owner_id):
+def test_ssl_tls_on_a_port_without_tls_is_reported_on_port_and_security(app, admin_client, mailbox, dovecot,
+                                                                        owner_id):
     response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, port=str(dovecot.imap_port)))
 
     assert response.status_code == 200
     page = response.text
     box = connect_error_box(page)
-    assert (f"The server on port {dovecot.imap_port} did not answer with SSL/TLS; "
-            "port 993 is SSL/TLS, 143 is STARTTLS.") in box
+    assert f"No IMAP server answered with SSL/TLS on {mailbox.host} port {dovecot.imap_port}." in box
+    assert "SSL/TLS is usually port 993, STARTTLS port 143" in box
     assert "certificate" not in box.lower()
-    assert "did not answer with SSL/TLS" in field_block(page, "port")
-    for other in ("security", "host", "ca_file"):
+    for field in ("port", "security"):
+        assert "No IMAP server answered" in field_block(page, field)
+    for other in ("host", "ca_file"):
         assert 'has-error' not in field_block(page, other)
     assert inboxes(app) == []
 

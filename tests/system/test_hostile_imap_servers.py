@@ -2,8 +2,14 @@
 
 * The stored password only ever goes to the server it was entered for: pointing an inbox elsewhere
   (host, port, security, username or CA file) needs the password typed again, in the form and the service.
+* The connection check is no port scanner: a closed port, a port without TLS and one speaking something
+  else get one answer, and nothing a non-IMAP service sends is shown.
 """
 from __future__ import annotations
+
+import html
+import re
+import socket
 
 import pytest
 
@@ -71,3 +77,60 @@ def test_the_service_refuses_a_changed_server_without_the_password_even_unchecke
         service.update_inbox(inbox, port=tls_listener.port, password="typed-for-the-new-server")
     assert tls_listener.saw_secret("typed-for-the-new-server")
     assert not tls_listener.saw_secret(mailbox.password)
+
+
+# ---------------------------------------------------------------------------
+# The connection check is no port scanner and no banner grabber
+# ---------------------------------------------------------------------------
+
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3 SECRET-BANNER\r\n"
+
+
+def banner(data: bytes):
+    def session(conn):
+        conn.send(data)
+        conn.read_line()  # wait for the client to give up
+    return session
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def connect_error_box(page: str) -> str:
+    match = re.search(r'<div class="form-problem" role="alert" id="connect-error">(.*?)</div>', page, re.S)
+    assert match, "no connection problem shown"
+    return html.unescape(re.sub(r"\s+", " ", match.group(1))).strip()
+
+
+def test_closed_plain_tls_and_other_services_get_one_answer_without_their_bytes(app, admin_client, owner,
+                                                                                  dovecot, mailbox):
+    ssh = LoopbackServer(banner(SSH_BANNER))
+    tls_http = LoopbackServer(banner(b"HTTP/1.1 400 Bad Request SECRET-BANNER\r\n\r\n"),
+                              cert_file=dovecot.cert_file, key_file=dovecot.key_file)
+    try:
+        targets = {
+            "closed": (closed_port(), "ssl"),
+            "IMAP without TLS": (dovecot.imap_port, "ssl"),
+            "SSH with SSL/TLS": (ssh.port, "ssl"),
+            "SSH with STARTTLS": (ssh.port, "starttls"),
+            "HTTP over TLS": (tls_http.port, "ssl"),
+        }
+        answers = {}
+        for what, (port, security) in targets.items():
+            response = admin_client.post(f"{BASE}/new", data={
+                "name": "Probe", "provider": "other", "host": "127.0.0.1", "port": str(port),
+                "security": security, "username": mailbox.username, "password": mailbox.password,
+                "ca_file": dovecot.ca_file, "owner_id": str(owner)})
+            assert response.status_code == 200, what
+            assert "SECRET-BANNER" not in response.text and "SSH-2.0" not in response.text, what
+            label = "STARTTLS" if security == "starttls" else "SSL/TLS"
+            answers[what] = connect_error_box(response.text).replace(f"with {label} on 127.0.0.1 port {port}",
+                                                                     "with SECURITY on HOST port PORT")
+    finally:
+        ssh.close()
+        tls_http.close()
+    assert len(set(answers.values())) == 1, answers
+    assert "No IMAP server answered" in answers["closed"]
+    assert not ssh.saw_login() and not tls_http.saw_login()

@@ -997,9 +997,8 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
     from plugins.imap_inbox.jobs import sync_inbox
     from plugins.imap_inbox.models import ImapInbox
 
-    # Saved while private hosts were allowed (the default) ...
-    allowed = crm_app_factory()
-    assert not allowed.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False)
+    # Saved while private hosts were allowed ...
+    allowed = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=False)
     owner_id = make_agent(allowed, "admin@team.example", ADMIN_PASSWORD, admin=True, name="Ada Admin")
     username = new_account(dovecot, PASSWORD)
     with allowed.app_context():
@@ -1034,16 +1033,24 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
     assert not [a for a in connect_attempts if not ipaddress.ip_address(str(a[0]).split("%")[0]).is_loopback]
 
 
-def test_private_hosts_are_allowed_by_default(crm_app_factory, dovecot):
-    from plugins.imap_inbox.connection import ConnectionSettings, check_login
+def test_private_hosts_are_blocked_by_default_and_allowed_when_switched_off(crm_app_factory, dovecot):
+    """Production configuration has no IMAP_BLOCK_PRIVATE_HOSTS: blocked. The suite sets it off explicitly."""
+    from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError, check_login
 
     username = new_account(dovecot, PASSWORD)
-    for config in ({}, {"IMAP_BLOCK_PRIVATE_HOSTS": False}):
-        app = crm_app_factory(**config)
-        with app.app_context():
-            for host in ("127.0.0.1", "localhost"):
-                check_login(ConnectionSettings(host=host, port=dovecot.imaps_port, username=username,
-                                               password=PASSWORD, ca_file=dovecot.ca_file, timeout=10))
+    settings = ConnectionSettings(host="127.0.0.1", port=dovecot.imaps_port, username=username,
+                                  password=PASSWORD, ca_file=dovecot.ca_file, timeout=10)
+    production = crm_app_factory()
+    del production.config["IMAP_BLOCK_PRIVATE_HOSTS"]  # what the tests' configuration adds
+    with production.app_context():
+        with pytest.raises(ImapConnectError) as caught:
+            check_login(settings)
+        assert caught.value.kind == "private_host_blocked"
+    switched_off = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=False)
+    with switched_off.app_context():
+        for host in ("127.0.0.1", "localhost"):
+            check_login(ConnectionSettings(host=host, port=dovecot.imaps_port, username=username,
+                                           password=PASSWORD, ca_file=dovecot.ca_file, timeout=10))
 
 
 @pytest.mark.parametrize("value, blocked", [
