@@ -18,6 +18,7 @@ import imaplib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 
@@ -46,6 +47,7 @@ TLS_ERROR = "tls_error"
 CERTIFICATE_UNTRUSTED = "certificate_untrusted"
 CERTIFICATE_NAME_MISMATCH = "certificate_name_mismatch"
 NO_TLS = "no_tls"
+NOT_IMAP = "not_imap"
 CA_FILE_INVALID = "ca_file_invalid"
 TIMEOUT = "timeout"
 CONNECTION_REFUSED = "connection_refused"
@@ -54,8 +56,8 @@ PRIVATE_HOST_BLOCKED = "private_host_blocked"
 SERVER_ERROR = "server_error"
 
 KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, CERTIFICATE_UNTRUSTED,
-         CERTIFICATE_NAME_MISMATCH, NO_TLS, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED, STARTTLS_UNAVAILABLE,
-         PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+         CERTIFICATE_NAME_MISMATCH, NO_TLS, NOT_IMAP, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED,
+         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR)
 
 # Where the CA file must be, said the same way by every hint, the form and the docs.
 CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
@@ -113,6 +115,7 @@ _PERMANENT = {
     CERTIFICATE_UNTRUSTED: True,
     CERTIFICATE_NAME_MISMATCH: True,
     NO_TLS: True,
+    NOT_IMAP: True,
     CA_FILE_INVALID: True,
     STARTTLS_UNAVAILABLE: True,
     PRIVATE_HOST_BLOCKED: True,
@@ -254,19 +257,51 @@ _OFF_WORDS = ("", "0", "false", "no", "off")
 
 
 def _block_private_hosts() -> bool:
+    """On unless the configuration says off (the tests and ``make demo`` do, their servers are on loopback).
+
+    Outside an app (a script using this module on its own) there is no configuration to read: off.
+    """
     if not has_app_context():
         return False
-    value = current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False)
+    value = current_app.config.get("IMAP_BLOCK_PRIVATE_HOSTS", True)
     if isinstance(value, str):  # any other word keeps the block on: the safe side
         return value.strip().lower() not in _OFF_WORDS
     return bool(value)
 
 
+# NAT64 prefixes (RFC 6052 well-known, RFC 8215 local use): the last 32 bits are the IPv4 address reached.
+_NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 transition address leads to: mapped, IPv4-compatible, NAT64, 6to4, Teredo."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if int(ip) >> 32 == 0:  # ::a.b.c.d, the deprecated IPv4-compatible form
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if any(ip in network for network in _NAT64_NETWORKS):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
 def is_public_address(address: str) -> bool:
-    """Whether ``address`` is a globally routable unicast address (not loopback, private, link-local ...)."""
+    """Whether ``address`` is a globally routable unicast address (not loopback, private, link-local ...).
+
+    An IPv6 address that carries an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible or -mapped) is
+    public only when that IPv4 address is too: 64:ff9b::7f00:1 reaches 127.0.0.1 through a NAT64 gateway.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is that IPv4 address, whatever the IPv6 tables say
+        if any(not (v4.is_global and not v4.is_multicast) for v4 in embedded):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -281,9 +316,10 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
     if _block_private_hosts():
         blocked = [a for a in addresses if not is_public_address(a)]
         if blocked:
+            # Not which address: the page would tell anyone what internal names resolve to.
             raise ImapConnectError(
                 PRIVATE_HOST_BLOCKED,
-                f"{settings.host} points to a private or local network address ({blocked[0]}), "
+                f"{settings.host} points to a private or local network address, "
                 "which this installation does not allow.",
                 "Use the mail server's public host name. An administrator can allow private hosts by "
                 "setting IMAP_BLOCK_PRIVATE_HOSTS to False.",
@@ -295,6 +331,11 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
                              ssl_context=context, timeout=settings.timeout)
         except (ssl.SSLError, ssl.CertificateError):
             raise  # the certificate is the same whichever address answered
+        except imaplib.IMAP4.error as exc:
+            if _is_imap_status(str(exc)):
+                raise  # an IMAP server that said no (* BYE too many connections): its words may help
+            # Whatever answered is not IMAP (an SSH or HTTP banner, nothing at all): never show its bytes.
+            raise nothing_there(settings, NOT_IMAP) from None
         except OSError as exc:
             last_error = exc
             continue
@@ -303,6 +344,10 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
         return client
     assert last_error is not None
     raise last_error
+
+
+def _is_imap_status(greeting: str) -> bool:
+    return bool(re.match(r"\* (BYE|NO|BAD)\b", greeting.strip("b'\""), re.I))
 
 
 def _login(client: IMAPClient, settings: ConnectionSettings) -> None:
@@ -422,7 +467,7 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
         not_tls = any(sign in str(reason).upper()
                       for sign in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"))
         if not_tls and (settings is None or settings.security == "ssl"):
-            return _no_tls(port)
+            return nothing_there(settings, NO_TLS)
         transient = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
         return ImapConnectError(TLS_ERROR, f"The secure connection to {where} failed ({reason}).",
                                 "Check the port and the security setting; this may also be temporary.",
@@ -439,10 +484,7 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
                                 "Check the server name and port; a firewall may block the port. "
                                 "If the server is just slow, the sync retries automatically.")
     if isinstance(exc, ConnectionRefusedError):
-        return ImapConnectError(CONNECTION_REFUSED,
-                                f"{where} refused the connection.",
-                                "Check the port (993 for SSL/TLS, 143 for STARTTLS). If the server is down, "
-                                "the sync retries automatically.")
+        return nothing_there(settings, CONNECTION_REFUSED)
     if isinstance(exc, (imap_exceptions.IMAPClientAbortError, imaplib.IMAP4.abort, EOFError,
                         ConnectionError, BrokenPipeError)):
         return ImapConnectError(SERVER_ERROR,
@@ -485,16 +527,18 @@ def _untrusted_certificate(exc: ssl.SSLCertVerificationError, host: str) -> Imap
     )
 
 
-def _no_tls(port: int) -> ImapConnectError:
-    """SSL/TLS was chosen, but the port answered in plain text (a STARTTLS port or another service)."""
-    where = f"port {port}" if port else "this port"
-    if port == DEFAULT_PORTS["starttls"]:
-        hint = ("Port 143 expects STARTTLS: choose STARTTLS as security, or keep SSL/TLS and use port 993.")
-    else:
-        hint = ("Enter the port your provider gives for SSL/TLS (usually 993), or choose STARTTLS if this port "
-                "uses it.")
+def nothing_there(settings: ConnectionSettings | None, kind: str) -> ImapConnectError:
+    """No IMAP server on that port: nothing listening, no TLS where TLS was chosen, or not IMAP at all.
+
+    One message for all three, so the connection check tells nobody which ports of a host are closed,
+    which speak TLS and which speak something else (it would be a port scanner otherwise). The kinds
+    still differ: a refused connection is retried later (the server may be restarting), the others not.
+    """
+    where = f"{settings.host} port {settings.port}" if settings else "this port"
+    security = "STARTTLS" if settings is not None and settings.security == "starttls" else "SSL/TLS"
     return ImapConnectError(
-        NO_TLS,
-        f"The server on {where} did not answer with SSL/TLS; port 993 is SSL/TLS, 143 is STARTTLS.",
-        hint,
+        kind,
+        f"No IMAP server answered with {security} on {where}.",
+        "Check the host name, the port and the security: SSL/TLS is usually port 993, STARTTLS port 143. "
+        "If they are right, the server may be down for now (a sync retries automatically).",
     )

@@ -171,6 +171,7 @@ def demo_config(instance_path: Path, *, database_url: str | None = None, redis_u
         "REDIS_URL": redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "RQ_QUEUE": queue,
         "IMAP_SYNC_INTERVAL": 60,
+        "IMAP_BLOCK_PRIVATE_HOSTS": False,  # the demo's Dovecot is on loopback, which production refuses
     }
 
 

@@ -162,7 +162,10 @@ class InboxForm(FlaskForm):
         super().__init__(*args, **kwargs)
         self.require_password = require_password
         if not require_password:
-            self.password.description = "Leave blank to keep the stored password."
+            self.password.description = (
+                "Leave blank to keep the stored password. Changing the host name, port, security, username or "
+                "CA file needs it entered again: the stored password is only ever sent to the server it was "
+                "entered for.")
 
     # -- server-side presets (the same thing inbox_form.js does in the browser) --
 

@@ -21,8 +21,11 @@ from .schedule import utcnow
 
 log = logging.getLogger(__name__)
 
-# Changing one of these means "log in somewhere else": the login is tried again.
+# Changing one of these means "log in somewhere else": the login is tried again, and the stored password
+# is not sent there: it goes only to the server it was entered for, so the change needs it typed again.
 CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
+PASSWORD_AGAIN = ("Enter the password again: you changed the server, port, security, username or CA file, and the "
+                  "stored password is only ever sent to the server it was entered for.")
 # Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
 MAILBOX_FIELDS = ("host", "port", "username")
 EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "create_users", "extra_folders", "email", "enabled")
@@ -179,7 +182,11 @@ def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[
 
 
 def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True, **fields: Any) -> ImapInbox:
-    """Change an inbox. A blank password keeps the stored one.
+    """Change an inbox. A blank password keeps the stored one, unless a connection field changes.
+
+    Changing host, port, security, username or CA file without a new password
+    raises InvalidInboxSettings on ``password``: the stored one is never sent
+    to another server than the one it was entered for.
 
     When connection fields or the password change, the login is tried again
     (unless ``check`` is False); an inbox that needed attention is queued and
@@ -197,6 +204,9 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     values = {k: v for k, v in values.items() if k in fields or k in merged}
     changed = {k for k, v in values.items() if getattr(inbox, k) != v}
     password = password or None
+    if changed & set(CONNECTION_FIELDS) and not password:
+        # Otherwise whoever may edit an inbox could point it at their own server and receive the password.
+        raise InvalidInboxSettings("password", PASSWORD_AGAIN)
     credentials_changed = bool(password) or bool(changed & set(CONNECTION_FIELDS))
     if credentials_changed and check:
         merged_values = {f: values.get(f, getattr(inbox, f)) for f in CONNECTION_FIELDS}

@@ -62,7 +62,10 @@ FIELDS_BY_ERROR_KIND = {
     connection.HOST_NOT_FOUND: ("host",),
     connection.PRIVATE_HOST_BLOCKED: ("host",),
     connection.TIMEOUT: ("host", "port"),
-    connection.CONNECTION_REFUSED: ("host", "port"),
+    # One answer for "nothing there", "no TLS" and "not IMAP" (see connection.nothing_there).
+    connection.CONNECTION_REFUSED: ("port", "security"),
+    connection.NO_TLS: ("port", "security"),
+    connection.NOT_IMAP: ("port", "security"),
     connection.STARTTLS_UNAVAILABLE: ("security",),
     connection.CERTIFICATE_UNTRUSTED: ("host", "ca_file"),
     connection.CERTIFICATE_NAME_MISMATCH: ("host",),
@@ -136,17 +139,14 @@ def _owner_choices(current_owner_id: int | None = None) -> list[SelectChoice]:
     return choices
 
 
-def _fields_about(exc: ImapConnectError, form: InboxForm) -> tuple[str, ...]:
-    if exc.kind == connection.NO_TLS:
-        # On the STARTTLS port the port is right and the security wrong; on any other port, the port is suspect.
-        return ("security",) if form.port.data == connection.DEFAULT_PORTS["starttls"] else ("port",)
+def _fields_about(exc: ImapConnectError) -> tuple[str, ...]:
     return FIELDS_BY_ERROR_KIND.get(exc.kind, ())
 
 
 def _show_connect_error(form: InboxForm, exc: ImapConnectError) -> None:
     """Put a failed connection test on the form: a box at the top and a note on the field it is about."""
     form.connect_error = exc
-    for name in _fields_about(exc, form):
+    for name in _fields_about(exc):
         field = getattr(form, name)
         field.errors = list(field.errors) + [exc.message]
 

@@ -99,7 +99,8 @@ def test_update_keeps_a_blank_password_and_checks_changed_credentials(app, mailb
         db.session.refresh(inbox)
         assert crypto.decrypt_password(inbox.password_encrypted) == mailbox.password
         with pytest.raises(ImapConnectError) as caught:
-            service.update_inbox(inbox, ca_file=dovecot.wrong_ca_file)  # connection field: login tried again
+            # A connection field: the login is tried again, with the password typed again.
+            service.update_inbox(inbox, ca_file=dovecot.wrong_ca_file, password=mailbox.password)
         assert caught.value.kind == "certificate_untrusted"
         with pytest.raises(TypeError):
             service.update_inbox(inbox, password_encrypted=b"x")
@@ -112,17 +113,19 @@ def test_a_new_username_brings_the_address_that_came_from_the_old_one(app, dovec
     with app.app_context():
         inbox = db.session.get(ImapInbox, inbox_id)
         assert inbox.email == mailbox.username
-        service.update_inbox(inbox, username=renamed)
+        service.update_inbox(inbox, username=renamed, password=mailbox.password)
         assert (inbox.username, inbox.email) == (renamed, renamed)
         # Handing back the address it has is no choice of the admin's: it still follows.
-        service.update_inbox(inbox, username="Third@Team.example", email=renamed, check=False)
+        service.update_inbox(inbox, username="Third@Team.example", email=renamed, password=mailbox.password,
+                             check=False)
         assert inbox.email == "third@team.example"  # normalized, as create_inbox stores it
-        service.update_inbox(inbox, username="fourth@team.example", email="desk@team.example", check=False)
+        service.update_inbox(inbox, username="fourth@team.example", email="desk@team.example",
+                             password=mailbox.password, check=False)
         assert inbox.email == "desk@team.example"  # set in the same change: it wins
-        service.update_inbox(inbox, username="fifth@team.example", check=False)
+        service.update_inbox(inbox, username="fifth@team.example", password=mailbox.password, check=False)
         assert inbox.email == "desk@team.example"  # an address of its own stays
-        service.update_inbox(inbox, username="desk-login", email="", check=False)
-        service.update_inbox(inbox, username="sixth@team.example", check=False)
+        service.update_inbox(inbox, username="desk-login", email="", password=mailbox.password, check=False)
+        service.update_inbox(inbox, username="sixth@team.example", password=mailbox.password, check=False)
         assert inbox.email == "sixth@team.example"  # no address yet: the new username gives one
 
 
@@ -130,7 +133,7 @@ def test_a_login_name_without_at_keeps_the_address(app, mailbox, owner):
     inbox_id = connect_inbox(app, mailbox, owner)
     with app.app_context():
         inbox = db.session.get(ImapInbox, inbox_id)
-        service.update_inbox(inbox, username="sales-login", check=False)
+        service.update_inbox(inbox, username="sales-login", password=mailbox.password, check=False)
         assert (inbox.username, inbox.email) == ("sales-login", mailbox.username)
 
 
@@ -188,7 +191,8 @@ def test_changed_host_or_user_rematches_stored_mail(app, mailbox, owner):
     assert sync_inbox_in(app, inbox_id)["new_messages"] == 1
     with app.app_context():
         inbox = db.session.get(ImapInbox, inbox_id)
-        service.update_inbox(inbox, host="localhost")  # the same server under another name
+        # The same server under another name.
+        service.update_inbox(inbox, host="localhost", password=mailbox.password)
         assert all(folder.uidvalidity is None for folder in inbox.folders)
     summary = sync_inbox_in(app, inbox_id)
     assert summary["status"] == "ok" and summary["new_messages"] == 0 and summary["updated_messages"] == 1

@@ -226,17 +226,19 @@ def connect_error_box(page: str) -> str:
     return html.unescape(match.group(1))
 
 
-def test_ssl_tls_on_a_port_without_tls_is_reported_on_the_port(app, admin_client, mailbox, dovecot, owner_id):
+def test_ssl_tls_on_a_port_without_tls_is_reported_on_port_and_security(app, admin_client, mailbox, dovecot,
+                                                                        owner_id):
     response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, port=str(dovecot.imap_port)))
 
     assert response.status_code == 200
     page = response.text
     box = connect_error_box(page)
-    assert (f"The server on port {dovecot.imap_port} did not answer with SSL/TLS; "
-            "port 993 is SSL/TLS, 143 is STARTTLS.") in box
+    assert f"No IMAP server answered with SSL/TLS on {mailbox.host} port {dovecot.imap_port}." in box
+    assert "SSL/TLS is usually port 993, STARTTLS port 143" in box
     assert "certificate" not in box.lower()
-    assert "did not answer with SSL/TLS" in field_block(page, "port")
-    for other in ("security", "host", "ca_file"):
+    for field in ("port", "security"):
+        assert "No IMAP server answered" in field_block(page, field)
+    for other in ("host", "ca_file"):
         assert 'has-error' not in field_block(page, other)
     assert inboxes(app) == []
 
@@ -466,9 +468,10 @@ def test_edit_without_connection_changes_does_not_log_in_again(app, admin_client
     inbox = one_inbox(app)
     assert (inbox.name, inbox.create_users) == ("Renamed", True)
 
-    # Changing the server does log in again, and the failure is shown, nothing saved.
+    # Changing the server does log in again (with the password typed again), and the failure is shown,
+    # nothing saved.
     response = admin_client.post(f"{BASE}/{inbox_id}/edit", data=form_data(
-        mailbox, owner_id, host="other-host.invalid", name="Renamed again", password=""))
+        mailbox, owner_id, host="other-host.invalid", name="Renamed again"))
     assert response.status_code == 200
     assert 'class="field has-error" id="field-host"' in response.text
     assert one_inbox(app).name == "Renamed"
@@ -481,7 +484,7 @@ def test_edit_to_another_username_moves_the_inbox_address_with_it(app, admin_cli
     dovecot.add_user(renamed, mailbox.password)
 
     response = admin_client.post(f"{BASE}/{inbox_id}/edit", data=form_data(
-        mailbox, owner_id, name="Sales", username=renamed, password=""))
+        mailbox, owner_id, name="Sales", username=renamed))  # a new username: the password is typed again
 
     assert response.status_code == 302
     inbox = one_inbox(app)

@@ -79,6 +79,7 @@ class WorkerProcess:
             CRM_SECRET_KEY=config["SECRET_KEY"],
             CRM_INSTANCE_PATH=self.app.instance_path,
             CRM_IMAP_ENCRYPTION_KEYS=str(config["IMAP_ENCRYPTION_KEYS"]),
+            CRM_IMAP_BLOCK_PRIVATE_HOSTS=str(config.get("IMAP_BLOCK_PRIVATE_HOSTS", True)),
             PYTHONUNBUFFERED="1",
         )
         env.update({f"CRM_{name}": str(value) for name, value in self.settings.items()})

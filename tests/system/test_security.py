@@ -706,7 +706,8 @@ def test_a_sync_without_the_private_ca_stops_with_an_untrusted_certificate(app, 
         inbox = service.create_inbox(name="Trusted first", host=dovecot.host, port=dovecot.imaps_port,
                                      security="ssl", username=username, password=PASSWORD, owner_id=owner_id,
                                      ca_file=dovecot.ca_file)
-        service.update_inbox(inbox, ca_file=None, check=False)  # the CA is gone: the system store decides
+        # The CA is gone: the system store decides.
+        service.update_inbox(inbox, ca_file=None, password=PASSWORD, check=False)
         summary = sync_inbox(inbox.id)
         assert summary["status"] == "needs_attention" and summary["error_kind"] == "certificate_untrusted"
         assert db.session.get(ImapInbox, inbox.id).status == "needs_attention"
@@ -941,7 +942,10 @@ def recorder():
 
 
 PRIVATE_HOSTS = ["127.0.0.1", "localhost", "10.0.0.1", "169.254.1.1", "::1", "127.1", "0.0.0.0",
-                 "::ffff:127.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "fc00::1"]
+                 "::ffff:127.0.0.1", "192.168.1.1", "172.16.0.1", "100.64.0.1", "fc00::1",
+                 # IPv6 transition forms of loopback and private IPv4 addresses: NAT64, 6to4, IPv4-compatible.
+                 "64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "::127.0.0.1", "::10.0.0.1",
+                 "2001:0:4136:e378:8000:63bf:80ff:fffe"]
 
 
 @pytest.mark.parametrize("host", PRIVATE_HOSTS)
@@ -982,7 +986,9 @@ def test_names_resolving_to_a_private_address_are_refused(crm_app_factory, recor
             with pytest.raises(ImapConnectError) as caught:
                 check_login(ConnectionSettings(host=host, port=recorder.port, username="u@team.example",
                                                password=PASSWORD, timeout=5))
-            assert caught.value.kind == "private_host_blocked" and private in caught.value.message
+            # The refusal names what was typed, never what it resolved to.
+            assert caught.value.kind == "private_host_blocked" and private not in caught.value.message
+            assert host in caught.value.message
     assert connect_attempts == []
 
 
@@ -991,9 +997,8 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
     from plugins.imap_inbox.jobs import sync_inbox
     from plugins.imap_inbox.models import ImapInbox
 
-    # Saved while private hosts were allowed (the default) ...
-    allowed = crm_app_factory()
-    assert not allowed.config.get("IMAP_BLOCK_PRIVATE_HOSTS", False)
+    # Saved while private hosts were allowed ...
+    allowed = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=False)
     owner_id = make_agent(allowed, "admin@team.example", ADMIN_PASSWORD, admin=True, name="Ada Admin")
     username = new_account(dovecot, PASSWORD)
     with allowed.app_context():
@@ -1028,16 +1033,24 @@ def test_private_hosts_in_the_form_and_at_sync_time(crm_app_factory, dovecot, co
     assert not [a for a in connect_attempts if not ipaddress.ip_address(str(a[0]).split("%")[0]).is_loopback]
 
 
-def test_private_hosts_are_allowed_by_default(crm_app_factory, dovecot):
-    from plugins.imap_inbox.connection import ConnectionSettings, check_login
+def test_private_hosts_are_blocked_by_default_and_allowed_when_switched_off(crm_app_factory, dovecot):
+    """Production configuration has no IMAP_BLOCK_PRIVATE_HOSTS: blocked. The suite sets it off explicitly."""
+    from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError, check_login
 
     username = new_account(dovecot, PASSWORD)
-    for config in ({}, {"IMAP_BLOCK_PRIVATE_HOSTS": False}):
-        app = crm_app_factory(**config)
-        with app.app_context():
-            for host in ("127.0.0.1", "localhost"):
-                check_login(ConnectionSettings(host=host, port=dovecot.imaps_port, username=username,
-                                               password=PASSWORD, ca_file=dovecot.ca_file, timeout=10))
+    settings = ConnectionSettings(host="127.0.0.1", port=dovecot.imaps_port, username=username,
+                                  password=PASSWORD, ca_file=dovecot.ca_file, timeout=10)
+    production = crm_app_factory()
+    del production.config["IMAP_BLOCK_PRIVATE_HOSTS"]  # what the tests' configuration adds
+    with production.app_context():
+        with pytest.raises(ImapConnectError) as caught:
+            check_login(settings)
+        assert caught.value.kind == "private_host_blocked"
+    switched_off = crm_app_factory(IMAP_BLOCK_PRIVATE_HOSTS=False)
+    with switched_off.app_context():
+        for host in ("127.0.0.1", "localhost"):
+            check_login(ConnectionSettings(host=host, port=dovecot.imaps_port, username=username,
+                                           password=PASSWORD, ca_file=dovecot.ca_file, timeout=10))
 
 
 @pytest.mark.parametrize("value, blocked", [
