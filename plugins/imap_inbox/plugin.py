@@ -11,6 +11,7 @@ from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
 from .views import bp
+from .watcher.command import watch_command
 
 
 @hookimpl
@@ -27,6 +28,7 @@ def settings_pages(app):
 @hookimpl
 def register_commands(cli, app):
     cli.add_command(inboxes_cli)
+    cli.add_command(watch_command)
 
 
 @hookimpl
