@@ -268,3 +268,27 @@ def test_a_reply_by_push_fires_contact_replied_exactly_once(live_app, owner, mai
     with app.app_context():
         runs = [(r.contact_id, r.event_type, r.status) for r in db.session.scalars(db.select(AutomationRun))]
     assert runs == [(carla, "contact_replied", "fired")]
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_idle():
+    """A second Dovecot that does not announce IDLE, as some servers and proxies do not."""
+    from plugins.imap_inbox.testing.dovecot import DovecotServer
+
+    capabilities = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ NAMESPACE UIDPLUS"
+    with DovecotServer(extra_config=f"imap_capability = {capabilities}\n") as server:
+        yield server
+
+
+def test_a_server_without_idle_is_polled_and_the_list_says_why(live_app, owner, dovecot_without_idle, processes):
+    app = live_app
+    account = new_account(dovecot_without_idle)
+    inbox_id = connected(app, owner, account)
+    processes("worker")
+    processes("watcher", IMAP_WATCH_POLL_SECONDS="3")
+    wait_for(lambda: watch_statuses(app, [inbox_id]).get(inbox_id, {}).get("mode") == "polling", 20,
+             "the inbox to be polled", details=lambda: logs(processes))
+    assert watch_statuses(app, [inbox_id])[inbox_id]["reason"] == "no_idle"
+    account.append("INBOX", message(1, subject="Found by polling"))
+    wait_for(lambda: "Found by polling" in subjects(app, inbox_id), 20, "the polled sync to store the message",
+             details=lambda: logs(processes))
