@@ -38,5 +38,10 @@ def recurring_jobs(app):
 
 
 @hookimpl
+def background_commands(app):
+    return ["watch"]  # live inboxes: new mail synced within seconds (IMAP IDLE)
+
+
+@hookimpl
 def event_types(app):
     return list(EVENT_TYPES)
