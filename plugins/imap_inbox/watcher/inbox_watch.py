@@ -122,6 +122,7 @@ class InboxWatch:
     def _status(self, mode: str, **details: Any) -> None:
         if mode == POLLING:
             self._reason = details.get("reason", self._reason)
+            details["poll_seconds"] = self.timings.poll_seconds
         self.on_status(self.inbox_id, {"mode": mode, "last_event": self.last_event, **details})
 
 
