@@ -28,18 +28,20 @@ from .sync_trigger import SyncTrigger
 
 log = logging.getLogger(__name__)
 
+STATUS_FLUSH_SECONDS = 1.0
+
 
 @dataclass
 class WatcherSettings:
     heartbeat: float = 5.0
-    lease_ttl: int = 20
+    lease_ttl: int = 15
     member_ttl: float = watch_status.MEMBER_TTL
     timeout: float = 30.0
 
     @classmethod
     def from_config(cls, config: dict) -> tuple[WatcherSettings, WatchTimings, OpeningLimits]:
         settings = cls(heartbeat=float(config.get("IMAP_WATCH_HEARTBEAT", 5)),
-                       lease_ttl=int(config.get("IMAP_WATCH_LEASE_TTL", 20)),
+                       lease_ttl=int(config.get("IMAP_WATCH_LEASE_TTL", 15)),
                        timeout=float(config.get("IMAP_TIMEOUT", 30)))
         timings = WatchTimings(idle_seconds=float(config.get("IMAP_WATCH_IDLE_SECONDS", 240)),
                                poll_seconds=float(config.get("IMAP_WATCH_POLL_SECONDS", 300)),
@@ -85,6 +87,7 @@ class Watcher:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stopping.set)
         self.trigger.start()
+        flusher = asyncio.create_task(self._flush_statuses_forever(), name="watch-status-flusher")
         log.info("watcher %s started", self.member_id)
         try:
             while not self._stopping.is_set():
@@ -95,6 +98,7 @@ class Watcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat)
         finally:
+            flusher.cancel()
             await self._shutdown()
 
     def stop(self) -> None:
@@ -124,8 +128,16 @@ class Watcher:
         for inbox_id in await asyncio.to_thread(self.leases.acquire, candidates):
             await self._start(inbox_id, wanted[inbox_id])
 
-        statuses, self._statuses = self._statuses, {}
-        await asyncio.to_thread(watch_status.write, self.redis, self.namespace, self.member_id, statuses)
+    async def _flush_statuses_forever(self) -> None:
+        """Status changes reach the inbox list within a second (the heartbeat refreshes them too)."""
+        while True:
+            await asyncio.sleep(STATUS_FLUSH_SECONDS)
+            statuses, self._statuses = self._statuses, {}
+            try:
+                await asyncio.to_thread(watch_status.write, self.redis, self.namespace, self.member_id, statuses)
+            except Exception:  # noqa: BLE001 - Redis away: written with the next change
+                log.warning("could not write watch statuses", exc_info=True)
+                self._statuses = {**statuses, **self._statuses}
 
     async def _start(self, inbox_id: int, fingerprint: str) -> None:
         settings = await self._in_app(inventory.connection_settings, inbox_id, self.settings.timeout)
