@@ -122,8 +122,10 @@ class IdleClient:
                 state["uidnext"] = int(uidnext.group(1))
         return state
 
-    async def noop(self) -> list[bytes]:
-        return await self.command("NOOP")
+    async def noop(self, on_change: Callable[[bytes], None]) -> None:
+        """NOOP; mail that arrived between two IDLEs is reported in its answer, so it is passed on too."""
+        for line in await self.command("NOOP"):
+            self._note_change(line, on_change)
 
     async def idle(self, seconds: float, on_change: Callable[[bytes], None]) -> None:
         """IDLE for ``seconds``, calling ``on_change(kind)`` for each EXISTS/EXPUNGE, then DONE.

@@ -93,7 +93,7 @@ class InboxWatch:
             self._status(LIVE)
             while True:
                 await client.idle(self.timings.idle_seconds, self._changed)
-                await client.noop()  # answered in time, or the connection is dead and we reconnect
+                await client.noop(self._changed)  # answered in time, or the connection is dead: reconnect
         finally:
             if client is not None:
                 self.opener.release(self.settings)
