@@ -190,8 +190,8 @@ def test_two_watchers_never_share_an_inbox_and_a_killed_ones_are_taken_over_with
     inbox_ids = [connected(app, owner, account) for account in accounts]
     processes("worker")
     # The default lease timings: the takeover measured here is the one a deployment gets.
-    first = processes("watcher", IMAP_WATCH_HEARTBEAT="5")
-    second = processes("watcher", IMAP_WATCH_HEARTBEAT="5")
+    first = processes("watcher", IMAP_WATCH_HEARTBEAT="3")
+    second = processes("watcher", IMAP_WATCH_HEARTBEAT="3")
     wait_until_live(app, inbox_ids, timeout=40, details=lambda: logs(processes))
 
     def holders() -> dict[int, str]:

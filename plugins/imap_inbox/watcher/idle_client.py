@@ -13,6 +13,7 @@ Nothing here logs a command line: LOGIN carries the password.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import re
 import socket
@@ -32,6 +33,16 @@ MAX_LINE = 1_000_000  # an untagged reply longer than this is not something watc
 # TCP keep-alive: a peer that vanished without a FIN (NAT timeout, pulled cable) is noticed by the kernel
 # after KEEPIDLE + KEEPCNT * KEEPINTVL seconds even while IDLE is silent.
 KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 20, 3
+
+
+# asyncio gives every TLS connection a 256 KiB receive buffer (SSLProtocol.max_size), sized for bulk
+# transfers: 250 MB at a thousand idle connections. A TLS record holds at most 16 KiB, so a buffer of
+# one record loses nothing for the few lines a watch reads. Only the watcher process calls this.
+TLS_READ_BUFFER = 16 * 1024 + 256
+
+
+def use_small_tls_buffers() -> None:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 class ImapClosed(ConnectionError):
@@ -56,7 +67,7 @@ class IdleClient:
         self._writer = writer
         self.timeout = timeout
         self._tag = 0
-        self.capabilities: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()
 
     @classmethod
     async def open(cls, settings: ConnectionSettings, address: str, context: ssl.SSLContext) -> IdleClient:
@@ -87,7 +98,7 @@ class IdleClient:
             raise imap_exceptions.CapabilityError("Server does not support STARTTLS")
         await self.command("STARTTLS")
         await asyncio.wait_for(self._writer.start_tls(context, server_hostname=settings.host), self.timeout)
-        self.capabilities = set()  # what the server said before TLS may not be trusted
+        self.capabilities = frozenset()  # what the server said before TLS may not be trusted
 
     async def login(self, username: str, password: str) -> None:
         """LOGIN (ASCII), or AUTHENTICATE PLAIN for UTF-8; a refusal raises imapclient's LoginError.
@@ -208,7 +219,7 @@ class IdleClient:
     def _note_capabilities(self, line: bytes) -> None:
         found = _CAPABILITY.search(line)
         if found and (line.startswith(b"* CAPABILITY") or b"[CAPABILITY" in line.upper()):
-            self.capabilities = {c.upper() for c in found.group(1).decode("ascii", "replace").split()}
+            self.capabilities = _shared_capabilities(found.group(1))
 
     def _next_tag(self) -> str:
         self._tag += 1
@@ -240,6 +251,19 @@ class IdleClient:
                 parts.append(await asyncio.wait_for(self._reader.readexactly(size), self.timeout))
             except asyncio.IncompleteReadError:
                 raise ImapClosed("the server closed the connection") from None
+
+
+_capability_sets: dict[bytes, frozenset[str]] = {}
+
+
+def _shared_capabilities(raw: bytes) -> frozenset[str]:
+    """One set per distinct answer: a thousand connections to one server say the same ~40 words."""
+    found = _capability_sets.get(raw)
+    if found is None:
+        found = frozenset(c.upper() for c in raw.decode("ascii", "replace").split())
+        if len(_capability_sets) < 1000:
+            _capability_sets[raw] = found
+    return found
 
 
 def _quote(value: str) -> str:

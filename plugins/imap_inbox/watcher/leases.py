@@ -51,8 +51,8 @@ def rendezvous_owner(inbox_id: int, members: Iterable[str]) -> str | None:
 
 
 class Leases:
-    def __init__(self, redis: Redis, namespace: str, member_id: str, *, member_ttl: float = 15,
-                 lease_ttl: int = 15):
+    def __init__(self, redis: Redis, namespace: str, member_id: str, *, member_ttl: float = 10,
+                 lease_ttl: int = 12):
         self.redis = redis
         self.namespace = namespace
         self.member_id = member_id

@@ -28,7 +28,7 @@ class ServerFull(Exception):
 
 @dataclass
 class OpeningLimits:
-    per_second: float = 50.0  # new connections per second, all servers together
+    per_second: float = 100.0  # new connections per second, all servers together
     handshakes_per_server: int = 10  # TLS handshakes and logins in flight to one server
     connections_per_server: int = 2000  # connections held open to one server
 

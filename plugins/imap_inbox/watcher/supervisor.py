@@ -21,6 +21,7 @@ from host_app.api import db, redis_connection
 
 from ..connection import ImapConnectError, _block_private_hosts
 from . import inventory, watch_status
+from .idle_client import use_small_tls_buffers
 from .inbox_watch import FAILED, InboxWatch, WatchTimings
 from .leases import Leases, new_member_id, rendezvous_owner
 from .opening import Opener, OpeningLimits
@@ -33,21 +34,21 @@ STATUS_FLUSH_SECONDS = 1.0
 
 @dataclass
 class WatcherSettings:
-    heartbeat: float = 5.0
-    lease_ttl: int = 15
+    heartbeat: float = 3.0
+    lease_ttl: int = 12
     member_ttl: float = watch_status.MEMBER_TTL
     timeout: float = 30.0
 
     @classmethod
     def from_config(cls, config: dict) -> tuple[WatcherSettings, WatchTimings, OpeningLimits]:
-        settings = cls(heartbeat=float(config.get("IMAP_WATCH_HEARTBEAT", 5)),
-                       lease_ttl=int(config.get("IMAP_WATCH_LEASE_TTL", 15)),
+        settings = cls(heartbeat=float(config.get("IMAP_WATCH_HEARTBEAT", 3)),
+                       lease_ttl=int(config.get("IMAP_WATCH_LEASE_TTL", 12)),
                        timeout=float(config.get("IMAP_TIMEOUT", 30)))
         timings = WatchTimings(idle_seconds=float(config.get("IMAP_WATCH_IDLE_SECONDS", 240)),
                                poll_seconds=float(config.get("IMAP_WATCH_POLL_SECONDS", 300)),
                                retry_first=float(config.get("IMAP_WATCH_RETRY_FIRST", 5)),
                                retry_max=float(config.get("IMAP_WATCH_RETRY_MAX", 600)))
-        limits = OpeningLimits(per_second=float(config.get("IMAP_WATCH_OPEN_PER_SECOND", 50)),
+        limits = OpeningLimits(per_second=float(config.get("IMAP_WATCH_OPEN_PER_SECOND", 100)),
                                connections_per_server=int(config.get("IMAP_WATCH_MAX_PER_SERVER", 2000)))
         return settings, timings, limits
 
@@ -78,6 +79,7 @@ class Watcher:
         self._stopping: asyncio.Event | None = None
 
     def run(self) -> None:
+        use_small_tls_buffers()
         asyncio.run(self.main())
 
     async def main(self) -> None:

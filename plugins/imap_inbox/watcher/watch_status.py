@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from host_app.api import redis_connection
 
-MEMBER_TTL = 15  # seconds without a heartbeat after which a watcher counts as gone
+MEMBER_TTL = 10  # seconds without a heartbeat after which a watcher counts as gone
 
 
 def namespace() -> str:
