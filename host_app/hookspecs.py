@@ -68,6 +68,16 @@ def recurring_jobs(app):
     """
 
 
+@hookspec
+def background_commands(app):
+    """Return ``manage.py`` commands that ``manage.py run`` starts beside the worker: ``list[str]``.
+
+    Each name is a command the plugin registers (``register_commands``) that
+    runs until SIGTERM, e.g. a process holding connections open. Production
+    deployments run them as services of their own (docs/deployment.md).
+    """
+
+
 @hookspec(historic=True)
 def add_hookspecs(pluginmanager):
     """Declare hooks of the plugin's own, for the plugins that depend on it (as pytest's ``pytest_addhooks``).

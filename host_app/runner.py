@@ -51,10 +51,19 @@ def ensure_redis(children: list[subprocess.Popen]) -> None:
     raise click.ClickException("redis-server did not start")
 
 
-def start_background(children: list[subprocess.Popen], env: dict[str, str] | None = None) -> None:
-    """A worker and the scheduler (``manage.py worker``/``scheduler``) as child processes."""
+def background_commands(app) -> list[str]:
+    """The long-running ``manage.py`` commands enabled plugins want beside the worker (``background_commands``)."""
+    names: list[str] = []
+    for result in app.extensions["plugins"].hook.background_commands(app=app):
+        names.extend(name for name in result or [] if name not in names)
+    return names
+
+
+def start_background(children: list[subprocess.Popen], env: dict[str, str] | None = None,
+                     extra: list[str] = ()) -> None:
+    """A worker, the scheduler and the plugins' background commands (``manage.py worker`` ...) as children."""
     manage = str(Path(__file__).resolve().parent.parent / "manage.py")
-    for command in ("worker", "scheduler"):
+    for command in ("worker", "scheduler", *extra):
         children.append(subprocess.Popen([sys.executable, manage, command], env=env))
 
 
@@ -87,10 +96,11 @@ def ensure_first_admin() -> str | None:
 @click.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True)
-@click.option("--no-worker", is_flag=True, help="Do not start a worker and a scheduler.")
+@click.option("--no-worker", is_flag=True,
+              help="Do not start a worker, the scheduler and the plugins' background commands (the IMAP watcher).")
 @with_appcontext
 def run_command(host: str, port: int, no_worker: bool):
-    """Upgrade the database, then serve the app with a worker and a scheduler."""
+    """Upgrade the database, then serve the app with a worker, a scheduler and the plugins' background commands."""
     app = current_app._get_current_object()
     children: list[subprocess.Popen] = []
     try:
@@ -98,7 +108,7 @@ def run_command(host: str, port: int, no_worker: bool):
         password = ensure_first_admin()
         if not no_worker:
             ensure_redis(children)
-            start_background(children)
+            start_background(children, extra=background_commands(app))
         click.echo(f"\n  CRM running at http://{host}:{port}/")
         if password:
             click.echo(f"  Log in as {FIRST_ADMIN} with password {password}")

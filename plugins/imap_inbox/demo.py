@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> None:
         print("Starting Dovecot with the sample mailbox and a fresh CRM ...", flush=True)
         demo = setup_demo(instance_path=args.instance, n_inbox=args.messages * 5 // 7,
                           n_sent=args.messages - args.messages * 5 // 7)
-        # Worker and scheduler as ``manage.py run`` starts them, on the demo's instance folder.
-        start_background(children, env={**os.environ, "CRM_INSTANCE_PATH": str(demo.instance_path)})
+        # Worker, scheduler and watcher as ``manage.py run`` starts them, on the demo's instance folder.
+        start_background(children, env={**os.environ, "CRM_INSTANCE_PATH": str(demo.instance_path)},
+                         extra=["watch"])
         print(f"""
   CRM demo running at http://{args.host}:{args.port}/
 

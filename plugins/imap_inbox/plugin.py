@@ -11,6 +11,7 @@ from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
 from .views import bp
+from .watcher.command import watch_command
 
 
 @hookimpl
@@ -27,12 +28,18 @@ def settings_pages(app):
 @hookimpl
 def register_commands(cli, app):
     cli.add_command(inboxes_cli)
+    cli.add_command(watch_command)
 
 
 @hookimpl
 def recurring_jobs(app):
     return [RecurringJob("imap_inbox: enqueue due inbox syncs", schedule_due_syncs, 60,
                          "Enqueues a sync of every enabled inbox whose next sync time has come.")]
+
+
+@hookimpl
+def background_commands(app):
+    return ["watch"]  # live inboxes: new mail synced within seconds (IMAP IDLE)
 
 
 @hookimpl

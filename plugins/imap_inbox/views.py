@@ -21,6 +21,7 @@ from .connection import ImapConnectError
 from .forms import DeleteInboxForm, InboxForm, ResyncInboxForm
 from .models import ImapInbox
 from .presets import get_preset, preset_for_host, presets_data
+from .watcher.watch_words import describe as describe_watch
 
 bp = Blueprint(
     "imap_inbox",
@@ -184,6 +185,7 @@ def inbox_list():
     return render_template(
         "imap_inbox/list.html",
         rows=rows,
+        watch=describe_watch(inboxes),
         needing_attention=[inbox for inbox, s in rows if s["status"] == mail_models.NEEDS_ATTENTION],
         form=FlaskForm(),
         status_labels=STATUS_LABELS,
@@ -196,8 +198,9 @@ def inbox_list():
 @bp.route("/status.json")
 @admin_required
 def inbox_status_json():
-    inboxes = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.name, ImapInbox.id))
-    response = jsonify([public_status(inbox) for inbox in inboxes])
+    inboxes = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.name, ImapInbox.id)).all()
+    watch = describe_watch(inboxes)
+    response = jsonify([{**public_status(inbox), "watch": watch.get(inbox.id)} for inbox in inboxes])
     response.headers["Cache-Control"] = "no-store"
     return response
 

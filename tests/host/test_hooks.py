@@ -76,6 +76,20 @@ def test_hook_recurring_jobs(crm_app_factory):
         assert make_scheduler(crm_app_factory(plugins=plugins, disabled=["ticker"])).get_jobs() == []
 
 
+def test_hook_background_commands(crm_app_factory):
+    from host_app.runner import background_commands
+
+    source = """
+        from host_app import hookimpl
+        @hookimpl
+        def background_commands(app):
+            return ["listen", "watch"]
+    """
+    with throwaway_plugin("listener", source) as plugins:
+        assert background_commands(crm_app_factory(plugins=plugins)) == ["listen", "watch"]
+        assert background_commands(crm_app_factory(plugins=plugins, disabled=["listener"])) == []
+
+
 def test_hook_add_hookspecs(crm_app_factory):
     """A plugin declares a hook of its own; a plugin depending on it implements it, checked against the spec."""
     declaring = """

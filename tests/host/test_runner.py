@@ -1,4 +1,4 @@
-"""``manage.py run``, the newcomer's command: database, first admin, web, worker and scheduler, stopped together."""
+"""``manage.py run``, the newcomer's command: database, first admin, web and background processes, stopped together."""
 from __future__ import annotations
 
 import os
@@ -51,12 +51,13 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
             found = {}
             for pid in child_pids(run.pid):
                 command = _cmdline(pid)
-                for role in ("worker", "scheduler"):
+                for role in ("worker", "scheduler", "watch"):
                     if command.endswith(f"manage.py {role} "):
                         found[role] = pid
             return found
 
-        wait_for(lambda: len(background()) == 2, 30, "a worker and a scheduler", details=lambda: str(background()))
+        wait_for(lambda: len(background()) == 3, 30, "a worker, a scheduler and the IMAP watcher",
+                 details=lambda: str(background()))
         children = list(background().values())
     finally:
         run.send_signal(signal.SIGINT)  # Ctrl+C in the terminal
@@ -65,5 +66,6 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
         except subprocess.TimeoutExpired:
             run.kill()
             raise
-    wait_for(lambda: not any(is_alive(pid) for pid in children), 20, "the worker and the scheduler to stop")
+    wait_for(lambda: not any(is_alive(pid) for pid in children), 20,
+             "the worker, the scheduler and the watcher to stop")
     assert children

@@ -25,7 +25,7 @@ from tests.support.redis_dump import redis_plaintext
 BASE = "/settings/inboxes"
 STATUS_KEYS = {
     "id", "status", "progress_done", "progress_total", "error", "error_hint",
-    "last_synced_at", "next_sync_at", "message_count",
+    "last_synced_at", "next_sync_at", "message_count", "watch",
 }
 
 # ---------------------------------------------------------------------------
@@ -414,6 +414,42 @@ def test_status_json_carries_progress_but_no_secrets(app, admin_client, mailbox,
     body = response.get_data(as_text=True)
     for secret in (mailbox.password, mailbox.username, "Secret Project", "password"):
         assert secret not in body
+
+
+def test_the_list_says_how_new_mail_arrives_live_polling_or_hourly(app, admin_client, mailbox, owner_id, dovecot):
+    """What a watcher wrote to Redis counts only while that watcher heartbeats."""
+    import time
+
+    from plugins.imap_inbox.watcher import watch_status
+    from plugins.imap_inbox.watcher.leases import Leases
+
+    live = create_via_service(app, mailbox, owner_id, name="Pushed")
+    dovecot.add_user("polled@team.example", "polled-password-1")
+    polled = create_via_service(app, mailbox, owner_id, name="Polled", username="polled@team.example",
+                                password="polled-password-1")
+    page = admin_client.get(f"{BASE}/").get_data(as_text=True)
+    assert page.count("Checked every hour") == 2
+    assert "no watcher is running (manage.py watch)" in page
+
+    with app.app_context():
+        space = watch_status.namespace()
+        redis = Redis.from_url(app.config["REDIS_URL"])
+        leases = Leases(redis, space, "test-watcher")
+        leases.heartbeat()
+        watch_status.write(redis, space, "test-watcher", {
+            live: {"mode": "live", "last_event": time.time() - 120},
+            polled: {"mode": "polling", "reason": "no_idle", "poll_seconds": 300, "last_event": None}})
+    page = admin_client.get(f"{BASE}/").get_data(as_text=True)
+    assert "<strong data-role=\"watch-label\">Live</strong>" in page
+    assert "last change" in page and "2 min ago" in page
+    assert "Polling every 5 minutes" in page and "the server does not support IDLE" in page
+    assert "Checked every hour" not in page
+    watch = {s["id"]: s["watch"] for s in admin_client.get(f"{BASE}/status.json").get_json()}
+    assert (watch[live]["mode"], watch[polled]["mode"]) == ("live", "polling")
+
+    leases.leave()  # the watcher is gone: what it wrote no longer counts
+    page = admin_client.get(f"{BASE}/").get_data(as_text=True)
+    assert page.count("Checked every hour") == 2 and "watch-label\">Live<" not in page
 
 
 # ---------------------------------------------------------------------------

@@ -70,6 +70,26 @@
     return "Not scheduled";
   }
 
+  // "Live: new mail arrives within seconds; last change 2 min ago", as list.html renders it.
+  function updateWatch(row, w) {
+    var box = part(row, "watch");
+    if (!box) return;
+    show(box, !!w);
+    box.className = "hint watch watch-" + (w ? w.mode : "none");
+    box.textContent = "";
+    if (!w) return;
+    var strong = document.createElement("strong");
+    strong.textContent = w.label;
+    box.appendChild(strong);
+    box.appendChild(document.createTextNode(": " + w.detail));
+    if (w.last_event) {
+      box.appendChild(document.createTextNode("; last change "));
+      var time = document.createElement("time");
+      setTime(time, w.last_event, relative(w.last_event));
+      box.appendChild(time);
+    }
+  }
+
   function update(row, s) {
     var hasProblem = s.status === "needs_attention" || s.status === "error";
     row.setAttribute("data-status", s.status);
@@ -103,6 +123,7 @@
     setTime(part(row, "last-synced"), s.last_synced_at, s.last_synced_at ? relative(s.last_synced_at) : "Never");
     setTime(part(row, "next-sync"), s.next_sync_at, nextSyncText(s));
     setText(part(row, "message-count"), number(s.message_count));
+    updateWatch(row, s.watch);
   }
 
   function schedule(delay) {

@@ -273,6 +273,7 @@ class DovecotServer:
         startup_timeout: float = 20.0,
         keep_files: bool = False,
         cert_names: Sequence[str] = ("localhost",),
+        extra_config: str = "",
     ) -> None:
         """Prepare (but do not start) a server in a new folder under ``base_dir``.
 
@@ -280,7 +281,8 @@ class DovecotServer:
         ``sent_special_use=False`` it gets no ``\\Sent`` flag, so clients must
         find it by name. ``keep_files`` leaves the folder behind on ``close()``.
         ``cert_names`` are the host names in the server's certificate (its
-        loopback addresses are always in it).
+        loopback addresses are always in it). ``extra_config`` is appended to
+        dovecot.conf (e.g. a capability list without IDLE, or higher limits).
 
         The same ports also listen on ``tls_only_host``: Dovecot deems a client
         "secured" when its IP equals the server's IP, which is always true for
@@ -303,6 +305,7 @@ class DovecotServer:
         self.sent_special_use = sent_special_use
         self.startup_timeout = startup_timeout
         self.keep_files = keep_files
+        self.extra_config = extra_config
 
         pw = self._resolve_mail_user(mail_user)
         self.mail_user = pw.pw_name
@@ -848,6 +851,7 @@ protocol imap {{
   mail_max_userip_connections = 1000
   imap_idle_notify_interval = 2 mins
 }}
+{self.extra_config}
 """
         self.conf_path.write_text(conf)
         self.conf_path.chmod(0o644)

@@ -1,0 +1,293 @@
+"""A small asyncio IMAP client that does only what watching needs: log in, EXAMINE, IDLE, NOOP.
+
+Why not aioimaplib: the watcher must connect exactly as the sync does
+(connection.py): to an address that was resolved and checked
+(``IMAP_BLOCK_PRIVATE_HOSTS``) while TLS verifies the host name, and with
+STARTTLS on port 143. aioimaplib connects by host name only and cannot
+upgrade a connection to TLS. The handful of commands here are line-based;
+literals (``{n}``) are read whole so a server's unusual reply cannot desync
+the reader.
+
+Nothing here logs a command line: LOGIN carries the password.
+"""
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import base64
+import re
+import socket
+import ssl
+from collections.abc import Callable
+
+from imapclient import exceptions as imap_exceptions
+
+from ..connection import ConnectionSettings
+
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+_UNTAGGED_COUNT = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|RECENT)\b", re.IGNORECASE)
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
+_CAPABILITY = re.compile(rb"\[?CAPABILITY ([^\]\r\n]*)", re.IGNORECASE)
+MAX_LINE = 1_000_000  # an untagged reply longer than this is not something watching needs to read
+
+# TCP keep-alive: a peer that vanished without a FIN (NAT timeout, pulled cable) is noticed by the kernel
+# after KEEPIDLE + KEEPCNT * KEEPINTVL seconds even while IDLE is silent.
+KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 20, 3
+
+
+# asyncio gives every TLS connection a 256 KiB receive buffer (SSLProtocol.max_size), sized for bulk
+# transfers: 250 MB at a thousand idle connections. A TLS record holds at most 16 KiB, so a buffer of
+# one record loses nothing for the few lines a watch reads. Only the watcher process calls this.
+TLS_READ_BUFFER = 16 * 1024 + 256
+
+
+def use_small_tls_buffers() -> None:
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+class ImapClosed(ConnectionError):
+    """The server closed the connection or answered something this client cannot follow."""
+
+
+class CommandFailed(Exception):
+    """A command got NO or BAD; ``text`` is the server's words."""
+
+    def __init__(self, command: str, status: str, text: str):
+        self.command = command
+        self.status = status
+        self.text = text
+        super().__init__(f"{command} {status}: {text}")
+
+
+class IdleClient:
+    """One IMAP connection. Open it with :meth:`open`; every wait is bounded by ``timeout`` seconds."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
+        self._reader = reader
+        self._writer = writer
+        self.timeout = timeout
+        self._tag = 0
+        self.capabilities: frozenset[str] = frozenset()
+
+    @classmethod
+    async def open(cls, settings: ConnectionSettings, address: str, context: ssl.SSLContext) -> IdleClient:
+        """Connect to ``address`` (already checked), verify TLS against ``settings.host``, read the greeting."""
+        implicit_tls = settings.security == "ssl"
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, settings.port, ssl=context if implicit_tls else None,
+                                    server_hostname=settings.host if implicit_tls else None, limit=MAX_LINE),
+            settings.timeout)
+        _keep_alive(writer)
+        client = cls(reader, writer, settings.timeout)
+        try:
+            greeting = await client._read_line()
+            if not greeting.upper().startswith((b"* OK", b"* PREAUTH")):
+                raise ImapClosed(f"unexpected greeting: {greeting[:100]!r}")
+            client._note_capabilities(greeting)
+            if not implicit_tls:
+                await client._starttls(settings, context)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _starttls(self, settings: ConnectionSettings, context: ssl.SSLContext) -> None:
+        if not self.capabilities:
+            await self.command("CAPABILITY")
+        if "STARTTLS" not in self.capabilities:
+            raise imap_exceptions.CapabilityError("Server does not support STARTTLS")
+        await self.command("STARTTLS")
+        await asyncio.wait_for(self._writer.start_tls(context, server_hostname=settings.host), self.timeout)
+        self.capabilities = frozenset()  # what the server said before TLS may not be trusted
+
+    async def login(self, username: str, password: str) -> None:
+        """LOGIN (ASCII), or AUTHENTICATE PLAIN for UTF-8; a refusal raises imapclient's LoginError.
+
+        LoginError lets connection.classify_error word it exactly as for a sync (wrong password, app
+        password needed, IMAP turned off).
+        """
+        if not self.capabilities:
+            await self.command("CAPABILITY")
+        try:
+            if (username + password).isascii():
+                await self.command("LOGIN", _quote(username), _quote(password))
+            else:
+                if "AUTH=PLAIN" not in self.capabilities:
+                    raise UnicodeEncodeError("ascii", "", 0, 1, "non-ASCII credentials")
+                token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+                await self.command("AUTHENTICATE", "PLAIN", continuation=token)
+        except CommandFailed as exc:
+            raise imap_exceptions.LoginError(exc.text) from None
+        if not any(c.startswith("IDLE") for c in self.capabilities) or len(self.capabilities) < 2:
+            await self.command("CAPABILITY")  # many servers announce more once logged in
+
+    async def examine(self, mailbox: str = "INBOX") -> dict[str, int]:
+        """Open ``mailbox`` read-only; returns its EXISTS and UIDNEXT as far as the server told."""
+        state: dict[str, int] = {}
+        for line in await self.command("EXAMINE", _quote(mailbox)):
+            count = _UNTAGGED_COUNT.match(line)
+            if count and count.group(2).upper() == b"EXISTS":
+                state["exists"] = int(count.group(1))
+            uidnext = _UIDNEXT.search(line)
+            if uidnext:
+                state["uidnext"] = int(uidnext.group(1))
+        return state
+
+    async def noop(self, on_change: Callable[[bytes], None]) -> None:
+        """NOOP; mail that arrived between two IDLEs is reported in its answer, so it is passed on too."""
+        for line in await self.command("NOOP"):
+            self._note_change(line, on_change)
+
+    async def idle(self, seconds: float, on_change: Callable[[bytes], None]) -> None:
+        """IDLE for ``seconds``, calling ``on_change(kind)`` for each EXISTS/EXPUNGE, then DONE.
+
+        A connection quiet for longer than ``seconds + timeout`` after DONE is dead: ImapClosed or
+        TimeoutError is raised, and the caller reconnects.
+        """
+        tag = self._next_tag()
+        self._send(f"{tag} IDLE")
+        while True:
+            line = await self._read_line()
+            if line.startswith(b"+"):
+                break
+            if line.startswith(tag.encode()):
+                raise CommandFailed("IDLE", _status(line, tag), _text(line, tag))
+            self._note_change(line, on_change)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                line = await self._read_line(first_wait=remaining)
+            except TimeoutError:
+                break
+            if line.startswith(b"* BYE"):
+                raise ImapClosed(_text(line, "*"))
+            self._note_change(line, on_change)
+        self._send("DONE")
+        while True:
+            line = await self._read_line()
+            if line.startswith(tag.encode()):
+                status = _status(line, tag)
+                if status != "OK":
+                    raise CommandFailed("IDLE", status, _text(line, tag))
+                return
+            self._note_change(line, on_change)
+
+    async def logout(self) -> None:
+        try:
+            await asyncio.wait_for(self.command("LOGOUT"), 5)
+        except (OSError, TimeoutError, ImapClosed, CommandFailed, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def command(self, name: str, *args: str, continuation: str | None = None) -> list[bytes]:
+        """Send a command, return its untagged lines; NO/BAD raise CommandFailed."""
+        tag = self._next_tag()
+        self._send(" ".join((tag, name, *args)))
+        untagged: list[bytes] = []
+        while True:
+            line = await self._read_line()
+            if line.startswith(b"+"):
+                if continuation is None:
+                    raise ImapClosed(f"{name}: unexpected continuation request")
+                self._send(continuation)
+                continuation = None
+                continue
+            if line.startswith(tag.encode() + b" "):
+                self._note_capabilities(line)
+                status = _status(line, tag)
+                if status != "OK":
+                    raise CommandFailed(name, status, _text(line, tag))
+                return untagged
+            if line.startswith(b"* BYE") and name != "LOGOUT":
+                raise ImapClosed(_text(line, "*"))
+            self._note_capabilities(line)
+            untagged.append(line)
+
+    def _note_change(self, line: bytes, on_change: Callable[[bytes], None]) -> None:
+        count = _UNTAGGED_COUNT.match(line)
+        if count and count.group(2).upper() in (b"EXISTS", b"EXPUNGE"):
+            on_change(count.group(2).upper())
+
+    def _note_capabilities(self, line: bytes) -> None:
+        found = _CAPABILITY.search(line)
+        if found and (line.startswith(b"* CAPABILITY") or b"[CAPABILITY" in line.upper()):
+            self.capabilities = _shared_capabilities(found.group(1))
+
+    def _next_tag(self) -> str:
+        self._tag += 1
+        return f"W{self._tag}"
+
+    def _send(self, line: str) -> None:
+        self._writer.write(line.encode() + b"\r\n")
+
+    async def _read_line(self, first_wait: float | None = None) -> bytes:
+        """One response line with its literals inlined; its start waits ``first_wait`` (else ``timeout``)."""
+        parts = []
+        wait = first_wait if first_wait is not None else self.timeout
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self._reader.readuntil(b"\r\n"), wait)
+            except asyncio.IncompleteReadError:
+                raise ImapClosed("the server closed the connection") from None
+            except asyncio.LimitOverrunError:
+                raise ImapClosed("a reply line was too long") from None
+            parts.append(chunk)
+            wait = self.timeout
+            literal = _LITERAL.search(chunk)
+            if not literal:
+                return b"".join(parts)
+            size = int(literal.group(1))
+            if size > MAX_LINE:
+                raise ImapClosed("a literal was too long")
+            try:
+                parts.append(await asyncio.wait_for(self._reader.readexactly(size), self.timeout))
+            except asyncio.IncompleteReadError:
+                raise ImapClosed("the server closed the connection") from None
+
+
+_capability_sets: dict[bytes, frozenset[str]] = {}
+
+
+def _shared_capabilities(raw: bytes) -> frozenset[str]:
+    """One set per distinct answer: a thousand connections to one server say the same ~40 words."""
+    found = _capability_sets.get(raw)
+    if found is None:
+        found = frozenset(c.upper() for c in raw.decode("ascii", "replace").split())
+        if len(_capability_sets) < 1000:
+            _capability_sets[raw] = found
+    return found
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _status(line: bytes, tag: str) -> str:
+    rest = line[len(tag):].strip().split(b" ", 1)
+    return rest[0].decode("ascii", "replace").upper() if rest and rest[0] else ""
+
+
+def _text(line: bytes, tag: str) -> str:
+    rest = line[len(tag):].strip().split(b" ", 1)
+    return rest[1].decode("utf-8", "replace").strip() if len(rest) > 1 else ""
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", KEEPIDLE), ("TCP_KEEPINTVL", KEEPINTVL), ("TCP_KEEPCNT", KEEPCNT)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    except OSError:
+        pass  # keep-alive is a second line of defence; the NOOP between IDLEs is the first

@@ -1,0 +1,56 @@
+"""What the watcher reads from and writes to the database (always in an app context, off the event loop)."""
+from __future__ import annotations
+
+import hashlib
+
+from host_app.api import db
+from plugins.mail import models as mail_models
+
+from ..account import settings_for
+from ..connection import ConnectionSettings, ImapConnectError
+from ..models import ImapInbox
+
+# An inbox that needs an admin (wrong password...) or is disabled is not watched: logging in again and
+# again would only hammer the server. Saving new settings changes its status, and the watch starts again.
+NOT_WATCHED = (mail_models.NEEDS_ATTENTION, mail_models.DISABLED)
+
+
+def watchable() -> dict[int, str]:
+    """{inbox id: fingerprint of its connection settings} of every inbox to watch.
+
+    The fingerprint changes when the server, the user name or the (encrypted) password does, so a
+    watch runs with what is saved now; no password is decrypted here.
+    """
+    rows = db.session.execute(
+        db.select(ImapInbox.id, ImapInbox.host, ImapInbox.port, ImapInbox.security, ImapInbox.username,
+                  ImapInbox.ca_file, ImapInbox.password_encrypted)
+        .where(ImapInbox.enabled.is_(True), ImapInbox.status.notin_(NOT_WATCHED))
+    ).all()
+    found = {}
+    for inbox_id, *fields in rows:
+        digest = hashlib.sha256()
+        for field in fields:
+            digest.update(field if isinstance(field, bytes) else str(field).encode())
+            digest.update(b"\0")
+        found[inbox_id] = digest.hexdigest()[:16]
+    return found
+
+
+def connection_settings(inbox_id: int, timeout: float) -> ConnectionSettings | None:
+    """The inbox's settings with its password decrypted, in this process only; None when it is gone."""
+    inbox = db.session.get(ImapInbox, inbox_id)
+    if inbox is None or not inbox.enabled:
+        return None
+    return settings_for(inbox, timeout=timeout)
+
+
+def mark_needs_attention(inbox_id: int, error: ImapConnectError) -> None:
+    """What a sync would do with the same refusal: the admin sees why; no retries until settings change."""
+    inbox = db.session.get(ImapInbox, inbox_id)
+    if inbox is None or not inbox.enabled or inbox.status in NOT_WATCHED:
+        return
+    inbox.status = mail_models.NEEDS_ATTENTION
+    inbox.error = error.message
+    inbox.error_hint = error.hint
+    inbox.next_sync_at = None
+    db.session.commit()

@@ -1,0 +1,94 @@
+"""Opening watch connections: checked addresses, TLS as for a sync, gradually and within a cap per server.
+
+Runs on the watcher's event loop, outside any app context: what the
+configuration says (private hosts blocked or not) is read once at start and
+handed in.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+from dataclasses import dataclass
+
+from ..connection import (
+    PRIVATE_HOST_BLOCKED,
+    ConnectionSettings,
+    ImapConnectError,
+    _tls_context,
+    classify_error,
+    is_public_address,
+)
+from .idle_client import IdleClient
+
+
+class ServerFull(Exception):
+    """This watcher already holds as many connections to the server as it may."""
+
+
+@dataclass
+class OpeningLimits:
+    per_second: float = 100.0  # new connections per second, all servers together
+    handshakes_per_server: int = 10  # TLS handshakes and logins in flight to one server
+    connections_per_server: int = 2000  # connections held open to one server
+
+
+class Opener:
+    """Hands out connections, pacing them so a thousand inboxes do not all knock at the same second."""
+
+    def __init__(self, limits: OpeningLimits, block_private_hosts: bool):
+        self.limits = limits
+        self.block_private_hosts = block_private_hosts
+        self._handshakes: dict[str, asyncio.Semaphore] = {}
+        self._held: collections.Counter[str] = collections.Counter()
+        self._next_slot = 0.0
+
+    def held(self, host: str) -> int:
+        return self._held[host.lower()]
+
+    async def open(self, settings: ConnectionSettings) -> IdleClient:
+        """A logged-in client; raises ServerFull, or ImapConnectError worded as for a sync."""
+        server = settings.host.lower()
+        if self._held[server] >= self.limits.connections_per_server:
+            raise ServerFull(server)
+        await self._pace()
+        gate = self._handshakes.setdefault(server, asyncio.Semaphore(self.limits.handshakes_per_server))
+        async with gate:
+            client = None
+            try:
+                address = await self._checked_address(settings)
+                client = await IdleClient.open(settings, address, _tls_context(settings.ca_file))
+                await client.login(settings.username, settings.password)
+            except BaseException as exc:
+                if client is not None:
+                    client.close()
+                if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                    raise
+                raise classify_error(exc, settings) from None  # the cause may quote what was sent
+        self._held[server] += 1
+        return client
+
+    def release(self, settings: ConnectionSettings) -> None:
+        server = settings.host.lower()
+        self._held[server] = max(0, self._held[server] - 1)
+
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 1.0 / self.limits.per_second
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    async def _checked_address(self, settings: ConnectionSettings) -> str:
+        infos = await asyncio.get_running_loop().getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        if self.block_private_hosts:
+            blocked = [a for a in addresses if not is_public_address(a)]
+            if blocked:
+                raise ImapConnectError(
+                    PRIVATE_HOST_BLOCKED,
+                    f"{settings.host} points to a private or local network address ({blocked[0]}), "
+                    "which this installation does not allow.",
+                    "Use the mail server's public host name.")
+        return addresses[0]

@@ -1,0 +1,110 @@
+"""The watcher's asyncio IMAP client and its connection opener, against the real Dovecot."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError
+from plugins.imap_inbox.watcher.opening import Opener, OpeningLimits, ServerFull
+from tests.support.imap_helpers import message
+
+
+def settings(mailbox, **overrides) -> ConnectionSettings:
+    values = dict(host=mailbox.host, port=mailbox.port, security="ssl", username=mailbox.username,
+                  password=mailbox.password, ca_file=mailbox.ca_file, timeout=10)
+    values.update(overrides)
+    return ConnectionSettings(**values)
+
+
+def opener(**limits) -> Opener:
+    return Opener(OpeningLimits(**limits), block_private_hosts=False)
+
+
+def test_idle_reports_new_and_expunged_mail_and_examine_is_read_only(mailbox):
+    mailbox.append("INBOX", message(1))
+
+    async def scenario():
+        client = await opener().open(settings(mailbox))
+        try:
+            state = await client.examine("INBOX")
+            assert state["exists"] == 1 and state["uidnext"] == 2
+            seen: list[bytes] = []
+            threading.Timer(0.5, lambda: mailbox.append("INBOX", message(2))).start()
+            threading.Timer(1.0, lambda: mailbox.server.expunge(mailbox.username, "INBOX", [1])).start()
+            await client.idle(3.0, seen.append)
+            await client.noop(seen.append)
+            return seen
+        finally:
+            await client.logout()
+
+    seen = asyncio.run(scenario())
+    assert b"EXISTS" in seen and b"EXPUNGE" in seen
+    with mailbox.client() as imap:  # EXAMINE changed nothing: the new message is still unseen
+        imap.select_folder("INBOX", readonly=True)
+        assert imap.search(["UNSEEN"]) == [2]
+
+
+def test_starttls_and_a_utf8_password(dovecot):
+    dovecot.add_user("utf8@team.example", "pässwörd-ünïcode")
+    account = ConnectionSettings(host=dovecot.host, port=dovecot.imap_port, security="starttls",
+                                 username="utf8@team.example", password="pässwörd-ünïcode",
+                                 ca_file=dovecot.ca_file, timeout=10)
+
+    async def scenario():
+        client = await opener().open(account)
+        try:
+            assert "IDLE" in client.capabilities
+            return await client.examine("INBOX")
+        finally:
+            await client.logout()
+
+    assert asyncio.run(scenario())["exists"] == 0
+
+
+def test_a_wrong_password_is_worded_as_for_a_sync_without_the_password(mailbox):
+    async def scenario():
+        await opener().open(settings(mailbox, password="not-the-password-9"))
+
+    with pytest.raises(ImapConnectError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.kind == "auth_failed" and caught.value.permanent
+    assert "not-the-password-9" not in str(caught.value.to_dict())
+
+
+def test_an_untrusted_certificate_and_a_closed_port_are_told_apart(mailbox):
+    async def attempt(**overrides):
+        await opener().open(settings(mailbox, **overrides))
+
+    with pytest.raises(ImapConnectError) as untrusted:
+        asyncio.run(attempt(ca_file=mailbox.server.wrong_ca_file))
+    assert untrusted.value.kind == "certificate_untrusted" and untrusted.value.permanent
+    with pytest.raises(ImapConnectError) as refused:
+        asyncio.run(attempt(port=1))
+    assert refused.value.kind == "connection_refused" and not refused.value.permanent
+
+
+def test_the_per_server_cap_is_kept(mailbox):
+    async def scenario():
+        capped = opener(connections_per_server=1)
+        first = await capped.open(settings(mailbox))
+        try:
+            with pytest.raises(ServerFull):
+                await capped.open(settings(mailbox))
+        finally:
+            capped.release(settings(mailbox))
+            await first.logout()
+        second = await capped.open(settings(mailbox))  # released: there is room again
+        await second.logout()
+
+    asyncio.run(scenario())
+
+
+def test_private_hosts_are_refused_when_blocked(mailbox):
+    async def scenario():
+        await Opener(OpeningLimits(), block_private_hosts=True).open(settings(mailbox))
+
+    with pytest.raises(ImapConnectError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.kind == "private_host_blocked"

@@ -1,0 +1,295 @@
+"""Live inboxes: ``manage.py watch`` processes on a real Dovecot, real Redis and a real RQ worker.
+
+Each test connects inboxes and syncs them once, then starts a worker and one or two watchers as
+subprocesses and only touches the mailbox: whatever reaches the database got there through IDLE,
+the usual sync job and its lock.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+
+from host_app.extensions import db
+from host_app.models import AutomationRule, AutomationRun, Contact
+from plugins.mail.models import SyncRun
+from tests.support.imap_helpers import connect_inbox, message, stored, sync
+from tests.support.mailbox import Mailbox
+from tests.support.reliability_helpers import WorkerProcess, wait_for
+from tests.support.watcher_helpers import WatcherProcess, wait_until_live, watch_statuses
+
+ENCRYPTION_KEY = Fernet.generate_key().decode()
+CARLA = "carla@customer.example"
+_numbers = itertools.count(1000)
+FAST = dict(IMAP_WATCH_HEARTBEAT="1", IMAP_WATCH_RETRY_FIRST="1")
+
+
+@pytest.fixture
+def live_app(crm_app_factory):
+    return crm_app_factory(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"watch-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def processes(live_app, tmp_path):
+    """Start workers and watchers with ``start(kind, **settings)``; all are stopped at the end."""
+    started: list[WorkerProcess] = []
+    names = itertools.count(1)
+
+    def start(kind: str = "watcher", **settings):
+        cls = WatcherProcess if kind == "watcher" else WorkerProcess
+        process = cls(live_app, tmp_path / f"{kind}-{next(names)}.log", **{**FAST, **settings}).start()
+        started.append(process)
+        return process
+
+    start.started = started
+    yield start
+    for process in started:
+        process.stop()
+
+
+def logs(processes) -> str:
+    return "\n".join(p.log_tail() for p in processes.started)
+
+
+def new_account(dovecot) -> Mailbox:
+    n = next(_numbers)
+    username, password = f"live{n}@team.example", f"pw-live-{n}-secret"
+    dovecot.add_user(username, password)
+    return Mailbox(dovecot, username, password)
+
+
+def connected(app, owner, account: Mailbox) -> int:
+    inbox_id = connect_inbox(app, account, owner)
+    assert sync(app, inbox_id)["status"] == "ok"
+    return inbox_id
+
+
+def add_carla(app) -> int:
+    with app.app_context():
+        contact = Contact(email=CARLA, name="Carla")
+        db.session.add(contact)
+        db.session.commit()
+        return contact.id
+
+
+def subjects(app, inbox_id: int, folder: str = "INBOX") -> set[str]:
+    return {row["subject"] for row in stored(app, inbox_id, folder)}
+
+
+def sync_runs(app, inbox_id: int) -> int:
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count()).select_from(SyncRun).where(SyncRun.inbox_id == inbox_id))
+
+
+def test_new_mail_is_on_the_timeline_within_seconds_and_a_burst_is_one_or_two_syncs(
+        live_app, owner, mailbox, processes, runner):
+    app = live_app
+    add_carla(app)
+    inbox_id = connected(app, owner, mailbox)
+    processes("worker")
+    processes("watcher")
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    runs_before = sync_runs(app, inbox_id)
+
+    delivered = time.monotonic()
+    mailbox.append("INBOX", message(1, subject="Pushed to us"))
+
+    def on_timeline() -> bool:
+        result = runner.invoke(args=["contacts", "timeline", CARLA, "--json"])
+        return "Pushed to us" in result.output
+
+    wait_for(on_timeline, 20, "the pushed e-mail on Carla's timeline", interval=0.1, details=lambda: logs(processes))
+    assert time.monotonic() - delivered < 10  # within seconds, not at the hourly sync
+    status = watch_statuses(app, [inbox_id])[inbox_id]
+    assert status["mode"] == "live" and status["last_event"] is not None
+
+    wait_for(lambda: sync_runs(app, inbox_id) == runs_before + 1, 10, "the first push's sync to be recorded")
+    burst_start = sync_runs(app, inbox_id)
+    with mailbox.client() as imap:  # a burst as a mail server delivers it: one after the other
+        for n in range(2, 52):
+            imap.append("INBOX", message(n, subject=f"Burst {n}"))
+    wanted = {f"Burst {n}" for n in range(2, 52)}
+    wait_for(lambda: wanted <= subjects(app, inbox_id), 60, "all 50 messages of the burst",
+             details=lambda: logs(processes))
+    time.sleep(3)  # a sync the burst caused late would show now
+    assert 1 <= sync_runs(app, inbox_id) - burst_start <= 2
+
+
+def test_an_expunge_is_picked_up(live_app, owner, mailbox, processes):
+    app = live_app
+    for n in (1, 2):
+        mailbox.append("INBOX", message(n, subject=f"Keep {n}" if n == 1 else "Goes away"))
+    inbox_id = connected(app, owner, mailbox)
+    assert subjects(app, inbox_id) == {"Keep 1", "Goes away"}
+    processes("worker")
+    processes("watcher")
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    with mailbox.client() as imap:
+        imap.select_folder("INBOX", readonly=True)
+        uid = imap.search(["SUBJECT", "Goes away"])[0]
+    mailbox.server.expunge(mailbox.username, "INBOX", [uid])
+    wait_for(lambda: subjects(app, inbox_id) == {"Keep 1"}, 20, "the expunged message to leave the database",
+             details=lambda: logs(processes))
+
+
+def test_a_wrong_password_needs_attention_once_and_the_server_is_not_hammered(
+        live_app, owner, mailbox, processes, dovecot):
+    app = live_app
+    inbox_id = connected(app, owner, mailbox)
+    dovecot.add_user(mailbox.username, "changed-by-the-user-1")  # the stored password no longer works
+    log_start = dovecot.log_path.stat().st_size
+    watcher = processes("watcher")
+
+    def needs_attention() -> bool:
+        with app.app_context():
+            from plugins.mail.models import Inbox
+
+            inbox = db.session.get(Inbox, inbox_id)
+            db.session.expire_all()
+            return inbox.status == "needs_attention"
+
+    wait_for(needs_attention, 20, "the inbox to need attention", details=lambda: logs(processes))
+    time.sleep(5)  # five more heartbeats: a hot loop would log in again and again
+    with dovecot.log_path.open("rb") as log:
+        log.seek(log_start)
+        failures = [line for line in log.read().splitlines()
+                    if mailbox.username.encode() in line and b"password mismatch" in line.lower()]
+    assert len(failures) == 1, failures
+    with app.app_context():
+        from plugins.mail.models import Inbox
+
+        inbox = db.session.get(Inbox, inbox_id)
+        assert "rejected the user name or password" in inbox.error
+    assert "changed-by-the-user-1" not in watcher.log_path.read_text()
+    assert mailbox.password not in watcher.log_path.read_text()
+
+
+def test_dovecot_restarted_under_the_watcher_reconnects_and_catches_up(live_app, owner, mailbox, processes, dovecot):
+    app = live_app
+    inbox_id = connected(app, owner, mailbox)
+    processes("worker")
+    processes("watcher")
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    dovecot.stop()
+    mailbox.write("INBOX", [message(7, subject="Delivered while the server was down")])
+    dovecot.start()
+    wait_for(lambda: "Delivered while the server was down" in subjects(app, inbox_id), 40,
+             "the catch-up sync after the reconnect", details=lambda: logs(processes))
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+
+
+def test_two_watchers_never_share_an_inbox_and_a_killed_ones_are_taken_over_within_30s(
+        live_app, owner, dovecot, processes):
+    app = live_app
+    accounts = [new_account(dovecot) for _ in range(12)]  # both watchers get a share but for odds of 1 in 2,048
+    inbox_ids = [connected(app, owner, account) for account in accounts]
+    processes("worker")
+    # The default lease timings: the takeover measured here is the one a deployment gets.
+    first = processes("watcher", IMAP_WATCH_HEARTBEAT="3")
+    second = processes("watcher", IMAP_WATCH_HEARTBEAT="3")
+    wait_until_live(app, inbox_ids, timeout=40, details=lambda: logs(processes))
+
+    def holders() -> dict[int, str]:
+        return {i: s["watcher"] for i, s in watch_statuses(app, inbox_ids).items()}
+
+    wait_for(lambda: len(set(holders().values())) == 2, 30, "both watchers to hold a share",
+             details=lambda: logs(processes))
+    by_watcher: dict[str, list[int]] = {}
+    for inbox_id, member in holders().items():
+        by_watcher.setdefault(member, []).append(inbox_id)
+    pids = {member: int(member.split(":")[1]) for member in by_watcher}
+    assert set(pids.values()) == {first.process.pid, second.process.pid}
+    assert_one_connection_per_inbox(dovecot, accounts)
+
+    victim = first if len(by_watcher[_member_of(pids, first)]) else second
+    victims_inboxes = by_watcher[_member_of(pids, victim)]
+    victim.kill()
+    killed_at = time.monotonic()
+    survivor = _member_of(pids, second if victim is first else first)
+    account_of = dict(zip(inbox_ids, accounts, strict=True))
+    # Mail delivered right after the kill, while nobody watches those inboxes, is not lost.
+    account_of[victims_inboxes[0]].append("INBOX", message(3, subject="During the takeover"))
+    wait_for(lambda: set(holders().values()) == {survivor} and len(holders()) == len(inbox_ids), 35,
+             "the survivor to hold every inbox", interval=0.2, details=lambda: logs(processes))
+    assert time.monotonic() - killed_at <= 30
+    wait_for(lambda: "During the takeover" in subjects(app, victims_inboxes[0]), 20,
+             "the mail delivered during the takeover", details=lambda: logs(processes))
+    assert_one_connection_per_inbox(dovecot, accounts)
+
+
+def _member_of(pids: dict[str, int], process: WatcherProcess) -> str:
+    return next(member for member, pid in pids.items() if pid == process.process.pid)
+
+
+def assert_one_connection_per_inbox(dovecot, accounts) -> None:
+    """What Dovecot itself says: each account has exactly one IMAP session (the watch), not two."""
+    def counts() -> dict[str, int]:
+        found = {a.username: 0 for a in accounts}
+        for row in json.loads(dovecot.doveadm("-f", "json", "who", "-1") or "[]"):
+            if row.get("username") in found:
+                found[row["username"]] += 1
+        return found
+
+    wait_for(lambda: set(counts().values()) == {1}, 15, "one IMAP session per account", interval=0.3,
+             details=lambda: json.dumps(counts()))
+
+
+def test_a_reply_by_push_fires_contact_replied_exactly_once(live_app, owner, mailbox, processes):
+    app = live_app
+    carla = add_carla(app)
+    with app.app_context():
+        db.session.add(AutomationRule(
+            name="Tag responders", trigger="contact_replied", match="all",
+            conditions=[{"key": "imap_email", "params": {"responded": True, "within_days": None, "inbox_id": None}}],
+            actions=[{"key": "add_tag", "params": {"tag": "replied"}}]))
+        db.session.commit()
+    now = datetime.now(UTC).replace(microsecond=0)
+    mailbox.append("Sent", message(1, sender=f"Team <{mailbox.username}>", to=CARLA, subject="Offer",
+                                   message_id="<offer@team.example>", folder_date=now - timedelta(hours=1)))
+    inbox_id = connected(app, owner, mailbox)
+    processes("worker")
+    processes("watcher")
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    mailbox.append("INBOX", message(2, subject="Re: Offer", in_reply_to="<offer@team.example>",
+                                    message_id="<yes@customer.example>", folder_date=now))
+
+    def tagged() -> bool:
+        with app.app_context():
+            return "replied" in db.session.get(Contact, carla).tags
+
+    wait_for(tagged, 20, "the automation to tag Carla", details=lambda: logs(processes))
+    # One more push and sync: no second run.
+    mailbox.append("INBOX", message(3, subject="Another note", folder_date=now))
+    wait_for(lambda: "Another note" in subjects(app, inbox_id), 20, "the second push")
+    with app.app_context():
+        runs = [(r.contact_id, r.event_type, r.status) for r in db.session.scalars(db.select(AutomationRun))]
+    assert runs == [(carla, "contact_replied", "fired")]
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_idle():
+    """A second Dovecot that does not announce IDLE, as some servers and proxies do not."""
+    from plugins.imap_inbox.testing.dovecot import DovecotServer
+
+    capabilities = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ NAMESPACE UIDPLUS"
+    with DovecotServer(extra_config=f"imap_capability = {capabilities}\n") as server:
+        yield server
+
+
+def test_a_server_without_idle_is_polled_and_the_list_says_why(live_app, owner, dovecot_without_idle, processes):
+    app = live_app
+    account = new_account(dovecot_without_idle)
+    inbox_id = connected(app, owner, account)
+    processes("worker")
+    processes("watcher", IMAP_WATCH_POLL_SECONDS="3")
+    wait_for(lambda: watch_statuses(app, [inbox_id]).get(inbox_id, {}).get("mode") == "polling", 20,
+             "the inbox to be polled", details=lambda: logs(processes))
+    assert watch_statuses(app, [inbox_id])[inbox_id]["reason"] == "no_idle"
+    account.append("INBOX", message(1, subject="Found by polling"))
+    wait_for(lambda: "Found by polling" in subjects(app, inbox_id), 20, "the polled sync to store the message",
+             details=lambda: logs(processes))
