@@ -46,7 +46,7 @@ ANALYZE_MIN_ROWS = 1000
 _LOCK_KEY = 0x5265706C79  # "Reply"
 
 
-def match_batches(inbox_id: int) -> Iterator[list[NewResponse]]:
+def match_batches(inbox_id: int, upto: int | None = None) -> Iterator[list[NewResponse]]:
     """Match every message the inbox gained since the last run; yield the responses each batch stored.
 
     Each batch is committed before its responses are yielded, so a consumer may
@@ -55,13 +55,16 @@ def match_batches(inbox_id: int) -> Iterator[list[NewResponse]]:
     concurrently for several inboxes: the batches take turns (a lock on
     PostgreSQL, SQLite's single writer), so a reply and our e-mail synced at the
     same moment by two inboxes still meet.
+
+    ``upto``: match only messages with ids up to this one (what a given sync run had stored), so a later
+    run's messages wait for that run's own follow-ups (see jobs.py).
     """
     # The sync committed before emitting its event; end any read transaction so we see everything.
     db.session.commit()
     _rolled_back_on_error(_refresh_statistics_if_stale, inbox_id)
     more = True
     while more:
-        stored, more = _rolled_back_on_error(_process_batch, inbox_id)
+        stored, more = _rolled_back_on_error(_process_batch, inbox_id, upto)
         if stored:
             yield stored
 
@@ -116,7 +119,7 @@ def rebuild() -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Response)) or 0
 
 
-def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
+def _process_batch(inbox_id: int, upto: int | None = None) -> tuple[list[NewResponse], bool]:
     """Index and match the next batch of the inbox's messages; return (responses stored, more to do)."""
     _take_turns()
     if db.session.get(Inbox, inbox_id) is None:
@@ -125,7 +128,7 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
     last = _cursor_position(inbox_id)
     if _rematch_if_roles_changed(inbox_id):
         last = 0
-    high, more, added = index_messages(inbox_id, last, BATCH_SIZE)
+    high, more, added = index_messages(inbox_id, last, BATCH_SIZE, upto)
     _refresh_index_statistics(added)
     stored = store_responses(inbox_id, last, high) if high > last else []
     if high > last:
