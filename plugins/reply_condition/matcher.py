@@ -1,8 +1,9 @@
 """Finds responses among newly synced messages and stores them in ``reply_condition_response``: the run.
 
-Runs after every sync of an inbox (the mail core's ``mailbox_synced`` hook) on the messages
-the inbox gained since the last run, in both directions, because INBOX and Sent
-sync in either order and replies arrive in any connected inbox:
+Runs on a job of its own after every sync of an inbox (jobs.py, enqueued from the mail core's
+``mailbox_synced`` hook) on the messages the inbox gained since the last run, in both
+directions, because INBOX and Sent sync in either order and replies arrive in any connected
+inbox:
 
 * a new possible reply is matched against all our e-mails;
 * a new e-mail of ours is matched against all possible replies already seen.
