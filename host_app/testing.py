@@ -22,6 +22,11 @@ Fixtures:
 * ``admin``/``agent``: agents; ``admin_client``/``agent_client``: logged in.
 * ``redis_url``: a Redis database emptied before each test.
 
+Helpers: ``make_agent``, ``log_in``, and ``run_jobs(app)``, which runs the
+app's queued jobs on a real RQ worker in the test's process (the jobs those
+enqueue too, such as the follow-ups of a mail sync), as ``manage.py worker``
+would.
+
 Under pytest-xdist every worker is a session of its own: its own migrated database, and
 its own Redis database, ``TEST_REDIS_URL``'s number plus the worker's index (gw0 uses
 that number, gw1 the next, ...), so workers never flush each other's jobs.
@@ -42,6 +47,7 @@ from flask import Flask
 
 from . import create_app, migrating
 from .extensions import db
+from .jobs import make_worker
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 ADMIN_PASSWORD = "admin-password-1"
@@ -227,6 +233,16 @@ def admin(app) -> int:
 @pytest.fixture
 def agent(app) -> int:
     return make_agent(app, "agent@team.example", AGENT_PASSWORD, name="Alan Agent")
+
+
+def run_jobs(app: Flask) -> bool:
+    """Run the app's queued jobs, and those they enqueue, on a real RQ worker (burst); True when any ran.
+
+    A ``SimpleWorker`` in this process: the jobs see the test's database and monkeypatches, and a job
+    that fails is recorded as failed on RQ, not raised here.
+    """
+    with app.app_context():
+        return make_worker(app, simple=True).work(burst=True)
 
 
 def log_in(client, email: str, password: str):

@@ -11,9 +11,9 @@ from .views import bp
 
 
 @hookimpl(tryfirst=True)
-def mailbox_synced(app, inbox_id):
-    """Before the other readers and automations act on a sync, its new correspondents are contacts."""
-    on_mailbox_synced(inbox_id)
+def mailbox_synced(app, inbox_id, run_id, new_messages):
+    """Enqueue the import of the sync's new correspondents; tryfirst, so the other readers' jobs wait for it."""
+    on_mailbox_synced(inbox_id, run_id, new_messages)
 
 
 @hookimpl

@@ -21,8 +21,10 @@ def mailbox_synced(app, inbox_id, run_id, status, new_messages, removed_messages
     ``inbox_id`` names the inbox, ``run_id`` its ``SyncRun``; ``status`` is
     ``"ok"`` or ``"failed"`` (a failed run may still have stored batches);
     ``new_messages`` and ``removed_messages`` count what the run stored and
-    removed. Called in the worker that ran the sync: heavy work belongs on a
-    job of its own.
+    removed. Called inside the sync's job, before the inbox's next run can
+    start: an implementation only decides whether there is work and enqueues
+    a follow-up job of its own (``plugins.mail.followups.enqueue_follow_up``),
+    so the sync ends at once and a reader's failure is its job's, not the sync's.
     """
 
 

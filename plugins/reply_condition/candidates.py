@@ -37,8 +37,10 @@ def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]
     return found
 
 
-def index_messages(inbox_id: int, last: int, batch_size: int) -> tuple[int, bool, dict[str, int]]:
-    """Index the next batch (``batch_size`` messages at most) of the inbox's messages after ``last``.
+def index_messages(inbox_id: int, last: int, batch_size: int,
+                   upto: int | None = None) -> tuple[int, bool, dict[str, int]]:
+    """Index the next batch (``batch_size`` messages at most) of the inbox's messages after ``last``
+    (and up to ``upto``, when given).
 
     Returns the batch's highest id, whether more messages follow, and the rows added per index table.
     """
@@ -59,12 +61,10 @@ def index_messages(inbox_id: int, last: int, batch_size: int) -> tuple[int, bool
     added = {ReplyReference.__tablename__: 0, SubjectKey.__tablename__: 0}
     while seen < batch_size:
         limit = min(INDEX_CHUNK, batch_size - seen)
-        rows = db.session.execute(
-            sa.select(*columns)
-            .where(NotIndexed(message.inbox_id) == inbox_id, message.id > high)
-            .order_by(message.id)
-            .limit(limit)
-        ).all()
+        query = sa.select(*columns).where(NotIndexed(message.inbox_id) == inbox_id, message.id > high)
+        if upto is not None:
+            query = query.where(message.id <= upto)
+        rows = db.session.execute(query.order_by(message.id).limit(limit)).all()
         if rows:
             references, subjects = _index_rows(rows)
             added[ReplyReference.__tablename__] += references

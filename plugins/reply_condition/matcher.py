@@ -1,8 +1,9 @@
 """Finds responses among newly synced messages and stores them in ``reply_condition_response``: the run.
 
-Runs after every sync of an inbox (the mail core's ``mailbox_synced`` hook) on the messages
-the inbox gained since the last run, in both directions, because INBOX and Sent
-sync in either order and replies arrive in any connected inbox:
+Runs on a job of its own after every sync of an inbox (jobs.py, enqueued from the mail core's
+``mailbox_synced`` hook) on the messages the inbox gained since the last run, in both
+directions, because INBOX and Sent sync in either order and replies arrive in any connected
+inbox:
 
 * a new possible reply is matched against all our e-mails;
 * a new e-mail of ours is matched against all possible replies already seen.
@@ -46,7 +47,7 @@ ANALYZE_MIN_ROWS = 1000
 _LOCK_KEY = 0x5265706C79  # "Reply"
 
 
-def match_batches(inbox_id: int) -> Iterator[list[NewResponse]]:
+def match_batches(inbox_id: int, upto: int | None = None) -> Iterator[list[NewResponse]]:
     """Match every message the inbox gained since the last run; yield the responses each batch stored.
 
     Each batch is committed before its responses are yielded, so a consumer may
@@ -55,13 +56,16 @@ def match_batches(inbox_id: int) -> Iterator[list[NewResponse]]:
     concurrently for several inboxes: the batches take turns (a lock on
     PostgreSQL, SQLite's single writer), so a reply and our e-mail synced at the
     same moment by two inboxes still meet.
+
+    ``upto``: match only messages with ids up to this one (what a given sync run had stored), so a later
+    run's messages wait for that run's own follow-ups (see jobs.py).
     """
     # The sync committed before emitting its event; end any read transaction so we see everything.
     db.session.commit()
     _rolled_back_on_error(_refresh_statistics_if_stale, inbox_id)
     more = True
     while more:
-        stored, more = _rolled_back_on_error(_process_batch, inbox_id)
+        stored, more = _rolled_back_on_error(_process_batch, inbox_id, upto)
         if stored:
             yield stored
 
@@ -116,7 +120,7 @@ def rebuild() -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Response)) or 0
 
 
-def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
+def _process_batch(inbox_id: int, upto: int | None = None) -> tuple[list[NewResponse], bool]:
     """Index and match the next batch of the inbox's messages; return (responses stored, more to do)."""
     _take_turns()
     if db.session.get(Inbox, inbox_id) is None:
@@ -125,7 +129,7 @@ def _process_batch(inbox_id: int) -> tuple[list[NewResponse], bool]:
     last = _cursor_position(inbox_id)
     if _rematch_if_roles_changed(inbox_id):
         last = 0
-    high, more, added = index_messages(inbox_id, last, BATCH_SIZE)
+    high, more, added = index_messages(inbox_id, last, BATCH_SIZE, upto)
     _refresh_index_statistics(added)
     stored = store_responses(inbox_id, last, high) if high > last else []
     if high > last:

@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 
 from host_app.testing import worker_redis_url
-from tests.support.reliability_helpers import WorkerProcess
+from tests.support.reliability_helpers import WorkerProcess, wait_for
 
 from .helpers import TIMEOUT_MS, log_in
 
@@ -107,6 +107,17 @@ class RQWorkerProcess(WorkerProcess):
 
     def __init__(self, app: Flask, log_path: Path):
         super().__init__(app, log_path, TESTING="true")
+
+    def wait_until_idle(self, timeout: float = 60) -> None:
+        """Wait until the worker ran every job on the test queue and those they enqueued: a sync shows OK
+        before its follow-up jobs (the contacts import, the reply matching) have run."""
+        from rq import Queue
+
+        from host_app.jobs import redis_connection
+
+        queue = Queue(self.app.config["RQ_QUEUE"], connection=redis_connection(self.app))
+        wait_for(lambda: not (queue.count or queue.started_job_registry.count or queue.deferred_job_registry.count),
+                 timeout, "the worker to run the queued jobs", interval=0.2, details=self.log_tail)
 
     def failed_jobs(self) -> list[str]:
         """Ids and errors of jobs that failed on the test queue."""

@@ -1,6 +1,7 @@
 """contacts_import on message rows written directly (no IMAP): rules, provider, importer, CLI, settings page."""
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 
 from host_app.extensions import db
 from host_app.models import AutomationRule, Contact
-from host_app.testing import ADMIN_PASSWORD, log_in, make_agent
+from host_app.testing import ADMIN_PASSWORD, log_in, make_agent, run_jobs
 from plugins.contacts_import import importer
 from plugins.contacts_import.models import BlockedEntry, ImportState
 from plugins.contacts_import.rules import Exclusions, parse_block_entry
@@ -240,11 +241,19 @@ def test_a_contact_created_meanwhile_is_skipped_not_an_error(rows):
 # --------------------------------------------------------------------------- after a sync: incremental
 
 
+_run_ids = itertools.count(1)
+
+
 def synced(inbox_id: int, app) -> None:
-    """What a transport tells the mail readers after a sync committed (the mail core's mailbox_synced hook)."""
+    """What a transport tells the mail readers after a sync committed (the mail core's mailbox_synced hook),
+    then the follow-up jobs that enqueued, on a real RQ worker."""
+    db.session.commit()  # the worker's session writes: this one holds no read transaction meanwhile
     for plugin, _, error in app.extensions["plugins"].call_each(
-            "mailbox_synced", app=app, inbox_id=inbox_id, run_id=1, status="ok", new_messages=1, removed_messages=0):
+            "mailbox_synced", app=app, inbox_id=inbox_id, run_id=next(_run_ids), status="ok", new_messages=1,
+            removed_messages=0):
         assert error is None, (plugin, error)
+    run_jobs(app)
+    db.session.expire_all()  # what the worker wrote, not what this session last read
 
 
 def test_listener_runs_first_and_only_when_create_users_is_on(rows, app):
@@ -479,5 +488,8 @@ def test_turning_on_without_redis_imports_after_the_next_sync(crm_app_factory):
         db.session.expire_all()
         state = db.session.get(ImportState, box.id)
         assert box.create_users and state.status == "idle" and state.last_message_id is None
-        synced(box.id, app)
+        box_id = box.id
+    back = crm_app_factory()  # Redis answers again by the next sync (the sync itself runs on RQ)
+    with back.app_context():
+        synced(box_id, back)
         assert set(contacts()) == {"waiting@customer.example"}

@@ -37,7 +37,8 @@ def connect(app, mailbox, owner_id, create_users=False, **overrides) -> int:
 
 
 def sync(app, inbox_id: int) -> dict:
-    result = imap_helpers.sync(app, inbox_id)
+    """The sync, then its follow-up jobs (the import) on a real RQ worker."""
+    result = imap_helpers.sync_and_follow_up(app, inbox_id)
     assert result.get("status") in ("ok", None) or "error" not in result, result
     return result
 

@@ -19,7 +19,7 @@ from rq import Queue
 
 from host_app.extensions import db
 from host_app.models import Agent
-from host_app.testing import ADMIN_PASSWORD, make_agent
+from host_app.testing import ADMIN_PASSWORD, make_agent, run_jobs
 from tests.support.redis_dump import redis_plaintext
 
 BASE = "/settings/inboxes"
@@ -101,13 +101,6 @@ def set_inbox(app, inbox_id: int, **values) -> None:
         for key, value in values.items():
             setattr(inbox, key, value)
         db.session.commit()
-
-
-def run_jobs(app) -> None:
-    from host_app.jobs import make_worker
-
-    with app.app_context():
-        make_worker(app, simple=True).work(burst=True)
 
 
 def message(n: int, to: str) -> bytes:

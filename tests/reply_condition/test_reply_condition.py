@@ -14,6 +14,7 @@ from werkzeug.datastructures import MultiDict
 from host_app import hookimpl
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
+from host_app.testing import run_jobs
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
 from plugins.reply_condition.candidates import referenced_ids
 from plugins.reply_condition.condition import RepliedCondition, RepliedForm
@@ -90,7 +91,7 @@ def make_contact(email: str, name: str = "") -> Contact:
 
 
 def synced(*inboxes: Inbox) -> None:
-    """What the mailbox_synced hook does after each sync."""
+    """The matching the follow-up job of each sync runs (without its announcements)."""
     for inbox in inboxes:
         process_inbox(inbox.id)
 
@@ -542,14 +543,22 @@ def test_describe_says_what_the_condition_checks(sales):
 # ---------------------------------------------------------------------------- event and automation
 
 
+_run_ids = itertools.count(1)
+
+
 def _synced(inbox: Inbox, new: int = 1, removed: int = 0) -> dict:
-    """The arguments of the mail core's ``mailbox_synced`` hook after a sync of ``inbox``."""
-    return {"inbox_id": inbox.id, "run_id": None, "status": "ok", "new_messages": new, "removed_messages": removed}
+    """The arguments of the mail core's ``mailbox_synced`` hook after a sync run of ``inbox``."""
+    return {"inbox_id": inbox.id, "run_id": next(_run_ids), "status": "ok", "new_messages": new,
+            "removed_messages": removed}
 
 
 def after_sync(app, inbox: Inbox, new: int = 1) -> None:
-    """Call the mail core's ``mailbox_synced`` hook as a transport does after a sync."""
+    """Call the mail core's ``mailbox_synced`` hook as a transport does after a sync, then run the follow-up
+    jobs it enqueued on a real RQ worker."""
+    db.session.commit()  # the worker's session writes: this one holds no read transaction meanwhile
     app.extensions["plugins"].hook.mailbox_synced(app=app, **_synced(inbox, new=new))
+    run_jobs(app)
+    db.session.expire_all()  # what the worker wrote, not what this session last read
 
 
 def test_hook_event_types_declares_contact_replied(rc_app):
@@ -585,15 +594,15 @@ def test_contact_replied_runs_an_automation_right_after_the_sync(rc_app, sales, 
 
 
 def test_hook_mailbox_synced__announces_no_old_replies(rc_app, sales, bob):
-    from plugins.reply_condition import plugin
+    from plugins.reply_condition import replied
 
     offer = our_offer(sales, sent=days_ago(100))
     add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=days_ago(99), in_reply_to=offer.message_id)
     assert not holds(bob)
     found = process_inbox(sales.id)
-    assert len(found) == 1 and plugin.announce(found) == 0  # history from a first sync raises no event
+    assert len(found) == 1 and replied.announce(found) == 0  # history from a first sync raises no event
     rc_app.config["REPLY_CONDITION_EVENT_MAX_AGE_DAYS"] = 0  # 0: no age limit
-    assert plugin.announce(found) == 1
+    assert replied.announce(found) == 1
 
 
 def test_hook_automation_conditions(rc_app):

@@ -67,7 +67,8 @@ def connect(app, account: Account, owner_id: int | None, name: str = "Admin-only
 
 
 def sync(app, inbox_id: int) -> dict:
-    summary = imap_helpers.sync(app, inbox_id)
+    """The sync, then its follow-up jobs (the matching, the import) on a real RQ worker."""
+    summary = imap_helpers.sync_and_follow_up(app, inbox_id)
     assert summary["status"] == "ok", summary
     return summary
 

@@ -6,7 +6,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from host_app.extensions import db
-from host_app.testing import make_agent
+from host_app.testing import make_agent, run_jobs
 from plugins.imap_inbox.testing import mailgen
 
 OWNER_EMAIL = "owner@team.example"
@@ -36,6 +36,14 @@ def sync(app, inbox_id: int, **kwargs) -> dict:
 
     with app.app_context():
         return sync_inbox(inbox_id, **kwargs)
+
+
+def sync_and_follow_up(app, inbox_id: int, **kwargs) -> dict:
+    """The sync job here, then on a real RQ worker what it enqueued (the readers' follow-up jobs, e.g. the
+    contacts import and the reply matching); returns the sync's summary."""
+    summary = sync(app, inbox_id, **kwargs)
+    run_jobs(app)
+    return summary
 
 
 def message(n: int, *, sender="Carla Customer <carla@customer.example>", to="team@team.example",
