@@ -115,7 +115,7 @@ _PERMANENT = {
     CERTIFICATE_UNTRUSTED: True,
     CERTIFICATE_NAME_MISMATCH: True,
     NO_TLS: True,
-    NOT_IMAP: True,
+    NOT_IMAP: False,  # also what a connection cut during the greeting looks like
     CA_FILE_INVALID: True,
     STARTTLS_UNAVAILABLE: True,
     PRIVATE_HOST_BLOCKED: True,
@@ -334,7 +334,8 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
         except imaplib.IMAP4.error as exc:
             if _is_imap_status(str(exc)):
                 raise  # an IMAP server that said no (* BYE too many connections): its words may help
-            # Whatever answered is not IMAP (an SSH or HTTP banner, nothing at all): never show its bytes.
+            # Whatever answered is not IMAP (an SSH or HTTP banner, a hang-up before any greeting): never
+            # show its bytes. Transient: a connection cut during the greeting looks just the same.
             raise nothing_there(settings, NOT_IMAP) from None
         except OSError as exc:
             last_error = exc
@@ -532,7 +533,8 @@ def nothing_there(settings: ConnectionSettings | None, kind: str) -> ImapConnect
 
     One message for all three, so the connection check tells nobody which ports of a host are closed,
     which speak TLS and which speak something else (it would be a port scanner otherwise). The kinds
-    still differ: a refused connection is retried later (the server may be restarting), the others not.
+    still differ for the sync: a refused connection or no IMAP greeting is retried later (the server may
+    be restarting, the connection may have been cut), a port without TLS needs the settings changed.
     """
     where = f"{settings.host} port {settings.port}" if settings else "this port"
     security = "STARTTLS" if settings is not None and settings.security == "starttls" else "SSL/TLS"
