@@ -1,6 +1,7 @@
 """Agents log in with e-mail and password; admins see Settings."""
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -11,9 +12,11 @@ from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Email
 
 from .extensions import db, login_manager
+from .login_throttle import guarded, throttle, wait_message
 from .models import Agent, normalize_email
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 
 class LoginForm(FlaskForm):
@@ -39,10 +42,22 @@ def admin_required(view):
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        agent = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(form.email.data)))
+        email = normalize_email(form.email.data)
+        address = request.remote_addr or "unknown"
+        limiter = throttle()
+        wait = guarded(limiter.wait_seconds, email, address, default=0)
+        if wait:
+            # Not even the right password gets in now: guessing must not be able to tell.
+            log.warning("login refused (too many failures) for %s from %s", email, address)
+            flash(wait_message(wait), "error")
+            return render_template("auth/login.html", form=form), 429
+        agent = db.session.scalar(db.select(Agent).where(Agent.email == email))
         if agent is None or not agent.check_password(form.password.data) or not agent.active:
+            guarded(limiter.failed, email, address)
+            log.warning("failed login for %s from %s", email, address)  # never the password
             flash("Wrong e-mail or password.", "error")
         else:
+            guarded(limiter.succeeded, email)
             login_user(agent, remember=form.remember.data)
             target = request.args.get("next", "")
             # Only local paths: an open redirect would let a link send agents anywhere.
