@@ -52,7 +52,7 @@ def default_config(app: Flask) -> dict:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, extensions, plugins, blueprints."""
-    from . import auth, automations, cli, contacts, schema_guard, settings, views
+    from . import auth, automations, cli, contacts, schema_guard, security_headers, settings, views
     from .extensions import csrf, db, login_manager
     from .instance import instance_secret
     from .plugin_manager import HostPluginManager, discover
@@ -77,6 +77,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         _enforce_sqlite_foreign_keys(db.engine)
     login_manager.init_app(app)
     csrf.init_app(app)
+    security_headers.init_app(app)
 
     manager = HostPluginManager()
     app.extensions["plugins"] = manager
