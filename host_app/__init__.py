@@ -14,6 +14,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .hookspecs import hookimpl
 
@@ -72,6 +73,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = instance_secret(app.instance_path, "secret_key", lambda: secrets.token_hex(32))
 
+    _trust_proxies(app)
     db.init_app(app)
     with app.app_context():
         _enforce_sqlite_foreign_keys(db.engine)
@@ -101,6 +103,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     schema_guard.check_requests(app)
     hook.app_ready(app=app)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind TRUSTED_PROXIES reverse proxies (CRM_TRUSTED_PROXIES=1 for one nginx), take the client's address,
+    scheme and host from their X-Forwarded-* headers: login throttling counts per client address, and HTTPS
+    at the proxy makes the request secure. Without proxies these headers are anyone's to forge: ignored."""
+    count = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if count > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count)
 
 
 def _enforce_sqlite_foreign_keys(engine) -> None:
