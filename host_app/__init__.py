@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .hookspecs import hookimpl
 
@@ -42,12 +44,16 @@ def default_config(app: Flask) -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # "Keep me signed in" for two weeks, not Flask-Login's year; logout and a new password end it sooner.
+        "REMEMBER_COOKIE_DURATION": timedelta(days=14),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
     }
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, extensions, plugins, blueprints."""
-    from . import auth, automations, cli, contacts, schema_guard, settings, views
+    from . import auth, automations, cli, contacts, schema_guard, security_headers, settings, views
     from .extensions import csrf, db, login_manager
     from .instance import instance_secret
     from .plugin_manager import HostPluginManager, discover
@@ -67,11 +73,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = instance_secret(app.instance_path, "secret_key", lambda: secrets.token_hex(32))
 
+    _trust_proxies(app)
     db.init_app(app)
     with app.app_context():
         _enforce_sqlite_foreign_keys(db.engine)
     login_manager.init_app(app)
     csrf.init_app(app)
+    security_headers.init_app(app)
 
     manager = HostPluginManager()
     app.extensions["plugins"] = manager
@@ -95,6 +103,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     schema_guard.check_requests(app)
     hook.app_ready(app=app)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind TRUSTED_PROXIES reverse proxies (CRM_TRUSTED_PROXIES=1 for one nginx), take the client's address,
+    scheme and host from their X-Forwarded-* headers: login throttling counts per client address, and HTTPS
+    at the proxy makes the request secure. Without proxies these headers are anyone's to forge: ignored."""
+    count = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if count > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count)
 
 
 def _enforce_sqlite_foreign_keys(engine) -> None:

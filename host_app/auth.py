@@ -1,19 +1,22 @@
 """Agents log in with e-mail and password; admins see Settings."""
 from __future__ import annotations
 
+import logging
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Email
 
 from .extensions import db, login_manager
+from .login_throttle import guarded, throttle, wait_message
 from .models import Agent, normalize_email
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 
 class LoginForm(FlaskForm):
@@ -39,10 +42,25 @@ def admin_required(view):
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        agent = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(form.email.data)))
+        email = normalize_email(form.email.data)
+        address = request.remote_addr or "unknown"
+        limiter = throttle()
+        wait = guarded(limiter.wait_seconds, email, address, default=0)
+        if wait:
+            # Not even the right password gets in now: guessing must not be able to tell.
+            log.warning("login refused (too many failures) for %s from %s", email, address)
+            flash(wait_message(wait), "error")
+            return render_template("auth/login.html", form=form), 429
+        agent = db.session.scalar(db.select(Agent).where(Agent.email == email))
         if agent is None or not agent.check_password(form.password.data) or not agent.active:
+            guarded(limiter.failed, email, address)
+            log.warning("failed login for %s from %s", email, address)  # never the password
             flash("Wrong e-mail or password.", "error")
         else:
+            guarded(limiter.succeeded, email)
+            agent.new_login()
+            # A new CSRF token with the new session: one planted before the login is worth nothing after it.
+            session.pop("csrf_token", None)
             login_user(agent, remember=form.remember.data)
             target = request.args.get("next", "")
             # Only local paths: an open redirect would let a link send agents anywhere.
@@ -54,13 +72,27 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    """Signs out everywhere: a session or remember-me cookie copied from this browser ends as well."""
+    if current_user.is_authenticated:
+        agent = db.session.get(Agent, current_user.id)
+        agent.sign_out_everywhere()
+        db.session.commit()
     logout_user()
+    session.clear()
     return redirect(url_for("auth.login"))
 
 
 @login_manager.user_loader
-def load_agent(agent_id: str) -> Agent | None:
-    return db.session.get(Agent, int(agent_id))
+def load_agent(session_id: str) -> Agent | None:
+    """The agent of a session or remember-me cookie, while its session version is still the agent's."""
+    agent_id, _, rest = (session_id or "").partition(":")
+    version = rest.split(":", 1)[0]
+    if not (agent_id.isdigit() and version.isdigit()):
+        return None  # a cookie from before session versions, or not ours
+    agent = db.session.get(Agent, int(agent_id))
+    if agent is None or (agent.session_version or 0) != int(version) or not agent.active:
+        return None
+    return agent
 
 
 def create_agent(email: str, name: str, password: str, admin: bool = False) -> Agent:

@@ -105,14 +105,16 @@ def rule_edit(rule_id: int | None = None):
         elif op == "add_action" and request.form.get("new_action") in available_actions:
             act_parts.append(_new_part(request.form["new_action"], available_actions, "act", len(act_parts)))
         elif op.startswith("remove_condition_"):
-            del cond_parts[int(op.rsplit("_", 1)[1])]
+            del cond_parts[_index(op, "remove_condition_", cond_parts)]
             cond_parts = _renumber(cond_parts, "cond")
         elif op.startswith("remove_action_"):
-            del act_parts[int(op.rsplit("_", 1)[1])]
+            del act_parts[_index(op, "remove_action_", act_parts)]
             act_parts = _renumber(act_parts, "act")
         elif op == "save":
             if _save(form, rule, cond_parts, act_parts):
                 return redirect(url_for(".rule_list"))
+        elif op not in ("add_condition", "add_action"):
+            abort(400, description="The editor sent an action it does not know; reload the page and try again.")
     return render_template(
         "automations/edit.html",
         form=form,
@@ -122,6 +124,17 @@ def rule_edit(rule_id: int | None = None):
         available_conditions=available_conditions,
         available_actions=available_actions,
     )
+
+
+def _index(op: str, prefix: str, parts: list) -> int:
+    """The position named by ``op`` (``remove_condition_2``); 400 unless it is one of ``parts``.
+
+    Only plain digits: int() would take "-5" (deleting from the end) or " 1".
+    """
+    number = op[len(prefix):]
+    if not (number.isascii() and number.isdigit()) or int(number) >= len(parts):
+        abort(400, description="There is no such condition or action to remove; reload the page and try again.")
+    return int(number)
 
 
 def _new_part(key: str, available: dict, prefix: str, index: int) -> Part:

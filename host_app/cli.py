@@ -151,6 +151,50 @@ def agents_list(as_json):
             click.echo(f"{row['id']}\t{row['email']}\t{row['name']}\t{row['role']}")
 
 
+def _agent(email: str) -> Agent:
+    from .models import normalize_email
+
+    agent = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(email)))
+    if agent is None:
+        raise click.ClickException(f"no agent with e-mail {email}")
+    return agent
+
+
+@agents_cli.command("password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the new password from standard input.")
+def agents_password(email, password_stdin):
+    """Set an agent's password; every session and remember-me cookie of theirs ends."""
+    agent = _agent(email)
+    password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    agent.set_password(password)
+    db.session.commit()
+    click.echo(f"New password set for {agent.email}; their sessions have ended.", err=True)
+
+
+@agents_cli.command("sign-out")
+@click.argument("email")
+def agents_sign_out(email):
+    """End every session and remember-me cookie of an agent, on every device."""
+    agent = _agent(email)
+    agent.sign_out_everywhere()
+    db.session.commit()
+    click.echo(f"{agent.email} is signed out everywhere.", err=True)
+
+
+@agents_cli.command("deactivate")
+@click.argument("email")
+def agents_deactivate(email):
+    """Stop an agent from logging in, and end their sessions now."""
+    agent = _agent(email)
+    agent.active = False
+    agent.sign_out_everywhere()
+    db.session.commit()
+    click.echo(f"{agent.email} is deactivated and signed out everywhere.", err=True)
+
+
 @contacts_cli.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--tag", default="")

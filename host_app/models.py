@@ -1,10 +1,11 @@
 """The host's own tables: agents, contacts and tags, automations, plugin state."""
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -33,12 +34,37 @@ class Agent(UserMixin, db.Model):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # In every session and remember-me cookie; raising it ends them all (sign_out_everywhere).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    # Set for the one request that logs in, so each login's cookies differ (see get_id).
+    login_nonce = None  # not a column
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive agents
         return self.active
 
+    def get_id(self) -> str:
+        """What the session and the remember-me cookie carry: id, session version and, from a login, a nonce.
+
+        The loader (auth.load_agent) accepts it only while the version is the agent's current one.
+        """
+        parts = [str(self.id), str(self.session_version or 0)]
+        if self.login_nonce:
+            parts.append(self.login_nonce)
+        return ":".join(parts)
+
+    def new_login(self) -> None:
+        self.login_nonce = secrets.token_urlsafe(12)
+
+    def sign_out_everywhere(self) -> None:
+        """End every session and remember-me cookie of this agent (commit to apply)."""
+        self.session_version = (self.session_version or 0) + 1
+
     def set_password(self, password: str) -> None:
+        """A new password ends every session: whoever knew the old one may be signed in somewhere."""
+        if self.password_hash:
+            self.sign_out_everywhere()
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:

@@ -14,13 +14,22 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from werkzeug.serving import run_simple
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from . import migrating
 from .extensions import db
 from .models import Agent
+from .security_headers import allow_cookies_over_http
 
 FIRST_ADMIN = "admin@example.com"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class _QuietServerHeader(WSGIRequestHandler):
+    """The Server header names no Werkzeug or Python version."""
+
+    server_version = "crm"
+    sys_version = ""
 
 
 def port_open(host: str, port: int) -> bool:
@@ -100,8 +109,14 @@ def ensure_first_admin() -> str | None:
               help="Do not start a worker, the scheduler and the plugins' background commands (the IMAP watcher).")
 @with_appcontext
 def run_command(host: str, port: int, no_worker: bool):
-    """Upgrade the database, then serve the app with a worker, a scheduler and the plugins' background commands."""
+    """Upgrade the database, then serve the app with a worker, a scheduler and the plugins' background commands.
+
+    Werkzeug's development server: for trying the CRM on this machine. In production run gunicorn
+    behind a proxy (docs/deployment.md).
+    """
     app = current_app._get_current_object()
+    if host in LOOPBACK_HOSTS:
+        allow_cookies_over_http(app)  # http://127.0.0.1 has no TLS; nobody else can reach it
     children: list[subprocess.Popen] = []
     try:
         migrating.upgrade(app)
@@ -109,13 +124,13 @@ def run_command(host: str, port: int, no_worker: bool):
         if not no_worker:
             ensure_redis(children)
             start_background(children, extra=background_commands(app))
-        click.echo(f"\n  CRM running at http://{host}:{port}/")
+        click.echo(f"\n  CRM running at http://{host}:{port}/ (for this machine; production: docs/deployment.md)")
         if password:
             click.echo(f"  Log in as {FIRST_ADMIN} with password {password}")
             click.echo("  (shown once; also in instance/first_admin_password, delete it after changing the password)")
         else:
             click.echo("  Log in with your agent account (python manage.py agents create --help).")
         click.echo()
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+        run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=_QuietServerHeader)
     finally:
         stop_children(children)

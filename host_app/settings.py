@@ -1,12 +1,13 @@
 """Settings: the index of every plugin's settings pages, and Settings > Plugins."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from .auth import admin_required
 from .extensions import db
-from .models import PluginState
+from .models import Agent, PluginState
 from .plugin_manager import disabled_at_start
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -96,6 +97,39 @@ def plugin_toggle(name: str, action: str):
     set_plugin_enabled(name, action == "enable")
     flash(f"Plugin {name} {action}d. The change applies when the app and the workers restart.", "success")
     return redirect(url_for(".plugins"))
+
+
+@bp.route("/agents")
+@admin_required
+def agents():
+    team = db.session.scalars(db.select(Agent).order_by(Agent.name, Agent.email)).all()
+    return render_template("settings/agents.html", agents=team, form=FlaskForm())
+
+
+@bp.route("/agents/<int:agent_id>/<any('sign-out', deactivate, activate):action>", methods=["POST"])
+@admin_required
+def agent_action(agent_id: int, action: str):
+    """Sign an agent out everywhere, or deactivate them (which signs them out too), or let them in again."""
+    agent = db.session.get(Agent, agent_id) or abort(404)
+    if not FlaskForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".agents"))
+    if action == "deactivate" and agent.id == current_user.id:
+        flash("You cannot deactivate yourself; another admin can.", "error")
+        return redirect(url_for(".agents"))
+    if action == "activate":
+        agent.active = True
+        message = f"{agent.email} can log in again."
+    else:
+        agent.sign_out_everywhere()
+        if action == "deactivate":
+            agent.active = False
+            message = f"{agent.email} is deactivated and signed out everywhere."
+        else:
+            message = f"{agent.email} is signed out everywhere."
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for(".agents") if agent.id != current_user.id else url_for("auth.login"))
 
 
 def init_app(app) -> None:

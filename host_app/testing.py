@@ -81,6 +81,8 @@ def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
         "RQ_QUEUE": f"test-{os.getpid()}",  # two suites on one Redis never take each other's jobs
         "WTF_CSRF_ENABLED": False,
         "INSTANCE_PATH": str(instance),
+        # The test client and the live server speak plain HTTP; production cookies are Secure.
+        "COOKIES_OVER_HTTP": True,
         # The suite's IMAP servers (Dovecot, hostile ones) listen on loopback, which production refuses.
         "IMAP_BLOCK_PRIVATE_HOSTS": False,
     }

@@ -6,6 +6,7 @@ from flask import current_app
 from .connection import ConnectionSettings
 from .crypto import decrypt_password
 from .models import ImapInbox
+from .response_limits import ResponseLimits
 
 
 def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float | None = None) -> ConnectionSettings:
@@ -18,4 +19,5 @@ def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float |
         password=password if password else decrypt_password(inbox.password_encrypted),
         ca_file=inbox.ca_file,
         timeout=timeout or current_app.config.get("IMAP_TIMEOUT", 30),
+        limits=ResponseLimits.from_config(current_app.config),
     )

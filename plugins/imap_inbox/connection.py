@@ -21,16 +21,19 @@ import os
 import re
 import socket
 import ssl
+import sys
 
 from flask import current_app, has_app_context
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 from imapclient import tls as imap_tls
 
+from .response_limits import BoundedReader, ResponseGuard, ResponseLimitExceeded, ResponseLimits
+
 log = logging.getLogger(__name__)
 
-# SEARCH replies of folders with 100k+ messages are one long line.
-imaplib._MAXLINE = max(imaplib._MAXLINE, 50_000_000)
+# imaplib's own line limit steps aside: ResponseLimits.line_bytes (response_limits.py) is the one that holds.
+imaplib._MAXLINE = sys.maxsize - 1
 
 # The server hung up (BYE, reset, EOF) rather than answering NO: a new connection may get further.
 DROPPED = (imaplib.IMAP4.abort, imap_exceptions.IMAPClientAbortError, ConnectionError, EOFError, ssl.SSLEOFError,
@@ -54,10 +57,12 @@ CONNECTION_REFUSED = "connection_refused"
 STARTTLS_UNAVAILABLE = "starttls_unavailable"
 PRIVATE_HOST_BLOCKED = "private_host_blocked"
 SERVER_ERROR = "server_error"
+TOO_MUCH_DATA = "too_much_data"
+TOO_SLOW = "too_slow"
 
 KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, CERTIFICATE_UNTRUSTED,
          CERTIFICATE_NAME_MISMATCH, NO_TLS, NOT_IMAP, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED,
-         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR)
+         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR, TOO_MUCH_DATA, TOO_SLOW)
 
 # Where the CA file must be, said the same way by every hint, the form and the docs.
 CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
@@ -75,6 +80,9 @@ class ConnectionSettings:
     password: str = dataclasses.field(default="", repr=False)
     ca_file: str | None = None
     timeout: float = 30
+    limits: ResponseLimits = dataclasses.field(default_factory=ResponseLimits)
+    # time.monotonic() by which a sync run must be over (None: no run limit, e.g. the login check).
+    run_deadline: float | None = None
 
     def __post_init__(self) -> None:
         self.host = (self.host or "").strip()
@@ -115,21 +123,49 @@ _PERMANENT = {
     CERTIFICATE_UNTRUSTED: True,
     CERTIFICATE_NAME_MISMATCH: True,
     NO_TLS: True,
-    NOT_IMAP: True,
+    NOT_IMAP: False,  # also what a connection cut during the greeting looks like
     CA_FILE_INVALID: True,
     STARTTLS_UNAVAILABLE: True,
     PRIVATE_HOST_BLOCKED: True,
     TIMEOUT: False,
     CONNECTION_REFUSED: False,
     SERVER_ERROR: False,
+    # The next sync resumes from its checkpoint, within the same caps.
+    TOO_MUCH_DATA: False,
+    TOO_SLOW: False,
 }
 
 
-class _PinnedTLS(imap_tls.IMAP4_TLS):
+class _Guarded:
+    """Every read of the connection goes through a BoundedReader (imaplib and imapclient assign ``file``
+    on connect and after STARTTLS), and every command (a new tag) restarts the per-command caps."""
+
+    _guard: ResponseGuard
+
+    @property
+    def file(self):
+        return self.__dict__.get("_bounded_file")
+
+    @file.setter
+    def file(self, raw) -> None:
+        self.__dict__["_bounded_file"] = None if raw is None else BoundedReader(raw, self._guard)
+        self._guard.sock = self.sock  # imaplib sets sock just before file, on connect and after STARTTLS
+
+    def _new_tag(self):
+        self._guard.start_command()
+        return super()._new_tag()
+
+    def shutdown(self) -> None:
+        self._guard.stop()
+        super().shutdown()
+
+
+class _PinnedTLS(_Guarded, imap_tls.IMAP4_TLS):
     """Implicit TLS to a checked address, verifying the certificate against the host name."""
 
-    def __init__(self, host, port, address, ssl_context, timeout):
+    def __init__(self, host, port, address, ssl_context, timeout, guard):
         self._address = address
+        self._guard = guard
         super().__init__(host, port, ssl_context, timeout)
 
     def _create_socket(self, timeout=None):
@@ -141,12 +177,13 @@ class _PinnedTLS(imap_tls.IMAP4_TLS):
             raise
 
 
-class _PinnedPlain(imaplib.IMAP4):
+class _PinnedPlain(_Guarded, imaplib.IMAP4):
     """The plain connection STARTTLS upgrades; imaplib verifies against ``self.host`` (the name)."""
 
-    def __init__(self, host, port, address, timeout):
+    def __init__(self, host, port, address, timeout, guard):
         self._address = address
         self._timeout = timeout
+        self._guard = guard
         super().__init__(host, port, timeout=timeout)
 
     def _create_socket(self, timeout=None):
@@ -154,17 +191,22 @@ class _PinnedPlain(imaplib.IMAP4):
 
 
 class _Client(IMAPClient):
-    """IMAPClient connecting to one already-resolved (and checked) address."""
+    """IMAPClient connecting to one already-resolved (and checked) address, within ``limits``."""
 
-    def __init__(self, host, port, address, *, ssl, ssl_context, timeout):
+    def __init__(self, host, port, address, *, ssl, ssl_context, timeout, limits, run_deadline):
         self._address = address
+        self._guard = ResponseGuard(limits, run_deadline)
         super().__init__(host, port=port, ssl=ssl, ssl_context=ssl_context, timeout=timeout)
 
     def _create_IMAP4(self):
         timeout = getattr(self._timeout, "connect", None)
-        if self.ssl:
-            return _PinnedTLS(self.host, self.port, self._address, self.ssl_context, timeout)
-        return _PinnedPlain(self.host, self.port, self._address, timeout)
+        try:
+            if self.ssl:
+                return _PinnedTLS(self.host, self.port, self._address, self.ssl_context, timeout, self._guard)
+            return _PinnedPlain(self.host, self.port, self._address, timeout, self._guard)
+        except BaseException:
+            self._guard.stop()
+            raise
 
 
 def connect(settings: ConnectionSettings) -> IMAPClient:
@@ -328,13 +370,15 @@ def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
     for address in addresses:
         try:
             client = _Client(settings.host, settings.port, address, ssl=settings.security == "ssl",
-                             ssl_context=context, timeout=settings.timeout)
+                             ssl_context=context, timeout=settings.timeout, limits=settings.limits,
+                             run_deadline=settings.run_deadline)
         except (ssl.SSLError, ssl.CertificateError):
             raise  # the certificate is the same whichever address answered
         except imaplib.IMAP4.error as exc:
             if _is_imap_status(str(exc)):
                 raise  # an IMAP server that said no (* BYE too many connections): its words may help
-            # Whatever answered is not IMAP (an SSH or HTTP banner, nothing at all): never show its bytes.
+            # Whatever answered is not IMAP (an SSH or HTTP banner, a hang-up before any greeting): never
+            # show its bytes. Transient: a connection cut during the greeting looks just the same.
             raise nothing_there(settings, NOT_IMAP) from None
         except OSError as exc:
             last_error = exc
@@ -424,6 +468,8 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
     """Turn any exception raised while talking to an IMAP server into an ImapConnectError."""
     if isinstance(exc, ImapConnectError):
         return exc
+    if isinstance(exc, ResponseLimitExceeded):
+        return _over_limit(exc, settings)
     host = settings.host if settings else "the server"
     port = settings.port if settings else 0
     password = settings.password if settings else ""
@@ -532,7 +578,8 @@ def nothing_there(settings: ConnectionSettings | None, kind: str) -> ImapConnect
 
     One message for all three, so the connection check tells nobody which ports of a host are closed,
     which speak TLS and which speak something else (it would be a port scanner otherwise). The kinds
-    still differ: a refused connection is retried later (the server may be restarting), the others not.
+    still differ for the sync: a refused connection or no IMAP greeting is retried later (the server may
+    be restarting, the connection may have been cut), a port without TLS needs the settings changed.
     """
     where = f"{settings.host} port {settings.port}" if settings else "this port"
     security = "STARTTLS" if settings is not None and settings.security == "starttls" else "SSL/TLS"
@@ -541,4 +588,24 @@ def nothing_there(settings: ConnectionSettings | None, kind: str) -> ImapConnect
         f"No IMAP server answered with {security} on {where}.",
         "Check the host name, the port and the security: SSL/TLS is usually port 993, STARTTLS port 143. "
         "If they are right, the server may be down for now (a sync retries automatically).",
+    )
+
+
+def _over_limit(exc: ResponseLimitExceeded, settings: ConnectionSettings | None) -> ImapConnectError:
+    """A cap of response_limits.py held: the server sent too much, or too slowly. Never its bytes."""
+    host = settings.host if settings else "The server"
+    if exc.too_slow:
+        return ImapConnectError(
+            TOO_SLOW,
+            f"{host} answered too slowly: {exc.reason}. The sync stopped; what it stored so far is kept.",
+            "The next sync continues where this one stopped. If this repeats, the server is overloaded or "
+            "misbehaving; an administrator can raise IMAP_COMMAND_SECONDS or IMAP_SYNC_SECONDS.",
+        )
+    return ImapConnectError(
+        TOO_MUCH_DATA,
+        f"The server sent more data than expected ({exc.reason}). The sync stopped; what it stored so far "
+        "is kept.",
+        "The next sync continues where this one stopped. If this repeats, the server is broken or hostile: "
+        "check it with your provider. An administrator can raise IMAP_MAX_LITERAL_BYTES, IMAP_MAX_LINE_BYTES "
+        "or IMAP_MAX_RESPONSE_BYTES.",
     )

@@ -17,6 +17,7 @@ from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check
 from .crypto import decrypt_password, encrypt_password
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
 from .models import ImapInbox
+from .response_limits import ResponseLimits
 from .schedule import utcnow
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
     # An admin waits on the page for this answer, so an unreachable server must not hold it for a sync's timeout.
     return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
                               username=values["username"], password=password, ca_file=values.get("ca_file"),
-                              timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)))
+                              timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)),
+                              limits=ResponseLimits.from_config(current_app.config))
 
 
 def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from .folder_sync import (
 )
 from .folders import plan_folders
 from .models import ImapFolder, ImapInbox
+from .response_limits import ResponseLimitExceeded
 from .runs import Progress, SyncAborted, SyncRecord, aborted, failed, succeeded, summary
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 MAX_RECONNECTS = 30  # per run: enough to isolate a few unreadable messages, not to hammer a dying server
 
 # Errors that mean "the conversation with the server failed", as opposed to bugs.
-NETWORK_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, FetchFailed)
+NETWORK_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, FetchFailed,
+                  ResponseLimitExceeded)
 
 
 class InboxSync:
@@ -204,6 +206,8 @@ def run_sync(inbox_id: int, *, on_progress: Progress | None = None, lock=None) -
     settings = None
     try:
         settings = settings_for(inbox)
+        # Past this the run stops (TOO_SLOW) and the next one resumes from the checkpoint.
+        settings.run_deadline = started + settings.limits.run_seconds
         try:
             syncer.open(settings)
             if inbox.resync_requested:  # only once logged in: a wrong password must not cost the stored mail

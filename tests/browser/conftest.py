@@ -200,6 +200,9 @@ def page(browser, live_server, request, tmp_path):
     tab = context.new_page()
     js_errors: list[str] = []
     tab.on("pageerror", lambda error: js_errors.append(f"{tab.url}: {error}"))
+    # What the Content-Security-Policy blocked (an inline script, a foreign source) is an error too.
+    tab.on("console", lambda message: js_errors.append(f"{tab.url}: {message.text}")
+           if message.type == "error" and "Content Security Policy" in message.text else None)
     yield tab
     if getattr(request.node, "browser_call_failed", False):
         try:

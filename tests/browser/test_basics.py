@@ -134,3 +134,21 @@ def test_automation_builder_with_has_tag_saves_a_rule_that_runs(admin_page, live
     expect(page.locator("table.list tbody tr")).to_have_count(2)
     expect(page.locator("tr").filter(has_text="vip@customer.example")).to_contain_text("fired")
     expect(page.locator("tr").filter(has_text="plain@customer.example")).to_contain_text("not matched")
+
+
+def test_the_browser_gets_the_security_headers_and_the_delete_confirmation_still_asks(admin_page, live_server):
+    with live_server.app.app_context():
+        db.session.add(AutomationRule(name="Keep me", trigger="contact_created",
+                                      actions=[{"key": "add_tag", "params": {"tag": "x"}}]))
+        db.session.commit()
+    response = admin_page.goto("/automations/")
+    headers = response.headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    # The question now comes from static/confirm.js (no inline handler): dismissing it keeps the rule.
+    admin_page.once("dialog", lambda dialog: dialog.dismiss())
+    admin_page.get_by_role("button", name="delete").click()
+    expect(admin_page.get_by_role("cell", name="Keep me")).to_be_visible()
+    admin_page.once("dialog", lambda dialog: dialog.accept())
+    admin_page.get_by_role("button", name="delete").click()
+    expect(admin_page.get_by_text("No automations yet.")).to_be_visible()

@@ -245,3 +245,12 @@ def test_bulk_insert_or_ignore_skips_rows_stored_already(app):
         stored = {c.email: (c.id, c.name, c.attributes) for c in db.session.scalars(db.select(Contact))}
         assert stored["taken@example.org"][1] == "First" and stored["other@example.org"][1:] == ("", {"from": ""})
         assert stored["new@example.org"] == (inserted[0].id, "New", {"from": "New"})
+
+
+@pytest.mark.parametrize("op", ["remove_condition_x", "remove_condition_99", "remove_action_-5", "remove_action_ 0",
+                                "remove_condition_", "explode"])
+def test_malformed_automation_editor_input_is_a_plain_400(admin_client, op):
+    response = admin_client.post("/automations/new", data={"name": "Rule", "trigger": "", "match": "all",
+                                                           "op": op})
+    assert response.status_code == 400
+    assert "reload the page and try again" in response.text

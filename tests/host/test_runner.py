@@ -1,11 +1,14 @@
 """``manage.py run``, the newcomer's command: database, first admin, web and background processes, stopped together."""
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +31,21 @@ def _answers(url: str) -> bool:
         return False
 
 
+def assert_plain_http_login_works(base: str, password: str) -> None:
+    """Over http://127.0.0.1 the session cookie must not be Secure, or no browser would send it back; and the
+    Server header names no Werkzeug or Python version."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(base + "/login", timeout=10) as response:
+        page = response.read().decode()
+        server = response.headers.get("Server", "")
+    assert "Werkzeug" not in server and "Python" not in server, server
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"csrf_token": token, "email": "admin@example.com", "password": password})
+    with opener.open(base + "/login", data=form.encode(), timeout=10) as response:
+        assert "Log out" in response.read().decode()
+
+
 def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(redis_url, tmp_path):
     port = free_port()
     instance = tmp_path / "instance"
@@ -44,6 +62,9 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
                  details=lambda: log_path.read_text(errors="replace"))
         output = log_path.read_text(errors="replace")
         assert "Log in as admin@example.com with password" in output
+        assert "for this machine; production: docs/deployment.md" in output
+        password = re.search(r"with password (\S+)", output).group(1)
+        assert_plain_http_login_works(f"http://127.0.0.1:{port}", password)
         password_file = instance / "first_admin_password"
         assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
 

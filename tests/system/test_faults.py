@@ -67,7 +67,8 @@ POLICY_WEIGHTS = {name: weight for name, weight in (("blip", 35), ("outage", 40)
                   if name in os.environ.get("FAULT_POLICIES", ",".join(POLICIES)).split(",")}
 BATCH = 25
 READ_TIMEOUT = 2  # seconds; what a stalled connection costs
-TRANSIENT_KINDS = {"server_error", "timeout", "tls_error", "connection_refused"}
+# not_imap: a connection cut during the greeting is "no IMAP server answered", retried later.
+TRANSIENT_KINDS = {"server_error", "timeout", "tls_error", "connection_refused", "not_imap"}
 # Malformed mail whose header literals are large (100 kB+), or that breaks parsers, or shares a Message-ID.
 CORPUS_IN_FAULT_MAILBOX = (
     "very_long_unfolded_subject", "very_long_references_one_line", "very_long_references_folded",

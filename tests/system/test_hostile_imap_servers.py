@@ -4,18 +4,24 @@
   (host, port, security, username or CA file) needs the password typed again, in the form and the service.
 * The connection check is no port scanner: a closed port, a port without TLS and one speaking something
   else get one answer, and nothing a non-IMAP service sends is shown.
+* A server sending a huge literal, endless lines or one endless line, or answering a byte at a time, stops
+  the sync with plain words within the caps (plugins/imap_inbox/response_limits.py), and the reads stay
+  bounded; a sync over its time limit resumes from its checkpoint next time.
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import socket
+import time
 
 import pytest
 
 from host_app.extensions import db
+from tests.support.faultproxy import FaultProxy
 from tests.support.hostile_imap import LoopbackServer, agreeable_imap
-from tests.support.imap_helpers import connect_inbox
+from tests.support.imap_helpers import connect_inbox, message, stored, sync
 
 BASE = "/settings/inboxes"
 
@@ -134,3 +140,119 @@ def test_closed_plain_tls_and_other_services_get_one_answer_without_their_bytes(
     assert len(set(answers.values())) == 1, answers
     assert "No IMAP server answered" in answers["closed"]
     assert not ssh.saw_login() and not tls_http.saw_login()
+
+
+# ---------------------------------------------------------------------------
+# A server that sends too much, or too slowly, meets the caps of response_limits.py
+# ---------------------------------------------------------------------------
+
+# Small caps, so a test proves them in seconds; the defaults are the same code with larger numbers.
+CAPS = {"IMAP_MAX_LITERAL_BYTES": 1_000_000, "IMAP_MAX_LINE_BYTES": 1_000_000,
+        "IMAP_MAX_RESPONSE_BYTES": 4_000_000}
+# What a hostile server offers before giving up: without the caps the sync would read all of it.
+OFFERED = 300_000_000
+
+
+class Flood:
+    """After LOGIN, answers the first command with ``head`` and then ``chunk`` again and again, counting
+    the bytes it manages to send (the client's reads, plus what the kernel buffers on the way)."""
+
+    def __init__(self, head: bytes, chunk: bytes, *, delay: float = 0.0):
+        self.head, self.chunk, self.delay = head, chunk, delay
+        self.sent = 0
+
+    def __call__(self, conn, tag, line):
+        conn.send(self.head)
+        self.sent += len(self.head)
+        while self.sent < OFFERED:
+            conn.send(self.chunk)  # raises once the client has shut the connection: the session ends
+            self.sent += len(self.chunk)
+            if self.delay:
+                time.sleep(self.delay)
+        return True
+
+
+def hostile_inbox(app, dovecot, owner, port: int) -> int:
+    from plugins.imap_inbox import service
+
+    with app.app_context():
+        return service.create_inbox(name="Hostile", host="127.0.0.1", port=port, security="ssl",
+                                    username="victim@team.example", password="pw-hostile", owner_id=owner,
+                                    ca_file=dovecot.ca_file, check=False).id
+
+
+def sync_against(app, dovecot, owner, flood: Flood) -> tuple[dict, object, float]:
+    from plugins.imap_inbox.models import ImapInbox
+
+    session = functools.partial(agreeable_imap, after_login=flood)
+    with LoopbackServer(session, cert_file=dovecot.cert_file, key_file=dovecot.key_file) as server:
+        inbox_id = hostile_inbox(app, dovecot, owner, server.port)
+        started = time.monotonic()
+        summary = sync(app, inbox_id)
+        took = time.monotonic() - started
+    with app.app_context():
+        inbox = db.session.get(ImapInbox, inbox_id)
+        db.session.expunge(inbox)
+    return summary, inbox, took
+
+
+@pytest.mark.parametrize("attack, flood", [
+    # A LIST reply announcing a 2 GB literal (the sync grew to 1.5 GB in 36 s before the caps).
+    ("huge literal", Flood(b'* LIST () "/" {2000000000}\r\n', b"x" * 65536)),
+    # Endless short untagged lines: each one is fine, together they are not.
+    ("endless lines", Flood(b"", b"* 1 EXISTS " + b"y" * 1000 + b"\r\n")),
+    # One line that never ends.
+    ("endless line", Flood(b"* OK ", b"z" * 65536)),
+])
+def test_a_server_sending_too_much_stops_the_sync_with_plain_words_and_bounded_reads(crm_app_factory, dovecot,
+                                                                                     owner, attack, flood):
+    app = crm_app_factory(**CAPS)
+    summary, inbox, took = sync_against(app, dovecot, owner, flood)
+
+    assert summary["status"] == "failed" and summary["error_kind"] == "too_much_data", summary
+    assert "The server sent more data than expected" in inbox.error
+    assert "continues where this one stopped" in inbox.error_hint
+    # Read at most the cap plus what the kernel holds in its socket buffers, never the 300 MB offered.
+    assert flood.sent < 40_000_000, (attack, flood.sent)
+    assert took < 60
+
+
+def test_a_server_answering_a_byte_at_a_time_is_cut_off_at_the_command_time_limit(crm_app_factory, dovecot,
+                                                                                 owner):
+    # Each byte comes well within the socket timeout, so only the per-command wall time can stop it.
+    app = crm_app_factory(IMAP_COMMAND_SECONDS=3, IMAP_TIMEOUT=30)
+    flood = Flood(b"* OK ", b"a", delay=0.2)
+    summary, inbox, took = sync_against(app, dovecot, owner, flood)
+
+    assert summary["status"] == "failed" and summary["error_kind"] == "too_slow", summary
+    assert "answered too slowly" in inbox.error and "3 seconds" in inbox.error
+    assert took < 15
+
+
+def test_a_sync_over_its_time_limit_stops_and_the_next_one_resumes_from_the_checkpoint(crm_app_factory, mailbox,
+                                                                                      owner):
+    from plugins.imap_inbox import service
+    from plugins.imap_inbox.models import ImapInbox
+
+    mailbox.write("INBOX", [message(n) for n in range(1, 61)])
+    # A slow link: 60 messages in batches of 5 take far longer than the run's 3 seconds.
+    with FaultProxy(mailbox.host, mailbox.port, down_rate=4_000) as slow_link:
+        limited = crm_app_factory(IMAP_SYNC_SECONDS=3, IMAP_FETCH_BATCH=5)
+        with limited.app_context():
+            inbox_id = service.create_inbox(name="Slow", host=slow_link.host, port=slow_link.port, security="ssl",
+                                            username=mailbox.username, password=mailbox.password,
+                                            owner_id=owner, ca_file=mailbox.ca_file, check=False).id
+        started = time.monotonic()
+        first = sync(limited, inbox_id)
+        took = time.monotonic() - started
+        assert first["status"] == "failed" and first["error_kind"] == "too_slow", first
+        assert took < 20
+        with limited.app_context():
+            assert "the sync ran longer than its limit of 3 seconds" in db.session.get(ImapInbox, inbox_id).error
+        kept = len(stored(limited, inbox_id))
+        assert 0 < kept < 60  # whole batches were committed before the limit
+
+        second = sync(crm_app_factory(IMAP_FETCH_BATCH=5), inbox_id)
+    assert second["status"] == "ok", second
+    rows = stored(limited, inbox_id)
+    assert len(rows) == 60 and len({row["uid"] for row in rows}) == 60

@@ -120,6 +120,7 @@ def path_values(app, world: dict) -> dict:
         "contact_id": world["contact_id"],
         "rule_id": world["rule_id"],
         "entry_id": world["entry_id"],
+        "agent_id": world.get("owner_id", 1),  # not the agent or admin the tests log in as
         "name": "crm_condition_email_domain" if "crm_condition_email_domain" in app.extensions["plugins"].plugins
         else "reply_condition",
     }
@@ -233,7 +234,7 @@ def test_every_state_changing_route_refuses_requests_without_a_csrf_token(crm_ap
         "automations.rule_edit", "automations.rule_delete", "imap_inbox.inbox_new", "imap_inbox.inbox_edit",
         "imap_inbox.inbox_sync", "imap_inbox.inbox_toggle", "imap_inbox.inbox_delete",
         "contacts_import.set_policy", "contacts_import.create_users", "contacts_import.block_add",
-        "contacts_import.block_remove",
+        "contacts_import.block_remove", "settings.agent_action",
     } <= checked
 
     # The same request with the session's token goes through (the 400s above were the CSRF check).

@@ -1,0 +1,60 @@
+"""Security headers on every response and the flags of the session cookies (Flask-Talisman).
+
+* Content-Security-Policy: scripts and styles from this site only, no inline scripts (forms ask
+  "are you sure?" through static/confirm.js), no framing (frame-ancestors 'none', X-Frame-Options DENY);
+* X-Content-Type-Options nosniff, Referrer-Policy same-origin;
+* session and remember-me cookies HttpOnly, SameSite=Lax and Secure, unless ``COOKIES_OVER_HTTP``
+  (``CRM_COOKIES_OVER_HTTP=true``) says the CRM is reached over plain HTTP; ``manage.py run`` on a
+  loopback address sets that for itself.
+"""
+from __future__ import annotations
+
+from flask import Flask
+from flask_talisman import Talisman
+
+CONTENT_SECURITY_POLICY = {
+    "default-src": "'self'",
+    "script-src": "'self'",
+    # Some templates still carry style="..." attributes; styles cannot run code.
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": "'none'",
+    "base-uri": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+}
+
+_OFF_WORDS = ("", "0", "false", "no", "off")
+
+
+def over_http(app: Flask) -> bool:
+    value = app.config.get("COOKIES_OVER_HTTP", False)
+    if isinstance(value, str):
+        return value.strip().lower() not in _OFF_WORDS
+    return bool(value)
+
+
+def init_app(app: Flask) -> None:
+    secure = not over_http(app)
+    Talisman(
+        app,
+        force_https=False,  # TLS ends at the proxy in front (docs/deployment.md)
+        strict_transport_security=True,  # sent on HTTPS requests only
+        # Talisman would set SESSION_COOKIE_SECURE again on every request; the flags are set below instead,
+        # so manage.py run can lift them for http://127.0.0.1.
+        session_cookie_secure=False,
+        session_cookie_http_only=True,
+        session_cookie_samesite="Lax",
+        content_security_policy=CONTENT_SECURITY_POLICY,
+        frame_options="DENY",
+        referrer_policy="same-origin",
+    )
+    app.config["SESSION_COOKIE_SECURE"] = secure
+    app.config["REMEMBER_COOKIE_SECURE"] = secure
+
+
+def allow_cookies_over_http(app: Flask) -> None:
+    """For ``manage.py run`` on this machine only, reached over http://127.0.0.1."""
+    app.config["COOKIES_OVER_HTTP"] = True
+    app.config["SESSION_COOKIE_SECURE"] = False
+    app.config["REMEMBER_COOKIE_SECURE"] = False
