@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -108,3 +109,44 @@ def test_private_hosts_are_refused_when_blocked(mailbox):
     with pytest.raises(ImapConnectError) as caught:
         asyncio.run(scenario())
     assert caught.value.kind == "private_host_blocked"
+
+
+def test_a_connection_gone_silent_mid_idle_is_noticed_and_replaced(mailbox):
+    """No FIN, no RST: the link just stops carrying bytes (a NAT dropped it). The NOOP between IDLE rounds
+    gets no answer within the timeout, and the watch reconnects."""
+    from plugins.imap_inbox.watcher.inbox_watch import InboxWatch, WatchTimings
+    from tests.support.faultproxy import DOWN, Cut, FaultProxy
+
+    with FaultProxy(mailbox.host, mailbox.port) as proxy:
+        through_proxy = settings(mailbox, port=proxy.port, timeout=2)
+
+        async def bytes_until_idling() -> int:
+            client = await opener().open(through_proxy)
+            await client.examine("INBOX")
+            idle = asyncio.create_task(client.idle(1.0, lambda kind: None))
+            await asyncio.sleep(0.5)
+            count = proxy.last.sent[DOWN]
+            await idle
+            await client.logout()
+            return count
+
+        proxy.arm(Cut(DOWN, asyncio.run(bytes_until_idling()), "stall"))  # the next connection only
+        modes: list[str] = []
+
+        async def watch_until_live_twice() -> None:
+            watch = InboxWatch(1, through_proxy, opener(), WatchTimings(idle_seconds=1.0, retry_first=0.2),
+                               lambda *change: None, lambda inbox_id, status: modes.append(status["mode"]))
+            task = asyncio.create_task(watch.run())
+            try:
+                for _ in range(200):
+                    if modes.count("live") >= 2:
+                        return
+                    await asyncio.sleep(0.1)
+            finally:
+                task.cancel()
+
+        started = time.monotonic()
+        asyncio.run(watch_until_live_twice())
+    assert proxy.traces[1].cut_fired
+    assert modes[:2] == ["connecting", "live"] and "retrying" in modes and modes.count("live") >= 2, modes
+    assert time.monotonic() - started < 15
