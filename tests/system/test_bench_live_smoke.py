@@ -27,6 +27,7 @@ def test_live_bench_measures_every_target_and_loses_no_message(crm_database_serv
     takeover = results["takeover"]
     assert takeover["missed"] == 0 and takeover["delivered_during_takeover"] == 20
     assert takeover["inboxes_moved"] >= 1
+    assert results["leases_lost_alone"] == 0
     for key in ("all_watches_up_seconds", "first_syncs_seconds"):
         assert results[key] > 0
     for section in ("watcher_idle", "watcher_under_load"):
