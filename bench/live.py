@@ -203,6 +203,8 @@ class LiveBench:
         first = self.start("watch", "watcher-1")
         self.wait(lambda: len(self.live_holders()) == len(self.inbox_ids), 600, "all watches up")
         self.results["all_watches_up_seconds"] = round(time.perf_counter() - t, 1)
+        # Alone, a watcher must never lose a lease (it would mean a heartbeat came too late).
+        self.results["leases_lost_alone"] = (self.workdir / "watcher-1.log").read_text().count("lease lost")
         log(f"all {len(self.inbox_ids)} watches up in {self.results['all_watches_up_seconds']} s")
         self.wait(self.queue_empty, 600, "catch-up syncs after connecting")
 
@@ -384,7 +386,8 @@ def markdown(results: dict) -> str:
               "the rest joined a sync already queued).",
               f"Watcher under load: {results.get('watcher_under_load')}.",
               f"Takeover: {results.get('takeover')}.",
-              f"First syncs of the empty inboxes: {results.get('first_syncs_seconds')} s."]
+              f"First syncs of the empty inboxes: {results.get('first_syncs_seconds')} s.",
+              f"Leases lost by the first watcher while alone (must be 0): {results.get('leases_lost_alone')}."]
     lines += [f"- note: {n}" for n in results.get("notes", [])]
     return "\n".join(lines) + "\n"
 
