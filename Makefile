@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 N ?= 2000
+LIVE_INBOXES ?= 1000
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 
@@ -17,7 +18,7 @@ APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: install run test test-sqlite test-postgres services system-packages demo bench lint clean
+.PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live lint clean
 
 install: $(STAMP)
 
@@ -60,8 +61,13 @@ test-postgres: install
 demo: install system-packages
 	$(PY) -m plugins.imap_inbox.demo
 
+# The sync benchmark, then the live section (1,000 watched inboxes; see bench/README.md).
 bench: install system-packages
 	$(PY) -m bench --n $(N)
+	$(PY) -m bench.live --inboxes $(LIVE_INBOXES)
+
+bench-live: install system-packages
+	$(PY) -m bench.live --inboxes $(LIVE_INBOXES)
 
 lint: install
 	$(VENV)/bin/ruff check host_app plugins tests bench

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -108,3 +109,78 @@ def test_private_hosts_are_refused_when_blocked(mailbox):
     with pytest.raises(ImapConnectError) as caught:
         asyncio.run(scenario())
     assert caught.value.kind == "private_host_blocked"
+
+
+def _bytes_until_idling(proxy, through_proxy) -> int:
+    """Server -> client bytes of a clean session up to IDLE's continuation (greeting, TLS, LOGIN, EXAMINE)."""
+    from tests.support.faultproxy import DOWN
+
+    async def measure() -> int:
+        client = await opener().open(through_proxy)
+        await client.examine("INBOX")
+        idle = asyncio.create_task(client.idle(1.0, lambda kind: None))
+        await asyncio.sleep(0.5)
+        count = proxy.last.sent[DOWN]
+        await idle
+        await client.logout()
+        return count
+
+    return asyncio.run(measure())
+
+
+def _watch(through_proxy, modes: list[str], until, seconds: float = 20, statuses: list | None = None) -> None:
+    """Run one InboxWatch (fast timings) until ``until()`` holds or ``seconds`` pass."""
+    from plugins.imap_inbox.watcher.inbox_watch import InboxWatch, WatchTimings
+
+    def record(inbox_id, status) -> None:
+        modes.append(status["mode"])
+        if statuses is not None:
+            statuses.append(status)
+
+    async def run() -> None:
+        watch = InboxWatch(1, through_proxy, opener(), WatchTimings(idle_seconds=1.0, retry_first=0.2),
+                           lambda *change: None, record)
+        task = asyncio.create_task(watch.run())
+        try:
+            for _ in range(int(seconds * 10)):
+                if until():
+                    return
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+
+    asyncio.run(run())
+
+
+def test_a_connection_gone_silent_mid_idle_is_noticed_and_replaced(mailbox):
+    """No FIN, no RST: the link just stops carrying bytes (a NAT dropped it). The NOOP between IDLE rounds
+    gets no answer within the timeout, and the watch reconnects."""
+    from tests.support.faultproxy import DOWN, Cut, FaultProxy
+
+    with FaultProxy(mailbox.host, mailbox.port) as proxy:
+        through_proxy = settings(mailbox, port=proxy.port, timeout=2)
+        proxy.arm(Cut(DOWN, _bytes_until_idling(proxy, through_proxy), "stall"))  # the next connection only
+        modes: list[str] = []
+        started = time.monotonic()
+        _watch(through_proxy, modes, lambda: modes.count("live") >= 2)
+    assert proxy.traces[1].cut_fired
+    assert modes[:2] == ["connecting", "live"] and "retrying" in modes and modes.count("live") >= 2, modes
+    assert time.monotonic() - started < 15
+
+
+def test_a_server_that_drops_every_connection_once_idling_is_retried_ever_more_slowly(mailbox):
+    """Reaching IDLE is not health: only a connection that stays up resets the backoff."""
+    from tests.support.faultproxy import DOWN, Cut, FaultProxy
+
+    with FaultProxy(mailbox.host, mailbox.port) as proxy:
+        through_proxy = settings(mailbox, port=proxy.port, timeout=2)
+        proxy.arm(Cut(DOWN, _bytes_until_idling(proxy, through_proxy), "fin"), policy="flaky")
+        modes: list[str] = []
+        statuses: list[dict] = []
+        _watch(through_proxy, modes, lambda: modes.count("retrying") >= 5, statuses=statuses)
+        connections = len(proxy.traces) - 1
+    # From 0.2 s, doubling, with jitter of 0.5-1: the fifth wait is 1.6-3.2 s. Were reaching IDLE taken
+    # for health, every wait would be 0.1-0.2 s.
+    waits = [s["retry_in"] for s in statuses if s["mode"] == "retrying"]
+    assert len(waits) >= 5 and waits[4] >= 2, waits
+    assert modes.count("live") == connections

@@ -39,6 +39,8 @@ class WatchTimings:
     retry_max: float = 600.0
 
 
+STABLE_SECONDS = 60.0  # a connection live this long counts as healthy again
+
 ChangeCallback = Callable[[int, str, dict[str, int]], None]
 StatusCallback = Callable[[int, dict[str, Any]], None]
 
@@ -55,13 +57,13 @@ class InboxWatch:
         self.failures = 0
         self.last_event: float | None = None
         self._reason: str | None = None  # why the inbox is polled rather than watched
+        self._live_since: float | None = None
 
     async def run(self) -> None:
         while True:
             self._status(CONNECTING)
             try:
                 await self._watch_once()
-                self.failures = 0  # the server logged us out politely: start again at once
             except asyncio.CancelledError:
                 raise
             except ImapConnectError as exc:
@@ -89,7 +91,7 @@ class InboxWatch:
                 client = None
                 await self._poll_forever()
                 return
-            self.failures = 0
+            self._live_since = time.monotonic()
             self._status(LIVE)
             while True:
                 await client.idle(self.timings.idle_seconds, self._changed)
@@ -112,6 +114,11 @@ class InboxWatch:
             self._status(POLLING, reason=self._reason)
 
     async def _back_off(self, why: str) -> None:
+        # Only a connection that stayed up a while resets the backoff: a server that accepts and then drops
+        # every connection is retried ever more slowly, not every few seconds.
+        if self._live_since is not None and time.monotonic() - self._live_since >= STABLE_SECONDS:
+            self.failures = 0
+        self._live_since = None
         self.failures += 1
         delay = min(self.timings.retry_max, self.timings.retry_first * 2 ** (self.failures - 1))
         delay *= random.uniform(0.5, 1.0)  # full jitter would let some reconnect at once after an outage

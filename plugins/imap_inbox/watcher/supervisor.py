@@ -19,7 +19,7 @@ from flask import Flask
 
 from host_app.api import db, redis_connection
 
-from ..connection import ImapConnectError, _block_private_hosts
+from ..connection import ConnectionSettings, ImapConnectError, _block_private_hosts
 from . import inventory, watch_status
 from .idle_client import use_small_tls_buffers
 from .inbox_watch import FAILED, InboxWatch, WatchTimings
@@ -127,8 +127,15 @@ class Watcher:
             await self._end(inbox_id)
 
         candidates = sorted(i for i in mine if i not in self.running and self.failed.get(i) != wanted[i])
-        for inbox_id in await asyncio.to_thread(self.leases.acquire, candidates):
-            await self._start(inbox_id, wanted[inbox_id])
+        acquired = await asyncio.to_thread(self.leases.acquire, candidates)
+        if acquired:
+            found = await self._in_app(inventory.connection_settings, acquired, self.settings.timeout)
+            for inbox_id in acquired:
+                if inbox_id in found:
+                    self._start(inbox_id, found[inbox_id], wanted[inbox_id])
+            gone = [i for i in acquired if i not in found]
+            if gone:
+                await asyncio.to_thread(self.leases.release, gone)
 
     async def _flush_statuses_forever(self) -> None:
         """Status changes reach the inbox list within a second (the heartbeat refreshes them too)."""
@@ -141,11 +148,7 @@ class Watcher:
                 log.warning("could not write watch statuses", exc_info=True)
                 self._statuses = {**statuses, **self._statuses}
 
-    async def _start(self, inbox_id: int, fingerprint: str) -> None:
-        settings = await self._in_app(inventory.connection_settings, inbox_id, self.settings.timeout)
-        if settings is None:
-            await asyncio.to_thread(self.leases.release, [inbox_id])
-            return
+    def _start(self, inbox_id: int, settings: ConnectionSettings, fingerprint: str) -> None:
         watch = InboxWatch(inbox_id, settings, self.opener, self.timings, self.trigger.changed, self._status)
         task = asyncio.create_task(watch.run(), name=f"watch-inbox-{inbox_id}")
         self.running[inbox_id] = _Running(task, watch, fingerprint)
