@@ -86,12 +86,13 @@ def run_rule(rule: AutomationRule, event: Event) -> dict[str, int]:
         if cid not in matched:
             outcome[cid] = ("not_matched", "conditions not met")
             continue
-        outcome[cid] = _run_actions(rule, db.session.get(Contact, cid), available_actions)
+        outcome[cid] = act(rule, db.session.get(Contact, cid), available_actions)
     _log_runs(rule, event, outcome, counts)
     return counts
 
 
-def _run_actions(rule: AutomationRule, contact: Contact, available: dict[str, Action]) -> tuple[str, str]:
+def act(rule: AutomationRule, contact: Contact, available: dict[str, Action]) -> tuple[str, str]:
+    """Run the rule's actions for one contact (changes are not committed): ``(status, detail)`` for the run log."""
     notes = []
     for item in rule.actions:
         action = available.get(item["key"])

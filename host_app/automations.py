@@ -1,17 +1,18 @@
 """Automations pages: the rule builder (each condition and action shows its own form) and the run log."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
+from . import bulk_runs
 from .auth import admin_required
 from .automation_engine import actions, conditions
 from .events import event_types
 from .extensions import db
-from .models import AutomationRule, AutomationRun
+from .models import AutomationBulkRun, AutomationRule, AutomationRun
 
 bp = Blueprint("automations", __name__, url_prefix="/automations")
 
@@ -24,6 +25,10 @@ class RuleForm(FlaskForm):
         choices=[SelectChoice("all", "all must hold (AND)"), SelectChoice("any", "any may hold (OR)")],
     )
     enabled = BooleanField("Enabled", default=True)
+
+
+class RunNowForm(FlaskForm):
+    audience = SelectField("Contacts", validators=[DataRequired()], default="all:")
 
 
 class Part:
@@ -63,6 +68,7 @@ def rule_list():
         event_types=event_types(),
         summaries={rule.id: summarize(rule) for rule in rules},
         form=FlaskForm(),
+        runnable=bulk_runs.RUNNABLE_TRIGGERS,
     )
 
 
@@ -121,6 +127,7 @@ def rule_edit(rule_id: int | None = None):
         act_parts=act_parts,
         available_conditions=available_conditions,
         available_actions=available_actions,
+        runnable=bulk_runs.RUNNABLE_TRIGGERS,
     )
 
 
@@ -177,6 +184,47 @@ def rule_delete(rule_id: int):
     return redirect(url_for(".rule_list"))
 
 
+@bp.route("/<int:rule_id>/run", methods=["GET", "POST"])
+@admin_required
+def run_now(rule_id: int):
+    """Choose the contacts, see how many match, then run the actions on the worker."""
+    rule = db.get_or_404(AutomationRule, rule_id)
+    form = RunNowForm()
+    form.audience.choices = [SelectChoice(spec, label) for spec, label in bulk_runs.audience_options()]
+    preview = error = None
+    try:
+        bulk_runs.check_runnable(rule)
+    except bulk_runs.NotRunnable as exc:
+        error = str(exc)
+    if error is None and form.validate_on_submit():
+        try:
+            if request.form.get("op") == "run":
+                run = bulk_runs.start(rule, form.audience.data)
+                return redirect(url_for(".bulk_run", run_id=run.id))
+            preview = bulk_runs.preview(rule, form.audience.data)
+        except bulk_runs.NotRunnable as exc:
+            error = str(exc)
+    recent = db.session.scalars(
+        db.select(AutomationBulkRun).where(AutomationBulkRun.rule_id == rule.id)
+        .order_by(AutomationBulkRun.id.desc()).limit(10)
+    ).all()
+    return render_template("automations/run_now.html", rule=rule, form=form, preview=preview, error=error,
+                           summary=summarize(rule), recent=recent)
+
+
+@bp.route("/bulk-runs/<int:run_id>")
+@admin_required
+def bulk_run(run_id: int):
+    run = db.get_or_404(AutomationBulkRun, run_id)
+    return render_template("automations/bulk_run.html", run=run)
+
+
+@bp.route("/bulk-runs/<int:run_id>.json")
+@admin_required
+def bulk_run_progress(run_id: int):
+    return jsonify(db.get_or_404(AutomationBulkRun, run_id).to_dict())
+
+
 @bp.route("/runs")
 @admin_required
 def run_log():
@@ -184,8 +232,14 @@ def run_log():
     rule_id = request.args.get("rule", type=int)
     if rule_id:
         stmt = stmt.where(AutomationRun.rule_id == rule_id)
+    bulk = db.select(AutomationBulkRun).order_by(AutomationBulkRun.id.desc()).limit(20)
+    event_key = request.args.get("key", "")
+    if rule_id:
+        bulk = bulk.where(AutomationBulkRun.rule_id == rule_id)
+    if event_key:
+        stmt = stmt.where(AutomationRun.event_key == event_key)
     page = db.paginate(stmt, per_page=100, error_out=False)
-    return render_template("automations/runs.html", page=page)
+    return render_template("automations/runs.html", page=page, bulk_runs=db.session.scalars(bulk).all())
 
 
 def init_app(app) -> None:

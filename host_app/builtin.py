@@ -1,4 +1,4 @@
-"""What the host itself offers through its own hooks: basic events, tag conditions and actions."""
+"""What the host itself offers through its own hooks: basic events, tag conditions and actions, audiences."""
 from __future__ import annotations
 
 from wtforms import Form, StringField
@@ -6,8 +6,8 @@ from wtforms.validators import DataRequired, Length
 
 from .extensions import db
 from .hookspecs import hookimpl
-from .models import ContactTag
-from .values import Action, Condition, EventType
+from .models import Agent, Contact, ContactTag
+from .values import Action, Audience, Condition, EventType
 
 CONTACT_CREATED = "contact_created"
 MANUAL = "manual"
@@ -70,6 +70,43 @@ class SetAttribute(Action):
         return f"set {params['name']}"
 
 
+class AllContacts(Audience):
+    key = "all"
+    label = "All contacts"
+
+    def choices(self):
+        return [("", "All contacts")]
+
+    def contact_ids(self, value):
+        return db.session.scalars(db.select(Contact.id))
+
+
+class TaggedContacts(Audience):
+    key = "tag"
+    label = "Tag"
+
+    def choices(self):
+        tags = db.session.scalars(db.select(ContactTag.tag).distinct().order_by(ContactTag.tag))
+        return [(tag, tag) for tag in tags]
+
+    def contact_ids(self, value):
+        return db.session.scalars(db.select(ContactTag.contact_id).where(ContactTag.tag == value))
+
+
+class OwnedContacts(Audience):
+    key = "owner"
+    label = "Owner"
+
+    def choices(self):
+        agents = db.session.execute(db.select(Agent.id, Agent.name, Agent.email).order_by(Agent.name, Agent.email))
+        return [(str(row.id), f"{row.name} <{row.email}>") for row in agents]
+
+    def contact_ids(self, value):
+        if not str(value).isdigit():
+            raise ValueError(f"{value!r} is not an agent; choose an owner from the list.")
+        return db.session.scalars(db.select(Contact.id).where(Contact.owner_id == int(value)))
+
+
 @hookimpl
 def event_types():
     return [EventType(CONTACT_CREATED, "Contact created"), EventType(MANUAL, "Run by hand")]
@@ -83,6 +120,11 @@ def automation_conditions():
 @hookimpl
 def automation_actions():
     return [AddTag(), RemoveTag(), SetAttribute()]
+
+
+@hookimpl
+def automation_audiences():
+    return [AllContacts(), TaggedContacts(), OwnedContacts()]
 
 
 @hookimpl

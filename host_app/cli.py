@@ -265,6 +265,40 @@ def automations_runs(as_json, limit):
             click.echo(f"{row['at']}\t{row['rule_id']}\t{row['contact']}\t{row['status']}\t{row['detail']}")
 
 
+@automations_cli.command("run")
+@click.argument("rule_id", type=int)
+@click.option("--audience", default="all:", show_default=True,
+              help="The contacts: all:, tag:NAME, owner:AGENT_ID, or a plugin's (e.g. inbox:ID).")
+@click.option("--dry-run", is_flag=True, help="Only count the contacts that match; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def automations_run(rule_id, audience, dry_run, as_json):
+    """Run automation RULE_ID over its audience now, in this process; prints evaluated, matched, acted."""
+    from . import bulk_runs
+
+    rule = db.session.get(AutomationRule, rule_id)
+    if rule is None:
+        raise click.ClickException(f"no automation {rule_id}; see `automations list`")
+    try:
+        bulk_runs.check_runnable(rule)
+        if dry_run:
+            preview = bulk_runs.preview(rule, audience)
+            counts = {"evaluated": preview.evaluated, "matched": preview.matched, "acted": 0, "failed": 0}
+        else:
+            run = bulk_runs.create(rule, audience, origin="command")
+            result = bulk_runs.execute(run)
+            if result["status"] == "failed":
+                raise click.ClickException(result["error"])
+            counts = {k: result[k] for k in ("evaluated", "matched", "acted", "failed")}
+    except bulk_runs.NotRunnable as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts["dry_run"] = dry_run
+    if as_json:
+        echo_json(counts)
+    else:
+        click.echo(f"{counts['evaluated']} evaluated, {counts['matched']} matched, {counts['acted']} acted"
+                   + (f", {counts['failed']} failed" if counts["failed"] else "") + (" (dry run)" if dry_run else ""))
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @click.option("--simple", is_flag=True, help="Run jobs in this process (no fork).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -149,6 +149,49 @@ class AutomationRun(db.Model):
 
     rule: Mapped[AutomationRule] = relationship()
     contact: Mapped[Contact] = relationship()
+
+
+class AutomationBulkRun(db.Model):
+    """One run of a rule over many contacts at once: by hand ("Run now", ``automations run``).
+
+    The counts fill in while the run goes, so the page showing its progress
+    reads them from here; each contact acted on also gets an ``AutomationRun``
+    row keyed by ``event_key`` (``bulk-<id>``), which is what makes a contact
+    acted on at most once per run, even when the run's job is started again.
+    """
+
+    __tablename__ = "automation_bulk_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
+    origin: Mapped[str] = mapped_column(String(20))  # hand | command
+    audience: Mapped[str] = mapped_column(String(300))  # "key:value", as resolve_audience reads it
+    audience_label: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed
+    evaluated: Mapped[int] = mapped_column(Integer, default=0)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    acted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    rule: Mapped[AutomationRule] = relationship()
+
+    @property
+    def event_key(self) -> str:
+        return f"bulk-{self.id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "rule_id": self.rule_id, "origin": self.origin, "audience": self.audience_label,
+            "status": self.status, "evaluated": self.evaluated, "matched": self.matched, "acted": self.acted,
+            "failed": self.failed, "error": self.error, "finished": self.finished,
+        }
 
 
 class PluginState(db.Model):

@@ -150,6 +150,26 @@ class Action:
         raise NotImplementedError
 
 
+class Audience:
+    """A kind of group of contacts an automation can be run over by hand ("Run now").
+
+    Subclasses set ``key`` and ``label`` and implement ``choices`` (the groups
+    of this kind, e.g. one per tag) and ``contact_ids``. An audience that is one
+    group only (e.g. "All contacts") returns one choice whose value is ``""``.
+    """
+
+    key: str = ""
+    label: str = ""
+
+    def choices(self) -> list[tuple[str, str]]:
+        """Return ``(value, label)`` pairs, one per group; values are strings."""
+        raise NotImplementedError
+
+    def contact_ids(self, value: str) -> Iterable[int]:
+        """Return the ids of the contacts in group ``value``; ``ValueError`` (plain words) for a bad value."""
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
 class RecurringJob:
     """A job the scheduler enqueues every ``interval`` seconds.
