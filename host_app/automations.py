@@ -13,6 +13,8 @@ from .automation_engine import actions, conditions
 from .events import event_types
 from .extensions import db
 from .models import AutomationBulkRun, AutomationRule, AutomationRun
+from .schedules import parse_daily_at
+from .triggers import DAILY
 
 bp = Blueprint("automations", __name__, url_prefix="/automations")
 
@@ -24,6 +26,8 @@ class RuleForm(FlaskForm):
         "Match",
         choices=[SelectChoice("all", "all must hold (AND)"), SelectChoice("any", "any may hold (OR)")],
     )
+    daily_at = StringField("At (HH:MM)", description="For “Every day at…”: the time of day, 24-hour, in the "
+                           "instance's time zone.", validators=[Length(max=5)])
     enabled = BooleanField("Enabled", default=True)
 
 
@@ -157,6 +161,13 @@ def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], a
     if not act_parts:
         flash("Add at least one action.", "error")
         valid = False
+    daily_at = None
+    if form.trigger.data == DAILY:
+        try:
+            daily_at = parse_daily_at(form.daily_at.data).strftime("%H:%M")
+        except ValueError as exc:
+            form.daily_at.errors = [*form.daily_at.errors, str(exc)]
+            valid = False
     if not valid:
         return False
     rule = rule or AutomationRule()
@@ -164,6 +175,7 @@ def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], a
     rule.trigger = form.trigger.data
     rule.match = form.match.data
     rule.enabled = form.enabled.data
+    rule.daily_at = daily_at
     rule.conditions = [{"key": p.key, "params": p.form.data} for p in cond_parts]
     rule.actions = [{"key": p.key, "params": p.form.data} for p in act_parts]
     db.session.add(rule)

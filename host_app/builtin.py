@@ -7,10 +7,9 @@ from wtforms.validators import DataRequired, Length
 from .extensions import db
 from .hookspecs import hookimpl
 from .models import Agent, Contact, ContactTag
-from .values import Action, Audience, Condition, EventType
-
-CONTACT_CREATED = "contact_created"
-MANUAL = "manual"
+from .schedules import run_due_schedules
+from .triggers import CONTACT_CREATED, DAILY, HOURLY, MANUAL
+from .values import Action, Audience, Condition, EventType, RecurringJob
 
 
 class TagForm(Form):
@@ -109,7 +108,17 @@ class OwnedContacts(Audience):
 
 @hookimpl
 def event_types():
-    return [EventType(CONTACT_CREATED, "Contact created"), EventType(MANUAL, "Run by hand")]
+    return [
+        EventType(CONTACT_CREATED, "Contact created"),
+        EventType(MANUAL, "Run by hand"),
+        EventType(HOURLY, "Every hour"),
+        EventType(DAILY, "Every day at…"),
+    ]
+
+
+@hookimpl
+def recurring_jobs():
+    return [RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, 60)]
 
 
 @hookimpl

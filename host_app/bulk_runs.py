@@ -12,20 +12,21 @@ import dataclasses
 import logging
 
 from flask import current_app
+from redis.exceptions import LockError
 from sqlalchemy.exc import IntegrityError
 
 from .automation_engine import RuleUnavailable, act, actions, matching_contacts
-from .builtin import MANUAL
 from .extensions import db
-from .jobs import app_job, enqueue
+from .jobs import app_job, enqueue, redis_connection
 from .models import AutomationBulkRun, AutomationRule, AutomationRun, Contact, utcnow
+from .triggers import MANUAL, SCHEDULED
 from .values import Audience
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500  # contacts acted on per commit: the progress bar moves, a crash loses at most one chunk's work
 JOB_TIMEOUT = 3600  # seconds: tens of thousands of contacts with slow actions still finish
-RUNNABLE_TRIGGERS = (MANUAL,)
+RUNNABLE_TRIGGERS = (MANUAL, *SCHEDULED)
 
 
 class NotRunnable(Exception):
@@ -69,7 +70,8 @@ def audience_contact_ids(spec: str) -> set[int]:
 
 def check_runnable(rule: AutomationRule) -> None:
     if rule.trigger not in RUNNABLE_TRIGGERS:
-        raise NotRunnable(f"“{rule.name}” runs on its trigger, not by hand; set “When” to “Run by hand” to run it now.")
+        raise NotRunnable(f"“{rule.name}” runs on its trigger, not by hand; set “When” to “Run by hand” or a "
+                          "schedule to run it now.")
     if not rule.enabled:
         raise NotRunnable(f"“{rule.name}” is disabled; enable it to run it.")
 
@@ -113,11 +115,33 @@ def start(rule: AutomationRule, spec: str) -> AutomationBulkRun:
 
 @app_job
 def run_bulk_job(run_id: int) -> dict | None:
-    """The RQ job of a run by hand: takes the run's id, returns its counts."""
+    """The RQ job of a run by hand or on a schedule: takes the run's id, returns its counts."""
     run = db.session.get(AutomationBulkRun, run_id)
     if run is None:  # the automation was deleted before the job started
         return None
-    return execute(run)
+    if run.origin != "schedule":
+        return execute(run)
+    # A scheduled run still going when the next one is due: the next one is skipped, never run beside it.
+    lock = schedule_lock(run.rule_id)
+    if not lock.acquire(blocking=False):
+        run.status = "skipped"
+        run.error = "The previous run of this automation was still going."
+        run.finished_at = utcnow()
+        db.session.commit()
+        return run.to_dict()
+    try:
+        return execute(run)
+    finally:
+        try:
+            lock.release()
+        except LockError:  # expired after JOB_TIMEOUT: RQ has stopped the job by then anyway
+            pass
+
+
+def schedule_lock(rule_id: int):
+    """The Redis lock held while a scheduled run of the rule goes; it expires with the job's timeout."""
+    name = f"{current_app.config['RQ_QUEUE']}:automation-schedule:{rule_id}"
+    return redis_connection().lock(name, timeout=JOB_TIMEOUT)
 
 
 def execute(run: AutomationBulkRun) -> dict:

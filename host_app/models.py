@@ -123,6 +123,8 @@ class AutomationRule(db.Model):
     conditions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     actions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "HH:MM" in the instance's time zone, for the "Every day at" trigger.
+    daily_at: Mapped[str | None] = mapped_column(String(5))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -152,7 +154,7 @@ class AutomationRun(db.Model):
 
 
 class AutomationBulkRun(db.Model):
-    """One run of a rule over many contacts at once: by hand ("Run now", ``automations run``).
+    """One run of a rule over many contacts at once: by hand ("Run now", ``automations run``) or on its schedule.
 
     The counts fill in while the run goes, so the page showing its progress
     reads them from here; each contact acted on also gets an ``AutomationRun``
@@ -161,13 +163,16 @@ class AutomationBulkRun(db.Model):
     """
 
     __tablename__ = "automation_bulk_run"
+    # One run per scheduled slot, however many schedulers or ticks see it due (NULL for runs by hand).
+    __table_args__ = (UniqueConstraint("rule_id", "slot", name="uq_automation_bulk_run_slot"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
-    origin: Mapped[str] = mapped_column(String(20))  # hand | command
+    origin: Mapped[str] = mapped_column(String(20))  # hand | command | schedule
+    slot: Mapped[str | None] = mapped_column(String(60))  # the scheduled time it is the run of, in UTC
     audience: Mapped[str] = mapped_column(String(300))  # "key:value", as resolve_audience reads it
     audience_label: Mapped[str] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed | skipped
     evaluated: Mapped[int] = mapped_column(Integer, default=0)
     matched: Mapped[int] = mapped_column(Integer, default=0)
     acted: Mapped[int] = mapped_column(Integer, default=0)
@@ -184,7 +189,7 @@ class AutomationBulkRun(db.Model):
 
     @property
     def finished(self) -> bool:
-        return self.status in ("done", "failed")
+        return self.status in ("done", "failed", "skipped")
 
     def to_dict(self) -> dict:
         return {
