@@ -25,6 +25,7 @@ from .values import (
     ContactProvider,
     Event,
     EventType,
+    Occurrence,
     Person,
     RecurringJob,
     SettingsPage,
@@ -33,7 +34,7 @@ from .values import (
 
 __all__ = [
     # Value types of the hooks
-    "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Person",
+    "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence", "Person",
     "RecurringJob", "SettingsPage", "TimelineEntry",
     # The database
     "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore",

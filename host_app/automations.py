@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from . import bulk_runs
 from .auth import admin_required
@@ -14,9 +14,14 @@ from .events import event_types
 from .extensions import db
 from .models import AutomationBulkRun, AutomationRule, AutomationRun
 from .schedules import parse_daily_at
-from .triggers import DAILY
+from .triggers import DAILY, MANUAL, SCHEDULED
+from .waits import cancel_waits, duration
 
 bp = Blueprint("automations", __name__, url_prefix="/automations")
+
+
+WAIT_UNITS = ((60, "minutes"), (3600, "hours"), (86400, "days"))
+MAX_WAIT_SECONDS = 366 * 86400
 
 
 class RuleForm(FlaskForm):
@@ -28,6 +33,11 @@ class RuleForm(FlaskForm):
     )
     daily_at = StringField("At (HH:MM)", description="For “Every day at…”: the time of day, 24-hour, in the "
                            "instance's time zone.", validators=[Length(max=5)])
+    wait_amount = IntegerField(
+        "Wait", description="After the event, wait this long before checking the conditions (empty: check at once).",
+        validators=[Optional(), NumberRange(min=0, max=100000, message="Enter a number from 0 to %(max)s.")],
+    )
+    wait_unit = SelectField("Unit", choices=[SelectChoice(str(s), label) for s, label in WAIT_UNITS], default="86400")
     enabled = BooleanField("Enabled", default=True)
 
 
@@ -73,6 +83,7 @@ def rule_list():
         summaries={rule.id: summarize(rule) for rule in rules},
         form=FlaskForm(),
         runnable=bulk_runs.RUNNABLE_TRIGGERS,
+        wait_words=duration,
     )
 
 
@@ -99,6 +110,9 @@ def summarize(rule: AutomationRule) -> dict[str, str]:
 def rule_edit(rule_id: int | None = None):
     rule = db.get_or_404(AutomationRule, rule_id) if rule_id else None
     form = RuleForm(obj=rule)
+    if rule and rule.wait_seconds and request.method == "GET":
+        unit = next(size for size, _ in reversed(WAIT_UNITS) if rule.wait_seconds % size == 0)
+        form.wait_amount.data, form.wait_unit.data = rule.wait_seconds // unit, str(unit)
     types = event_types()
     triggers = sorted((t for t in types.values() if t.trigger), key=lambda t: t.label)
     form.trigger.choices = [SelectChoice(t.key, t.label) for t in triggers]
@@ -168,9 +182,22 @@ def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], a
         except ValueError as exc:
             form.daily_at.errors = [*form.daily_at.errors, str(exc)]
             valid = False
+    wait_seconds = (form.wait_amount.data or 0) * int(form.wait_unit.data or 60)
+    if wait_seconds and form.trigger.data in (MANUAL, *SCHEDULED):
+        form.wait_amount.errors = [*form.wait_amount.errors, "Waiting is for automations that start on an event; "
+                                   "leave it empty for runs by hand or on a schedule."]
+        valid = False
+    elif wait_seconds > MAX_WAIT_SECONDS:
+        form.wait_amount.errors = [*form.wait_amount.errors, "Wait at most 366 days."]
+        valid = False
     if not valid:
         return False
     rule = rule or AutomationRule()
+    if rule.id and (not form.enabled.data or not wait_seconds):
+        reason = "cancelled: the automation was disabled" if not form.enabled.data else \
+            "cancelled: the automation no longer waits"
+        cancel_waits(rule, reason)
+    rule.wait_seconds = wait_seconds
     rule.name = form.name.data
     rule.trigger = form.trigger.data
     rule.match = form.match.data

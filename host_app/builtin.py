@@ -10,6 +10,7 @@ from .models import Agent, Contact, ContactTag
 from .schedules import run_due_schedules
 from .triggers import CONTACT_CREATED, DAILY, HOURLY, MANUAL
 from .values import Action, Audience, Condition, EventType, RecurringJob
+from .waits import pending_panel, run_due_waits
 
 
 class TagForm(Form):
@@ -118,7 +119,15 @@ def event_types():
 
 @hookimpl
 def recurring_jobs():
-    return [RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, 60)]
+    return [
+        RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, 60),
+        RecurringJob("automations: check the contacts whose wait is over", run_due_waits, 60),
+    ]
+
+
+@hookimpl
+def contact_panels(contact):
+    return pending_panel(contact)
 
 
 @hookimpl

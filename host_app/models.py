@@ -125,6 +125,8 @@ class AutomationRule(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # "HH:MM" in the instance's time zone, for the "Every day at" trigger.
     daily_at: Mapped[str | None] = mapped_column(String(5))
+    # After an event: how long to wait before the conditions are evaluated (0: at once).
+    wait_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -145,12 +147,37 @@ class AutomationRun(db.Model):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
     event_type: Mapped[str] = mapped_column(String(100))
     event_key: Mapped[str] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(20))  # fired | not_matched | failed
+    status: Mapped[str] = mapped_column(String(20))  # waiting | fired | not_matched | failed | cancelled
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     rule: Mapped[AutomationRule] = relationship()
     contact: Mapped[Contact] = relationship()
+
+
+class AutomationWait(db.Model):
+    """A pending "wait, then check" step: the rule's conditions are evaluated for the contact at ``due_at``.
+
+    Stored, so that it survives restarts of every process; the due ones are
+    found with one query on the ``due_at`` index, so pending waits cost
+    nothing until they are due. ``run_id`` is the run-log row saying
+    "waiting", which the evaluation then completes.
+    """
+
+    __tablename__ = "automation_wait"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("automation_run.id", ondelete="CASCADE"), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    event_key: Mapped[str] = mapped_column(String(500))
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    rule: Mapped[AutomationRule] = relationship()
+    run: Mapped[AutomationRun] = relationship()
 
 
 class AutomationBulkRun(db.Model):

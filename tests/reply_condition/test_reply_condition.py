@@ -515,7 +515,7 @@ def test_form_reads_posted_values_with_a_prefix(sales):
     posted = MultiDict({"cond-0-responded": "False", "cond-0-within_days": "", "cond-0-inbox_id": str(sales.id)})
     form = RepliedForm(formdata=posted, prefix="cond-0-")
     assert form.validate(), form.errors
-    assert form.data == {"responded": False, "within_days": None, "inbox_id": sales.id}
+    assert form.data == {"responded": False, "within_days": None, "after_trigger": False, "inbox_id": sales.id}
     json.dumps(form.data)  # saved as the rule's JSON parameters
     bad = RepliedForm(formdata=MultiDict({"cond-0-responded": "True", "cond-0-within_days": "-3"}), prefix="cond-0-")
     assert not bad.validate() and "within_days" in bad.errors
@@ -627,7 +627,8 @@ def test_automation_builder_saves_the_parameters(admin_client, app):
     with app.app_context():
         rule = db.session.scalar(db.select(AutomationRule))
         assert rule.conditions == [{"key": "imap_email",
-                                    "params": {"responded": False, "within_days": 4, "inbox_id": None}}]
+                                    "params": {"responded": False, "within_days": 4, "after_trigger": False,
+                                               "inbox_id": None}}]
     bad = admin_client.post("/automations/new", data={**data, "cond-0-within_days": "-2"})
     assert bad.status_code == 200 and "Enter a number of days" in bad.get_data(as_text=True)
 
