@@ -241,7 +241,8 @@ def conditions_eval(key, email, params):
 @click.option("--json", "as_json", is_flag=True)
 def automations_list(as_json):
     rules = db.session.scalars(db.select(AutomationRule).order_by(AutomationRule.id)).all()
-    rows = [{"id": r.id, "name": r.name, "trigger": r.trigger, "match": r.match, "conditions": r.conditions,
+    rows = [{"id": r.id, "name": r.name, "trigger": r.trigger, "daily_at": r.daily_at, "wait_seconds": r.wait_seconds,
+             "match": r.match, "conditions": r.conditions,
              "actions": r.actions, "enabled": r.enabled} for r in rules]
     if as_json:
         echo_json(rows)
@@ -297,6 +298,36 @@ def automations_run(rule_id, audience, dry_run, as_json):
     else:
         click.echo(f"{counts['evaluated']} evaluated, {counts['matched']} matched, {counts['acted']} acted"
                    + (f", {counts['failed']} failed" if counts["failed"] else "") + (" (dry run)" if dry_run else ""))
+
+
+@automations_cli.command("export")
+@click.argument("rule_id", type=int, required=False)
+def automations_export(rule_id):
+    """Print automations (all, or RULE_ID) as JSON: trigger, wait, conditions with parameters, actions."""
+    from .automation_io import export
+
+    if rule_id is not None and db.session.get(AutomationRule, rule_id) is None:
+        raise click.ClickException(f"no automation {rule_id}; see `automations list`")
+    echo_json(export([rule_id] if rule_id is not None else None))
+
+
+@automations_cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+def automations_import(file):
+    """Create the automations of FILE (JSON, as `automations export` prints; '-' reads standard input).
+
+    All or nothing: an unknown condition, action or trigger, or refused parameters, creates none."""
+    from .automation_io import ImportRefused, import_rules
+
+    try:
+        data = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{file.name} is not valid JSON: {exc}") from exc
+    try:
+        rules = import_rules(data)
+    except ImportRefused as exc:
+        raise click.ClickException("nothing was imported:\n  " + "\n  ".join(exc.problems)) from exc
+    echo_json([{"id": r.id, "name": r.name} for r in rules])
 
 
 @click.command("worker")
