@@ -134,9 +134,9 @@ def test_pending_waits_cost_one_indexed_query_until_due_then_are_checked_in_bulk
             elapsed = time.monotonic() - started
         finally:
             event.remove(db.engine, "before_cursor_execute", count)
-        # In bulk: the conditions are one query per rule, not one per contact.
-        assert len([s for s in statements if "contact_tag" in s and "SELECT" in s]) < 50, len(statements)
-        assert elapsed < 20
+        # In bulk: a few statements for 2,000 contacts (not one or more per contact), whatever the machine's load.
+        assert len(statements) < 40, len(statements)
+        print(f"2,000 due waits checked and acted on in {elapsed:.1f} s")
         assert db.session.scalar(db.select(db.func.count(AutomationWait.id))) == 0
 
 
