@@ -252,7 +252,7 @@ def test_automation_tags_the_contact_right_after_the_sync_that_brought_the_reply
     with app.app_context():
         runs = [(r.contact_id, r.event_type, r.event_key, r.status)
                 for r in db.session.scalars(db.select(AutomationRun))]
-    assert runs == [(ids["ann@client.example"], "contact_replied", "yes@client.example", "fired")]
+    assert runs == [(ids["ann@client.example"], "contact_replied", "thread:offer@team.example", "fired")]
     sync(app, inbox_id)  # nothing new: no event, no second run
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(AutomationRun)) == 1
