@@ -34,6 +34,8 @@ def default_config(app: Flask) -> dict:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "RQ_QUEUE": os.environ.get("CRM_RQ_QUEUE", "crm"),
+        # Scheduled automations ("Every day at 09:00") run at that time here, e.g. "Europe/Paris".
+        "TIME_ZONE": os.environ.get("CRM_TIME_ZONE", "UTC"),
         # Comma-separated plugin names; these win over the Settings > Plugins page.
         "DISABLED_PLUGINS": _env_list("CRM_DISABLED_PLUGINS"),
         "ENABLED_PLUGINS": _env_list("CRM_ENABLED_PLUGINS"),

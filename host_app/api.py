@@ -19,11 +19,13 @@ from .runner import ensure_redis, start_background, stop_children
 from .sql import UTCDateTime, bulk_insert_or_ignore, insert_or_ignore, member_of
 from .values import (
     Action,
+    Audience,
     Condition,
     ContactPanel,
     ContactProvider,
     Event,
     EventType,
+    Occurrence,
     Person,
     RecurringJob,
     SettingsPage,
@@ -32,8 +34,8 @@ from .values import (
 
 __all__ = [
     # Value types of the hooks
-    "Action", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Person", "RecurringJob",
-    "SettingsPage", "TimelineEntry",
+    "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence", "Person",
+    "RecurringJob", "SettingsPage", "TimelineEntry",
     # The database
     "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore",
     # The host's models

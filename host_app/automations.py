@@ -1,19 +1,27 @@
 """Automations pages: the rule builder (each condition and action shows its own form) and the run log."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from . import bulk_runs
 from .auth import admin_required
 from .automation_engine import actions, conditions
 from .events import event_types
 from .extensions import db
-from .models import AutomationRule, AutomationRun
+from .models import AutomationBulkRun, AutomationRule, AutomationRun
+from .schedules import parse_daily_at
+from .triggers import DAILY, MANUAL, SCHEDULED
+from .waits import cancel_waits, duration
 
 bp = Blueprint("automations", __name__, url_prefix="/automations")
+
+
+WAIT_UNITS = ((60, "minutes"), (3600, "hours"), (86400, "days"))
+MAX_WAIT_SECONDS = 366 * 86400
 
 
 class RuleForm(FlaskForm):
@@ -23,7 +31,18 @@ class RuleForm(FlaskForm):
         "Match",
         choices=[SelectChoice("all", "all must hold (AND)"), SelectChoice("any", "any may hold (OR)")],
     )
+    daily_at = StringField("At (HH:MM)", description="For “Every day at…”: the time of day, 24-hour, in the "
+                           "instance's time zone.", validators=[Length(max=5)])
+    wait_amount = IntegerField(
+        "Wait", description="After the event, wait this long before checking the conditions (empty: check at once).",
+        validators=[Optional(), NumberRange(min=0, max=100000, message="Enter a number from 0 to %(max)s.")],
+    )
+    wait_unit = SelectField("Unit", choices=[SelectChoice(str(s), label) for s, label in WAIT_UNITS], default="86400")
     enabled = BooleanField("Enabled", default=True)
+
+
+class RunNowForm(FlaskForm):
+    audience = SelectField("Contacts", validators=[DataRequired()], default="all:")
 
 
 class Part:
@@ -63,6 +82,8 @@ def rule_list():
         event_types=event_types(),
         summaries={rule.id: summarize(rule) for rule in rules},
         form=FlaskForm(),
+        runnable=bulk_runs.RUNNABLE_TRIGGERS,
+        wait_words=duration,
     )
 
 
@@ -89,6 +110,9 @@ def summarize(rule: AutomationRule) -> dict[str, str]:
 def rule_edit(rule_id: int | None = None):
     rule = db.get_or_404(AutomationRule, rule_id) if rule_id else None
     form = RuleForm(obj=rule)
+    if rule and rule.wait_seconds and request.method == "GET":
+        unit = next(size for size, _ in reversed(WAIT_UNITS) if rule.wait_seconds % size == 0)
+        form.wait_amount.data, form.wait_unit.data = rule.wait_seconds // unit, str(unit)
     types = event_types()
     triggers = sorted((t for t in types.values() if t.trigger), key=lambda t: t.label)
     form.trigger.choices = [SelectChoice(t.key, t.label) for t in triggers]
@@ -123,6 +147,7 @@ def rule_edit(rule_id: int | None = None):
         act_parts=act_parts,
         available_conditions=available_conditions,
         available_actions=available_actions,
+        runnable=bulk_runs.RUNNABLE_TRIGGERS,
     )
 
 
@@ -163,13 +188,34 @@ def _save(form: RuleForm, rule: AutomationRule | None, cond_parts: list[Part], a
     if not act_parts:
         flash("Add at least one action.", "error")
         valid = False
+    daily_at = None
+    if form.trigger.data == DAILY:
+        try:
+            daily_at = parse_daily_at(form.daily_at.data).strftime("%H:%M")
+        except ValueError as exc:
+            form.daily_at.errors = [*form.daily_at.errors, str(exc)]
+            valid = False
+    wait_seconds = (form.wait_amount.data or 0) * int(form.wait_unit.data or 60)
+    if wait_seconds and form.trigger.data in (MANUAL, *SCHEDULED):
+        form.wait_amount.errors = [*form.wait_amount.errors, "Waiting is for automations that start on an event; "
+                                   "leave it empty for runs by hand or on a schedule."]
+        valid = False
+    elif wait_seconds > MAX_WAIT_SECONDS:
+        form.wait_amount.errors = [*form.wait_amount.errors, "Wait at most 366 days."]
+        valid = False
     if not valid:
         return False
     rule = rule or AutomationRule()
+    if rule.id and (not form.enabled.data or not wait_seconds):
+        reason = "cancelled: the automation was disabled" if not form.enabled.data else \
+            "cancelled: the automation no longer waits"
+        cancel_waits(rule, reason)
+    rule.wait_seconds = wait_seconds
     rule.name = form.name.data
     rule.trigger = form.trigger.data
     rule.match = form.match.data
     rule.enabled = form.enabled.data
+    rule.daily_at = daily_at
     rule.conditions = [{"key": p.key, "params": p.form.data} for p in cond_parts]
     rule.actions = [{"key": p.key, "params": p.form.data} for p in act_parts]
     db.session.add(rule)
@@ -190,6 +236,47 @@ def rule_delete(rule_id: int):
     return redirect(url_for(".rule_list"))
 
 
+@bp.route("/<int:rule_id>/run", methods=["GET", "POST"])
+@admin_required
+def run_now(rule_id: int):
+    """Choose the contacts, see how many match, then run the actions on the worker."""
+    rule = db.get_or_404(AutomationRule, rule_id)
+    form = RunNowForm()
+    form.audience.choices = [SelectChoice(spec, label) for spec, label in bulk_runs.audience_options()]
+    preview = error = None
+    try:
+        bulk_runs.check_runnable(rule)
+    except bulk_runs.NotRunnable as exc:
+        error = str(exc)
+    if error is None and form.validate_on_submit():
+        try:
+            if request.form.get("op") == "run":
+                run = bulk_runs.start(rule, form.audience.data)
+                return redirect(url_for(".bulk_run", run_id=run.id))
+            preview = bulk_runs.preview(rule, form.audience.data)
+        except bulk_runs.NotRunnable as exc:
+            error = str(exc)
+    recent = db.session.scalars(
+        db.select(AutomationBulkRun).where(AutomationBulkRun.rule_id == rule.id)
+        .order_by(AutomationBulkRun.id.desc()).limit(10)
+    ).all()
+    return render_template("automations/run_now.html", rule=rule, form=form, preview=preview, error=error,
+                           summary=summarize(rule), recent=recent)
+
+
+@bp.route("/bulk-runs/<int:run_id>")
+@admin_required
+def bulk_run(run_id: int):
+    run = db.get_or_404(AutomationBulkRun, run_id)
+    return render_template("automations/bulk_run.html", run=run)
+
+
+@bp.route("/bulk-runs/<int:run_id>.json")
+@admin_required
+def bulk_run_progress(run_id: int):
+    return jsonify(db.get_or_404(AutomationBulkRun, run_id).to_dict())
+
+
 @bp.route("/runs")
 @admin_required
 def run_log():
@@ -197,8 +284,14 @@ def run_log():
     rule_id = request.args.get("rule", type=int)
     if rule_id:
         stmt = stmt.where(AutomationRun.rule_id == rule_id)
+    bulk = db.select(AutomationBulkRun).order_by(AutomationBulkRun.id.desc()).limit(20)
+    event_key = request.args.get("key", "")
+    if rule_id:
+        bulk = bulk.where(AutomationBulkRun.rule_id == rule_id)
+    if event_key:
+        stmt = stmt.where(AutomationRun.event_key == event_key)
     page = db.paginate(stmt, per_page=100, error_out=False)
-    return render_template("automations/runs.html", page=page)
+    return render_template("automations/runs.html", page=page, bulk_runs=db.session.scalars(bulk).all())
 
 
 def init_app(app) -> None:

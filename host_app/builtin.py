@@ -1,4 +1,4 @@
-"""What the host itself offers through its own hooks: basic events, tag conditions and actions."""
+"""What the host itself offers through its own hooks: basic events, tag conditions and actions, audiences."""
 from __future__ import annotations
 
 from wtforms import Form, StringField
@@ -6,11 +6,11 @@ from wtforms.validators import DataRequired, Length
 
 from .extensions import db
 from .hookspecs import hookimpl
-from .models import ContactTag
-from .values import Action, Condition, EventType
-
-CONTACT_CREATED = "contact_created"
-MANUAL = "manual"
+from .models import Agent, Contact, ContactTag
+from .schedules import run_due_schedules
+from .triggers import CONTACT_CREATED, DAILY, HOURLY, MANUAL
+from .values import Action, Audience, Condition, EventType, RecurringJob
+from .waits import pending_panel, run_due_waits
 
 
 class TagForm(Form):
@@ -70,9 +70,64 @@ class SetAttribute(Action):
         return f"set {params['name']}"
 
 
+class AllContacts(Audience):
+    key = "all"
+    label = "All contacts"
+
+    def choices(self):
+        return [("", "All contacts")]
+
+    def contact_ids(self, value):
+        return db.session.scalars(db.select(Contact.id))
+
+
+class TaggedContacts(Audience):
+    key = "tag"
+    label = "Tag"
+
+    def choices(self):
+        tags = db.session.scalars(db.select(ContactTag.tag).distinct().order_by(ContactTag.tag))
+        return [(tag, tag) for tag in tags]
+
+    def contact_ids(self, value):
+        return db.session.scalars(db.select(ContactTag.contact_id).where(ContactTag.tag == value))
+
+
+class OwnedContacts(Audience):
+    key = "owner"
+    label = "Owner"
+
+    def choices(self):
+        agents = db.session.execute(db.select(Agent.id, Agent.name, Agent.email).order_by(Agent.name, Agent.email))
+        return [(str(row.id), f"{row.name} <{row.email}>") for row in agents]
+
+    def contact_ids(self, value):
+        if not str(value).isdigit():
+            raise ValueError(f"{value!r} is not an agent; choose an owner from the list.")
+        return db.session.scalars(db.select(Contact.id).where(Contact.owner_id == int(value)))
+
+
 @hookimpl
 def event_types():
-    return [EventType(CONTACT_CREATED, "Contact created"), EventType(MANUAL, "Run by hand")]
+    return [
+        EventType(CONTACT_CREATED, "Contact created"),
+        EventType(MANUAL, "Run by hand"),
+        EventType(HOURLY, "Every hour"),
+        EventType(DAILY, "Every day at…"),
+    ]
+
+
+@hookimpl
+def recurring_jobs():
+    return [
+        RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, 60),
+        RecurringJob("automations: check the contacts whose wait is over", run_due_waits, 60),
+    ]
+
+
+@hookimpl
+def contact_panels(contact):
+    return pending_panel(contact)
 
 
 @hookimpl
@@ -83,6 +138,11 @@ def automation_conditions():
 @hookimpl
 def automation_actions():
     return [AddTag(), RemoveTag(), SetAttribute()]
+
+
+@hookimpl
+def automation_audiences():
+    return [AllContacts(), TaggedContacts(), OwnedContacts()]
 
 
 @hookimpl

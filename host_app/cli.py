@@ -285,7 +285,8 @@ def conditions_eval(key, email, params):
 @click.option("--json", "as_json", is_flag=True)
 def automations_list(as_json):
     rules = db.session.scalars(db.select(AutomationRule).order_by(AutomationRule.id)).all()
-    rows = [{"id": r.id, "name": r.name, "trigger": r.trigger, "match": r.match, "conditions": r.conditions,
+    rows = [{"id": r.id, "name": r.name, "trigger": r.trigger, "daily_at": r.daily_at, "wait_seconds": r.wait_seconds,
+             "match": r.match, "conditions": r.conditions,
              "actions": r.actions, "enabled": r.enabled} for r in rules]
     if as_json:
         echo_json(rows)
@@ -307,6 +308,70 @@ def automations_runs(as_json, limit):
     else:
         for row in rows:
             click.echo(f"{row['at']}\t{row['rule_id']}\t{row['contact']}\t{row['status']}\t{row['detail']}")
+
+
+@automations_cli.command("run")
+@click.argument("rule_id", type=int)
+@click.option("--audience", default="all:", show_default=True,
+              help="The contacts: all:, tag:NAME, owner:AGENT_ID, or a plugin's (e.g. inbox:ID).")
+@click.option("--dry-run", is_flag=True, help="Only count the contacts that match; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def automations_run(rule_id, audience, dry_run, as_json):
+    """Run automation RULE_ID over its audience now, in this process; prints evaluated, matched, acted."""
+    from . import bulk_runs
+
+    rule = db.session.get(AutomationRule, rule_id)
+    if rule is None:
+        raise click.ClickException(f"no automation {rule_id}; see `automations list`")
+    try:
+        bulk_runs.check_runnable(rule)
+        if dry_run:
+            preview = bulk_runs.preview(rule, audience)
+            counts = {"evaluated": preview.evaluated, "matched": preview.matched, "acted": 0, "failed": 0}
+        else:
+            run = bulk_runs.create(rule, audience, origin="command")
+            result = bulk_runs.execute(run)
+            if result["status"] == "failed":
+                raise click.ClickException(result["error"])
+            counts = {k: result[k] for k in ("evaluated", "matched", "acted", "failed")}
+    except bulk_runs.NotRunnable as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts["dry_run"] = dry_run
+    if as_json:
+        echo_json(counts)
+    else:
+        click.echo(f"{counts['evaluated']} evaluated, {counts['matched']} matched, {counts['acted']} acted"
+                   + (f", {counts['failed']} failed" if counts["failed"] else "") + (" (dry run)" if dry_run else ""))
+
+
+@automations_cli.command("export")
+@click.argument("rule_id", type=int, required=False)
+def automations_export(rule_id):
+    """Print automations (all, or RULE_ID) as JSON: trigger, wait, conditions with parameters, actions."""
+    from .automation_io import export
+
+    if rule_id is not None and db.session.get(AutomationRule, rule_id) is None:
+        raise click.ClickException(f"no automation {rule_id}; see `automations list`")
+    echo_json(export([rule_id] if rule_id is not None else None))
+
+
+@automations_cli.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+def automations_import(file):
+    """Create the automations of FILE (JSON, as `automations export` prints; '-' reads standard input).
+
+    All or nothing: an unknown condition, action or trigger, or refused parameters, creates none."""
+    from .automation_io import ImportRefused, import_rules
+
+    try:
+        data = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{file.name} is not valid JSON: {exc}") from exc
+    try:
+        rules = import_rules(data)
+    except ImportRefused as exc:
+        raise click.ClickException("nothing was imported:\n  " + "\n  ".join(exc.problems)) from exc
+    echo_json([{"id": r.id, "name": r.name} for r in rules])
 
 
 @click.command("worker")

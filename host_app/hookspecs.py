@@ -192,6 +192,16 @@ def automation_actions(app):
 
 
 @hookspec
+def automation_audiences(app):
+    """Return the groups of contacts an automation can be run over by hand: ``list[Audience]``.
+
+    Called when the "Run now" page is shown and when a run starts. The host
+    offers all contacts, a tag and an owner; a plugin adds groups only it
+    knows about (the mail core: the correspondents of one inbox).
+    """
+
+
+@hookspec
 def event_emitted(app, event):
     """Called for every emitted event, before the automations it triggers run.
 

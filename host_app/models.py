@@ -149,6 +149,10 @@ class AutomationRule(db.Model):
     conditions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     actions: Mapped[list] = mapped_column(JSON, default=list)  # [{"key": ..., "params": {...}}]
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "HH:MM" in the instance's time zone, for the "Every day at" trigger.
+    daily_at: Mapped[str | None] = mapped_column(String(5))
+    # After an event: how long to wait before the conditions are evaluated (0: at once).
+    wait_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -169,12 +173,83 @@ class AutomationRun(db.Model):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
     event_type: Mapped[str] = mapped_column(String(100))
     event_key: Mapped[str] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(20))  # fired | not_matched | failed
+    status: Mapped[str] = mapped_column(String(20))  # waiting | fired | not_matched | failed | cancelled
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
     rule: Mapped[AutomationRule] = relationship()
     contact: Mapped[Contact] = relationship()
+
+
+class AutomationWait(db.Model):
+    """A pending "wait, then check" step: the rule's conditions are evaluated for the contact at ``due_at``.
+
+    Stored, so that it survives restarts of every process; the due ones are
+    found with one query on the ``due_at`` index, so pending waits cost
+    nothing until they are due. ``run_id`` is the run-log row saying
+    "waiting", which the evaluation then completes.
+    """
+
+    __tablename__ = "automation_wait"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("automation_run.id", ondelete="CASCADE"), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    event_key: Mapped[str] = mapped_column(String(500))
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    rule: Mapped[AutomationRule] = relationship()
+    run: Mapped[AutomationRun] = relationship()
+
+
+class AutomationBulkRun(db.Model):
+    """One run of a rule over many contacts at once: by hand ("Run now", ``automations run``) or on its schedule.
+
+    The counts fill in while the run goes, so the page showing its progress
+    reads them from here; each contact acted on also gets an ``AutomationRun``
+    row keyed by ``event_key`` (``bulk-<id>``), which is what makes a contact
+    acted on at most once per run, even when the run's job is started again.
+    """
+
+    __tablename__ = "automation_bulk_run"
+    # One run per scheduled slot, however many schedulers or ticks see it due (NULL for runs by hand).
+    __table_args__ = (UniqueConstraint("rule_id", "slot", name="uq_automation_bulk_run_slot"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("automation_rule.id", ondelete="CASCADE"), index=True)
+    origin: Mapped[str] = mapped_column(String(20))  # hand | command | schedule
+    slot: Mapped[str | None] = mapped_column(String(60))  # the scheduled time it is the run of, in UTC
+    audience: Mapped[str] = mapped_column(String(300))  # "key:value", as resolve_audience reads it
+    audience_label: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | done | failed | skipped
+    evaluated: Mapped[int] = mapped_column(Integer, default=0)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    acted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    rule: Mapped[AutomationRule] = relationship()
+
+    @property
+    def event_key(self) -> str:
+        return f"bulk-{self.id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "skipped")
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "rule_id": self.rule_id, "origin": self.origin, "audience": self.audience_label,
+            "status": self.status, "evaluated": self.evaluated, "matched": self.matched, "acted": self.acted,
+            "failed": self.failed, "error": self.error, "finished": self.finished,
+        }
 
 
 class PluginState(db.Model):

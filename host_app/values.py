@@ -108,6 +108,21 @@ class Event:
     payload: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Occurrence:
+    """The event occurrence a contact is evaluated for, passed to ``Condition.evaluate_bulk`` as
+    ``occurrences={contact_id: Occurrence}`` when the condition accepts that argument (after a wait).
+
+    ``occurred_at`` is when the event happened: the payload's ``occurred_at``
+    (ISO 8601) when the emitter gave one, else when it was emitted.
+    """
+
+    event_type: str
+    event_key: str
+    occurred_at: datetime
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 class Condition:
     """An automation condition offered by a plugin.
 
@@ -127,7 +142,12 @@ class Condition:
         raise NotImplementedError
 
     def evaluate_bulk(self, contact_ids: Iterable[int], params: dict[str, Any]) -> set[int]:
-        """Return the subset of ``contact_ids`` for which the condition holds."""
+        """Return the subset of ``contact_ids`` for which the condition holds.
+
+        A condition that cares about the event behind a check may add a third
+        parameter ``occurrences=None``: after a wait the host then passes
+        ``{contact_id: Occurrence}``; conditions without it are called as before.
+        """
         ids = list(contact_ids)
         contacts = db.session.scalars(db.select(Contact).where(Contact.id.in_(ids))) if ids else []
         return {c.id for c in contacts if self.evaluate(c, params)}
@@ -147,6 +167,26 @@ class Action:
 
     def run(self, contact, params: dict[str, Any]) -> str:
         """Do the action for ``contact``; return a short text for the run log."""
+        raise NotImplementedError
+
+
+class Audience:
+    """A kind of group of contacts an automation can be run over by hand ("Run now").
+
+    Subclasses set ``key`` and ``label`` and implement ``choices`` (the groups
+    of this kind, e.g. one per tag) and ``contact_ids``. An audience that is one
+    group only (e.g. "All contacts") returns one choice whose value is ``""``.
+    """
+
+    key: str = ""
+    label: str = ""
+
+    def choices(self) -> list[tuple[str, str]]:
+        """Return ``(value, label)`` pairs, one per group; values are strings."""
+        raise NotImplementedError
+
+    def contact_ids(self, value: str) -> Iterable[int]:
+        """Return the ids of the contacts in group ``value``; ``ValueError`` (plain words) for a bad value."""
         raise NotImplementedError
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from host_app.api import Contact, EventType, db, emit, member_of
@@ -41,13 +42,22 @@ def _emit(type_: str, key: str, contact_ids: Iterable[int], payload: dict[str, A
 
 
 def emit_new_mail(*, inbox_id: int, folder_id: int, batch_key: str, senders: Iterable[str],
-                  recipients: Iterable[str], initial: bool) -> None:
-    """Emit email_received / email_sent for one committed batch (only when a contact is concerned)."""
+                  recipients: Iterable[str], initial: bool, last_sent: dict[str, datetime] | None = None) -> None:
+    """Emit email_received / email_sent for one committed batch (only when a contact is concerned).
+
+    ``email_sent`` carries ``occurred_at``: per contact, the date of our latest e-mail to them in the
+    batch, so an automation that waits after it counts the responses from then on, not from when the
+    sync saw the e-mail.
+    """
     received = contact_ids_for(senders)
     if received:
         _emit(EMAIL_RECEIVED, f"imap:{batch_key}:in", received,
               {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial})
     sent = contact_ids_for(recipients)
     if sent:
-        _emit(EMAIL_SENT, f"imap:{batch_key}:out", sent,
-              {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial})
+        payload = {"inbox_id": inbox_id, "folder_id": folder_id, "initial_sync": initial}
+        if last_sent:
+            emails = db.session.execute(db.select(Contact.id, Contact.email).where(Contact.id.in_(sent))).all()
+            payload["occurred_at"] = {str(cid): last_sent[email].isoformat()
+                                      for cid, email in emails if email in last_sent}
+        _emit(EMAIL_SENT, f"imap:{batch_key}:out", sent, payload)

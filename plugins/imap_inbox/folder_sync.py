@@ -312,10 +312,15 @@ class FolderSync:
             senders = [row["from_email"] for row, _ in news if row["direction"] == "in" and row["from_email"]]
             recipients = [a["email"] for row, addrs in news if row["direction"] == "out"
                           for a in addrs if a["role"] in RECIPIENT_ROLES]
+            last_sent: dict = {}  # per recipient, the date of our latest e-mail to them in the batch
+            for row, addrs in news:
+                if row["direction"] == "out" and row["date"]:
+                    for email in (a["email"] for a in addrs if a["role"] in RECIPIENT_ROLES):
+                        last_sent[email] = max(row["date"], last_sent.get(email, row["date"]))
             events.emit_new_mail(
                 inbox_id=self.inbox_id, folder_id=folder_id,
                 batch_key=f"{self.inbox_id}:{folder_id}:{uidvalidity}:{min(uids)}-{max(uids)}",
-                senders=senders, recipients=recipients, initial=initial,
+                senders=senders, recipients=recipients, initial=initial, last_sent=last_sent,
             )
         record.report_progress()
 

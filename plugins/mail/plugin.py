@@ -4,6 +4,7 @@ from __future__ import annotations
 from host_app import hookimpl
 
 from . import (
+    audience,
     hookspecs,
     models,  # noqa: F401  (registers the plugin's tables)
     people,
@@ -24,3 +25,8 @@ def timeline_entries(app, contact, before, limit):
 @hookimpl
 def contact_providers(app):
     return [people.MailboxProvider()]
+
+
+@hookimpl
+def automation_audiences(app):
+    return [audience.InboxCorrespondents()]

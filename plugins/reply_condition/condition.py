@@ -10,7 +10,7 @@ from wtforms import Form, IntegerField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, StopValidation
 
-from host_app.api import Agent, Condition, Contact, db, normalize_email
+from host_app.api import Agent, Condition, Contact, Occurrence, db, normalize_email
 from plugins.mail.models import Inbox
 
 from .models import Response
@@ -109,6 +109,17 @@ class RepliedForm(Form):
             NumberRange(min=0, max=MAX_DAYS, message="Enter a number of days from 0 to %(max)s."),
         ],
     )
+    after_trigger = SelectField(
+        "Responses that count",
+        choices=[
+            SelectChoice(False, "responses to any of our e-mails"),
+            SelectChoice(True, "only responses after the e-mail that started the automation"),
+        ],
+        coerce=parse_bool,
+        default=False,
+        description="For automations that wait after an e-mail: did they answer since that e-mail? Runs by "
+                    "hand and on a schedule have no such e-mail and count every response.",
+    )
     inbox_id = SelectField(
         "Our e-mail sent from",
         description="Only our e-mails from this connected inbox count.",
@@ -122,16 +133,20 @@ class RepliedForm(Form):
         self.inbox_id.choices = inbox_choices()
 
 
-def response_exists(contact_email: sa.ColumnElement, params: dict[str, Any]) -> sa.Exists:
-    """EXISTS a stored response of ``contact_email`` that fits ``within_days`` and ``inbox_id``."""
-    query = sa.select(Response.id).where(Response.contact_email == contact_email)
+def counting_responses(query: sa.Select, params: dict[str, Any]) -> sa.Select:
+    """``query`` over ``Response`` narrowed to the responses that count: ``within_days`` and ``inbox_id``."""
     inbox_id = parse_inbox_id(params.get("inbox_id"))
     if inbox_id is not None:
         query = query.where(Response.our_inbox_id == inbox_id)
     within_days = params.get("within_days")
     if within_days not in (None, ""):
         query = query.where(Response.delay_seconds <= int(within_days) * SECONDS_PER_DAY)
-    return query.exists()
+    return query
+
+
+def response_exists(contact_email: sa.ColumnElement, params: dict[str, Any]) -> sa.Exists:
+    """EXISTS a stored response of ``contact_email`` that fits ``within_days`` and ``inbox_id``."""
+    return counting_responses(sa.select(Response.id).where(Response.contact_email == contact_email), params).exists()
 
 
 def _wants_response(params: dict[str, Any]) -> bool:
@@ -154,10 +169,13 @@ class RepliedCondition(Condition):
         query = sa.select(found if _wants_response(params) else ~found)
         return bool(db.session.scalar(query))
 
-    def evaluate_bulk(self, contact_ids: Iterable[int], params: dict[str, Any]) -> set[int]:
+    def evaluate_bulk(self, contact_ids: Iterable[int], params: dict[str, Any],
+                      occurrences: dict[int, Occurrence] | None = None) -> set[int]:
         ids = sorted(set(contact_ids))
         if not ids:
             return set()
+        if occurrences and parse_bool(params.get("after_trigger", False)):
+            return self._responded_after(ids, params, occurrences)
         found = response_exists(Contact.email, params)
         wanted = found if _wants_response(params) else ~found
         result: set[int] = set()
@@ -166,8 +184,30 @@ class RepliedCondition(Condition):
             result.update(db.session.scalars(sa.select(Contact.id).where(Contact.id.in_(chunk), wanted)))
         return result
 
+    def _responded_after(self, ids: list[int], params: dict[str, Any], occurrences: dict[int, Occurrence]) -> set[int]:
+        """Each contact against its own triggering e-mail: a counting response replied at or after it."""
+        wanted = _wants_response(params)
+        result: set[int] = set()
+        for start in range(0, len(ids), BULK_CHUNK):
+            chunk = ids[start:start + BULK_CHUNK]
+            emails = dict(db.session.execute(sa.select(Contact.id, Contact.email).where(Contact.id.in_(chunk))).all())
+            latest = dict(db.session.execute(
+                counting_responses(sa.select(Response.contact_email, sa.func.max(Response.replied_at)), params)
+                .where(Response.contact_email.in_(sorted(set(emails.values()))))
+                .group_by(Response.contact_email)
+            ).all())
+            for cid, email in emails.items():
+                last = latest.get(email)
+                occurrence = occurrences.get(cid)
+                responded = last is not None and (occurrence is None or last >= occurrence.occurred_at)
+                if responded == wanted:
+                    result.add(cid)
+        return result
+
     def describe(self, params: dict[str, Any]) -> str:
         text = "has responded to one of our e-mails" if _wants_response(params) else "has not responded to our e-mails"
+        if parse_bool(params.get("after_trigger", False)):
+            text += " since the e-mail that started the automation"
         if params.get("within_days") not in (None, ""):
             text += f" within {int(params['within_days'])} days"
         inbox_id = parse_inbox_id(params.get("inbox_id"))

@@ -71,9 +71,12 @@ def test_hook_recurring_jobs(crm_app_factory):
     """
     with throwaway_plugin("ticker", source) as plugins:
         app = crm_app_factory(plugins=plugins)
+        # The host's own: scheduled automations and the waits that come due.
+        host = [("host_app.schedules.run_due_schedules", 60), ("host_app.waits.run_due_waits", 60)]
         jobs = make_scheduler(app).get_jobs()
-        assert [(j.func_name, j.interval) for j in jobs] == [("throwaway_ticker.plugin.tick", 60)]
-        assert make_scheduler(crm_app_factory(plugins=plugins, disabled=["ticker"])).get_jobs() == []
+        assert sorted((j.func_name, j.interval) for j in jobs) == [*host, ("throwaway_ticker.plugin.tick", 60)]
+        without = make_scheduler(crm_app_factory(plugins=plugins, disabled=["ticker"])).get_jobs()
+        assert sorted((j.func_name, j.interval) for j in without) == host
 
 
 def test_hook_background_commands(crm_app_factory):

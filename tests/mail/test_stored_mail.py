@@ -1,6 +1,7 @@
 """Stored mail belongs to the mail core: it stays readable when the transport that brought it is gone."""
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from host_app.api import Contact, db
@@ -33,3 +34,26 @@ def test_mail_of_a_transport_that_is_not_loaded_is_read_as_stored_mail(app, admi
     assert settings.status_code == 200 and "team@team.example" in settings.get_data(as_text=True)
     page = client.get(f"/contacts/{contact_id}")
     assert page.status_code == 200 and "message 1" in page.get_data(as_text=True)
+
+
+def test_the_correspondents_of_one_inbox_are_an_audience_for_run_now(app, admin):
+    from host_app.bulk_runs import NotRunnable, audience_contact_ids, audience_options
+
+    with app.app_context():
+        rows = MailRows()
+        ours = rows.inbox("team@team.example", owner_id=admin)
+        other = rows.inbox("other@team.example")
+        rows.received(ours, ("Carla", "carla@customer.example"))
+        rows.sent(ours, ("Dan", "dan@customer.example"))
+        rows.received(other, ("Eve", "eve@customer.example"))
+        contacts = {e: Contact(email=e) for e in ("carla@customer.example", "dan@customer.example",
+                                                   "eve@customer.example", "team@team.example")}
+        db.session.add_all(contacts.values())
+        db.session.commit()
+        options = dict(audience_options())
+        assert options[f"inbox:{ours.id}"] == "Inbox: Ada Admin <team@team.example>"
+        assert options[f"inbox:{other.id}"] == "Inbox: other@team.example"
+        found = audience_contact_ids(f"inbox:{ours.id}")
+        assert found == {contacts["carla@customer.example"].id, contacts["dan@customer.example"].id}
+        with pytest.raises(NotRunnable, match="Inbox has no '999'"):
+            audience_contact_ids("inbox:999")

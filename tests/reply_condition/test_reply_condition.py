@@ -516,7 +516,7 @@ def test_form_reads_posted_values_with_a_prefix(sales):
     posted = MultiDict({"cond-0-responded": "False", "cond-0-within_days": "", "cond-0-inbox_id": str(sales.id)})
     form = RepliedForm(formdata=posted, prefix="cond-0-")
     assert form.validate(), form.errors
-    assert form.data == {"responded": False, "within_days": None, "inbox_id": sales.id}
+    assert form.data == {"responded": False, "within_days": None, "after_trigger": False, "inbox_id": sales.id}
     json.dumps(form.data)  # saved as the rule's JSON parameters
     bad = RepliedForm(formdata=MultiDict({"cond-0-responded": "True", "cond-0-within_days": "-3"}), prefix="cond-0-")
     assert not bad.validate() and "within_days" in bad.errors
@@ -588,9 +588,26 @@ def test_contact_replied_runs_an_automation_right_after_the_sync(rc_app, sales, 
     after_sync(rc_app, sales)
     assert db.session.get(Contact, bob.id).tags == ["replied"]
     replied = [e for e in emitted if e.type == "contact_replied"]
-    assert [(e.key, e.contact_ids) for e in replied] == [(reply.dedup_key, (bob.id,))]
+    thread = f"thread:{offer.dedup_key}"  # once per thread: the occurrence is our e-mail that was answered
+    assert [(e.key, e.contact_ids, e.payload["reply_message_pk"]) for e in replied] == [(thread, (bob.id,), reply.id)]
     run = db.session.scalar(db.select(AutomationRun))
-    assert (run.status, run.event_key) == ("fired", reply.dedup_key)
+    assert (run.status, run.event_key) == ("fired", thread)
+
+    # Bob writes again in the same thread: announced, but the automation does not fire twice for him.
+    db.session.get(Contact, bob.id).remove_tag("replied")
+    db.session.commit()
+    add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=NOW, in_reply_to=offer.message_id)
+    after_sync(rc_app, sales)
+    assert [e.key for e in emitted if e.type == "contact_replied"] == [thread, thread]
+    assert db.session.scalar(db.select(db.func.count(AutomationRun.id))) == 1
+    assert db.session.get(Contact, bob.id).tags == []
+
+    # Once per reply, when an instance asks for it: the third reply is an occurrence of its own.
+    rc_app.config["REPLY_CONDITION_EVENT_ONCE_PER"] = "reply"
+    third = add_message(sales, from_email=BOB, to=TEAM, subject="Re", date=NOW, in_reply_to=offer.message_id)
+    after_sync(rc_app, sales)
+    assert emitted[-1].key == third.dedup_key
+    assert db.session.get(Contact, bob.id).tags == ["replied"]
 
 
 def test_hook_mailbox_synced__announces_no_old_replies(rc_app, sales, bob):
@@ -636,7 +653,8 @@ def test_automation_builder_saves_the_parameters(admin_client, app):
     with app.app_context():
         rule = db.session.scalar(db.select(AutomationRule))
         assert rule.conditions == [{"key": "imap_email",
-                                    "params": {"responded": False, "within_days": 4, "inbox_id": None}}]
+                                    "params": {"responded": False, "within_days": 4, "after_trigger": False,
+                                               "inbox_id": None}}]
     bad = admin_client.post("/automations/new", data={**data, "cond-0-within_days": "-2"})
     assert bad.status_code == 200 and "Enter a number of days" in bad.get_data(as_text=True)
 
@@ -868,11 +886,11 @@ def test_contact_replied_is_announced_batch_by_batch(rc_app, sales, bob, monkeyp
     from plugins.reply_condition.models import Cursor
 
     monkeypatch.setattr(matcher, "BATCH_SIZE", 2)
-    replies = []
+    replies, offers = [], []
     for i in range(3):
-        offer = our_offer(sales, sent=days_ago(2), subject=f"Offer {i}")
+        offers.append(our_offer(sales, sent=days_ago(2), subject=f"Offer {i}"))
         replies.append(add_message(sales, from_email=BOB, to=TEAM, subject=f"Re: Offer {i}", date=days_ago(1),
-                                   in_reply_to=offer.message_id))
+                                   in_reply_to=offers[-1].message_id))
     announced = []
 
     class Spy:
@@ -884,7 +902,8 @@ def test_contact_replied_is_announced_batch_by_batch(rc_app, sales, bob, monkeyp
 
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
     after_sync(rc_app, sales, new=6)
-    assert announced == [(reply.dedup_key, reply.id) for reply in replies]
+    # Three threads (one e-mail of ours each): three occurrences.
+    assert announced == [(f"thread:{offer.dedup_key}", reply.id) for offer, reply in zip(offers, replies, strict=True)]
 
 
 def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sales, bob):
@@ -906,7 +925,8 @@ def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sal
 
     rc_app.extensions["plugins"].pm.register(Spy(), name="spy")
     after_sync(rc_app, sales, new=2)
-    assert announced == [(reply_id, [first.id])]
+    thread = f"thread:{first.dedup_key}"
+    assert announced == [(thread, [first.id])]
 
     # Our second e-mail, synced only now (its Sent copy was out of reach at the first sync).
     add_message(sales, from_email=sales.email, to=BOB, subject="Offer, revised", date=days_ago(2), message_id=ids[1])
@@ -917,7 +937,8 @@ def test_a_reply_is_announced_once_though_later_syncs_match_it_again(rc_app, sal
     after_sync(rc_app, support, new=1)
 
     assert db.session.scalar(db.select(db.func.count()).select_from(Response)) == 4
-    assert announced == [(reply.dedup_key, [first.id])]
+    assert announced == [(thread, [first.id])]
+    assert reply.dedup_key == reply_id
     assert holds(bob) and holds(bob, inbox_id=sales.id)
 
 

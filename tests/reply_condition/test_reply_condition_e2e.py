@@ -253,7 +253,7 @@ def test_automation_tags_the_contact_right_after_the_sync_that_brought_the_reply
     with app.app_context():
         runs = [(r.contact_id, r.event_type, r.event_key, r.status)
                 for r in db.session.scalars(db.select(AutomationRun))]
-    assert runs == [(ids["ann@client.example"], "contact_replied", "yes@client.example", "fired")]
+    assert runs == [(ids["ann@client.example"], "contact_replied", "thread:offer@team.example", "fired")]
     sync(app, inbox_id)  # nothing new: no event, no second run
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(AutomationRun)) == 1
@@ -294,3 +294,53 @@ def test_builder_shows_the_condition_form_with_connected_inboxes(app, admin_clie
     assert f"Olga Owner &lt;{sales.username}&gt;" in html
     assert support.username in html
     assert "admin-only" not in html
+
+
+def test_follow_up_waits_after_our_email_then_tags_only_who_has_not_answered_since(app, sales, owner, admin_client):
+    """When we e-mail a contact, wait; if IMAP email: not responded since that e-mail, tag them (real syncs)."""
+    import time
+
+    from host_app.jobs import make_worker
+    from host_app.waits import process_due_waits
+
+    ids = add_contacts(app, "ann@client.example", "ben@client.example")
+    with app.app_context():
+        db.session.add(AutomationRule(
+            name="Follow up", trigger="email_sent", match="all", wait_seconds=2,
+            conditions=[{"key": "imap_email", "params": {**RESPONDED, "responded": False, "after_trigger": True}}],
+            actions=[{"key": "add_tag", "params": {"tag": "needs-follow-up"}}],
+        ))
+        db.session.commit()
+    # Ann answered an older e-mail of ours long ago: that does not answer today's.
+    old = sales.sent("ann@client.example", "Last year", days_ago(30), "old@team.example")
+    sales.received("ann@client.example", "Re: Last year", days_ago(29), in_reply_to=f"<{old}>")
+    sales.sent("ann@client.example", "Offer", NOW, "offer-ann@team.example")
+    offer_ben = sales.sent("ben@client.example", "Offer", NOW, "offer-ben@team.example")
+    inbox_id = connect(app, sales, owner)
+
+    def run_worker() -> None:
+        with app.app_context():
+            assert make_worker(app, simple=True).work(burst=True)
+
+    run_worker()  # the first sync: our e-mails are seen, the automation starts waiting for both
+    with app.app_context():
+        waiting = {r.contact_id: r.status for r in db.session.scalars(db.select(AutomationRun))}
+    assert waiting == {ids["ann@client.example"]: "waiting", ids["ben@client.example"]: "waiting"}
+    assert "Automations waiting" in admin_client.get(f"/contacts/{ids['ben@client.example']}").get_data(as_text=True)
+
+    # Ben answers during the wait.
+    sales.received("ben@client.example", "Re: Offer", NOW + timedelta(minutes=1), in_reply_to=f"<{offer_ben}>")
+    from plugins.imap_inbox.jobs import enqueue_sync
+
+    with app.app_context():
+        assert enqueue_sync(inbox_id)
+    run_worker()
+    time.sleep(2.2)
+    with app.app_context():
+        assert process_due_waits() == {"fired": 1, "not_matched": 1}
+        tags = {c.email: c.tags for c in db.session.scalars(db.select(Contact))}
+        runs = {r.contact_id: r.detail for r in db.session.scalars(db.select(AutomationRun))}
+    assert tags == {"ann@client.example": ["needs-follow-up"], "ben@client.example": []}
+    assert runs[ids["ann@client.example"]] == (
+        "waited 2 seconds; evaluated: conditions met; tagged needs-follow-up")
+    assert runs[ids["ben@client.example"]] == "waited 2 seconds; evaluated: conditions not met"

@@ -31,7 +31,7 @@ from markupsafe import escape
 from werkzeug.routing import AnyConverter
 
 from host_app.extensions import db
-from host_app.models import AutomationRule, Contact
+from host_app.models import AutomationBulkRun, AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, AGENT_PASSWORD, log_in, make_agent
 from plugins.imap_inbox.testing import mailgen
 from tests.support.imap_helpers import OWNER_NAME, make_owner
@@ -108,8 +108,12 @@ def build_world(app, dovecot, password: str = PASSWORD) -> dict:
         entry = BlockedEntry(kind="domain", value="blocked.example")
         db.session.add_all([rule, entry])
         db.session.commit()
+        bulk_run = AutomationBulkRun(rule_id=rule.id, origin="hand", audience="all:", audience_label="All contacts")
+        db.session.add(bulk_run)
+        db.session.commit()
         world = {"inbox_id": inbox_id, "contact_id": carla.id, "rule_id": rule.id, "entry_id": entry.id,
-                 "admin_id": admin_id, "agent_id": agent_id, "owner_id": owner_id, "username": username}
+                 "run_id": bulk_run.id, "admin_id": admin_id, "agent_id": agent_id, "owner_id": owner_id,
+                 "username": username}
     return world
 
 
@@ -119,6 +123,7 @@ def path_values(app, world: dict) -> dict:
         "inbox_id": world["inbox_id"],
         "contact_id": world["contact_id"],
         "rule_id": world["rule_id"],
+        "run_id": world["run_id"],
         "entry_id": world["entry_id"],
         "agent_id": world.get("owner_id", 1),  # not the agent or admin the tests log in as
         "name": "crm_condition_email_domain" if "crm_condition_email_domain" in app.extensions["plugins"].plugins
@@ -231,7 +236,8 @@ def test_every_state_changing_route_refuses_requests_without_a_csrf_token(crm_ap
     # Every state-changing endpoint we know of was among those enumerated.
     assert {
         "auth.login", "auth.logout", "contacts.contact_new", "contacts.contact_edit", "settings.plugin_toggle",
-        "automations.rule_edit", "automations.rule_delete", "imap_inbox.inbox_new", "imap_inbox.inbox_edit",
+        "automations.rule_edit", "automations.rule_delete", "automations.run_now", "imap_inbox.inbox_new",
+        "imap_inbox.inbox_edit",
         "imap_inbox.inbox_sync", "imap_inbox.inbox_toggle", "imap_inbox.inbox_delete",
         "contacts_import.set_policy", "contacts_import.create_users", "contacts_import.block_add",
         "contacts_import.block_remove", "settings.agent_action",
@@ -515,7 +521,11 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
         entry = BlockedEntry(kind="domain", value="blocked.example")
         db.session.add_all([carla, rule, entry])
         db.session.commit()
-        world = {"inbox_id": ids["Form inbox"], "contact_id": carla.id, "rule_id": rule.id, "entry_id": entry.id}
+        bulk_run = AutomationBulkRun(rule_id=rule.id, origin="hand", audience="all:", audience_label="All contacts")
+        db.session.add(bulk_run)
+        db.session.commit()
+        world = {"inbox_id": ids["Form inbox"], "contact_id": carla.id, "rule_id": rule.id, "entry_id": entry.id,
+                 "run_id": bulk_run.id}
         db.session.remove()
     for _, _, url in route_urls(app, world, methods={"GET"}):
         response = admin.get(url)
