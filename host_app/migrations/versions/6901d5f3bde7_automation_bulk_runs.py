@@ -1,7 +1,7 @@
 """automation bulk runs
 
 Revision ID: 6901d5f3bde7
-Revises: da6bc0ec6bc8
+Revises: f278b0acdcf4
 Create Date: 2026-12-03 17:59:49.325195
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '6901d5f3bde7'
-down_revision = 'da6bc0ec6bc8'
+down_revision = 'f278b0acdcf4'
 branch_labels = None
 depends_on = None
 
