@@ -2,6 +2,7 @@
 a revoked sign-in needing attention, signing in again, and the refresh token encrypted like passwords."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -179,3 +180,64 @@ def test_a_provider_without_a_client_id_says_which_settings_to_set(app):
             with pytest.raises(OAuthNotConfigured, match=names):
                 get_provider(key)
 
+
+
+# --------------------------------------------------------------------------- manage.py inboxes
+
+
+def oauth_connect_args(mailbox, *extra):
+    return ["inboxes", "connect", "--name", "Signed in", "--provider", "oidc", "--username", mailbox.username,
+            "--refresh-token-stdin", "--owner", "owner@team.example", "--host", mailbox.host,
+            "--port", str(mailbox.port), "--ca-file", mailbox.ca_file, *extra]
+
+
+def test_cli_connects_with_a_refresh_token_and_lists_auth_provider_and_status(oauth_app, oauth_mailbox, owner,
+                                                                             oidc_provider):
+    runner = oauth_app.test_cli_runner()
+    refresh_token = oauth_mailbox.tokens["refresh_token"]
+    result = runner.invoke(args=oauth_connect_args(oauth_mailbox), input=refresh_token + "\n")
+    assert result.exit_code == 0, result.output
+    inbox_id = json.loads(result.stdout)["id"]
+    assert sync(oauth_app, inbox_id)["status"] == "ok"
+
+    listed = runner.invoke(args=["inboxes", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert (row["id"], row["auth"], row["provider"], row["status"]) == (inbox_id, "oauth2", "oidc", "ok")
+
+    oidc_provider.revoke(refresh_token)
+    synced = runner.invoke(args=["inboxes", "sync", str(inbox_id)])
+    assert synced.exit_code == 1 and "sign in again" in synced.stderr
+    (row,) = json.loads(runner.invoke(args=["inboxes", "list", "--json"]).stdout)
+    assert row["status"] == "needs_attention" and row["error"].startswith("Needs attention: sign in again.")
+    for output in (result.output, listed.output, synced.output):
+        assert refresh_token not in output
+
+
+def test_cli_refuses_a_revoked_refresh_token_and_saves_nothing(oauth_app, oauth_mailbox, owner, oidc_provider):
+    from plugins.imap_inbox.models import ImapInbox
+
+    refresh_token = oauth_mailbox.tokens["refresh_token"]
+    oidc_provider.revoke(refresh_token)
+    result = oauth_app.test_cli_runner().invoke(args=oauth_connect_args(oauth_mailbox), input=refresh_token + "\n")
+    assert result.exit_code == 1
+    assert "Could not log in (sign_in_again)" in result.stderr and "Hint:" in result.stderr
+    assert refresh_token not in result.output
+    with oauth_app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ImapInbox)) == 0
+
+
+@pytest.mark.parametrize("args, stdin, says", [
+    (["--provider", "oidc"], "token\n", "--provider needs --refresh-token-stdin"),
+    (["--refresh-token-stdin"], "token\n", "--refresh-token-stdin needs --provider"),
+    (["--provider", "oidc", "--refresh-token-stdin", "--password-stdin"], "token\n", "either --password-stdin"),
+    (["--provider", "oidc", "--refresh-token-stdin"], "\n", "No refresh token on standard input"),
+    (["--provider", "google", "--refresh-token-stdin"], "token\n", "set CRM_OAUTH_GOOGLE_CLIENT_ID"),
+    (["--provider", "oidc", "--refresh-token-stdin"], "token\n", "Enter the IMAP server name"),
+])
+def test_cli_connect_mistakes_are_said_in_plain_words(oauth_app, owner, args, stdin, says):
+    result = oauth_app.test_cli_runner().invoke(
+        args=["inboxes", "connect", "--name", "N", "--username", "u@team.example", "--owner", "owner@team.example",
+              *args], input=stdin)
+    assert result.exit_code == 1
+    assert says in result.stderr
