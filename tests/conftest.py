@@ -87,7 +87,9 @@ def oidc_provider():
     """A real OpenID Connect provider (oidc-provider from npm) over HTTPS on loopback; see oauth_server.py."""
     from tests.support.oauth_server import OidcProvider
 
-    with OidcProvider(access_token_ttl=OAUTH_ACCESS_TOKEN_TTL) as provider:
+    # The second redirect URI is where Flask's test client says the CRM's callback is.
+    redirect_uris = ["http://127.0.0.1/callback", "http://localhost/settings/inboxes/oauth/callback"]
+    with OidcProvider(access_token_ttl=OAUTH_ACCESS_TOKEN_TTL, redirect_uris=redirect_uris) as provider:
         yield provider
 
 

@@ -74,10 +74,10 @@ def encrypt_refresh_token(refresh_token: str) -> bytes:
     return encrypt_password(refresh_token)
 
 
-def decrypt_refresh_token(token: bytes) -> str:
-    """Decrypt with any configured key; raises EncryptionKeyError when none fits."""
+def decrypt_refresh_token(token: bytes, ttl: int | None = None) -> str:
+    """Decrypt with any configured key; raises EncryptionKeyError when none fits (or it is older than ``ttl`` s)."""
     try:
-        return _fernet().decrypt(bytes(token)).decode("utf-8")
+        return _fernet().decrypt(bytes(token), ttl=ttl).decode("utf-8")
     except InvalidToken as exc:
         raise EncryptionKeyError(
             "The stored sign-in (OAuth 2.0 refresh token) cannot be decrypted with the configured keys "

@@ -48,9 +48,12 @@ class OAuthProvider:
     client_id: str
     client_secret: str = dataclasses.field(repr=False)
     scope: str
-    # Either fixed endpoints (the presets) or the discovery document of an issuer (oidc).
+    # Either fixed endpoints (the presets: starting a sign-in calls nobody) or the discovery document of an
+    # issuer (oidc).
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
+    jwks_uri: str | None = None
+    userinfo_endpoint: str | None = None
     server_metadata_url: str | None = None
     # Extra parameters of the authorization request: what makes each service hand out a refresh token.
     authorize_params: dict = dataclasses.field(default_factory=dict)
@@ -87,7 +90,8 @@ def get_provider(key: str) -> OAuthProvider:
             scope="https://mail.google.com/ openid email",
             authorization_endpoint="https://accounts.google.com/o/oauth2/v2/auth",
             token_endpoint="https://oauth2.googleapis.com/token",
-            server_metadata_url="https://accounts.google.com/.well-known/openid-configuration",
+            jwks_uri="https://www.googleapis.com/oauth2/v3/certs",
+            userinfo_endpoint="https://openidconnect.googleapis.com/v1/userinfo",
             # Google hands out a refresh token only for offline access, and again only after consent.
             authorize_params={"access_type": "offline", "prompt": "consent"},
         )
@@ -99,7 +103,8 @@ def get_provider(key: str) -> OAuthProvider:
             scope="https://outlook.office.com/IMAP.AccessAsUser.All offline_access openid email",
             authorization_endpoint=f"{base}/oauth2/v2.0/authorize",
             token_endpoint=f"{base}/oauth2/v2.0/token",
-            server_metadata_url=f"{base}/v2.0/.well-known/openid-configuration",
+            jwks_uri=f"{base}/discovery/v2.0/keys",
+            userinfo_endpoint="https://graph.microsoft.com/oidc/userinfo",
             authorize_params={"prompt": "select_account"},
         )
     issuer = _setting("OAUTH_OIDC_ISSUER").rstrip("/")

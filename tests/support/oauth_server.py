@@ -178,16 +178,26 @@ class OidcProvider:
     def authorize(self, email: str, *, redirect_uri: str | None = None, scope: str = SCOPE,
                   consent: bool = True) -> dict[str, str]:
         """Walk the authorization code flow with PKCE as a browser would; the redirect's query parameters."""
-        http = self._http()
-        meta = self.metadata()
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         redirect_uri = redirect_uri or self.redirect_uris[0]
-        response = http.get(meta["authorization_endpoint"], allow_redirects=False, timeout=10, params={
+        request = requests.Request("GET", self.metadata()["authorization_endpoint"], params={
             "client_id": self.client_id, "response_type": "code", "redirect_uri": redirect_uri,
             "scope": scope, "state": "s", "prompt": "consent", "code_challenge": challenge,
             "code_challenge_method": "S256",
-        })
+        }).prepare()
+        location = self.answer(request.url, email, consent=consent)
+        params = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+        params["code_verifier"] = verifier
+        params["redirect_uri"] = redirect_uri
+        return params
+
+    def answer(self, authorization_url: str, email: str, *, consent: bool = True) -> str:
+        """Sign in as ``email`` at ``authorization_url`` and allow (or deny) access, as a person would in a
+        browser; returns the URL the provider sends the browser back to (the client's redirect URI)."""
+        http = self._http()
+        redirect_uri = parse_qs(urlsplit(authorization_url).query)["redirect_uri"][0]
+        response = http.get(authorization_url, allow_redirects=False, timeout=10)
         for form_action, data in ((r'action="(/interaction/[^"]+/login)"', {"login": email}),
                                   (r'action="(/interaction/[^"]+/(?:consent|deny))"', {})):
             page = self._follow(http, response)
@@ -202,10 +212,7 @@ class OidcProvider:
         location = response.headers.get("location", "")
         if not location.startswith(redirect_uri):
             raise OidcProviderError(f"the provider did not redirect back: {response.status_code} {response.text[:300]}")
-        params = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-        params["code_verifier"] = verifier
-        params["redirect_uri"] = redirect_uri
-        return params
+        return location
 
     def _follow(self, http: requests.Session, response: requests.Response) -> requests.Response:
         while response.is_redirect:
