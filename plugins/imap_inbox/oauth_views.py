@@ -85,7 +85,7 @@ def _start_sign_in(provider: OAuthProvider, pending: dict):
         return None
 
 
-@bp.route("/<provider_key>/new", methods=["GET", "POST"])
+@bp.route("/<any(google, microsoft, oidc):provider_key>/new", methods=["GET", "POST"])
 @admin_required
 def oauth_new(provider_key: str):
     provider, not_configured = _provider_or_none(provider_key)
@@ -133,8 +133,8 @@ def oauth_callback():
     for key in ("signed_in_as", "tokens"):
         pending.pop(key, None)
     if pending.get("provider") not in PROVIDERS:
-        flash("This sign-in was not started here, or it took too long. Start again.", "error")
-        return redirect(url_for("imap_inbox.inbox_list"))
+        return render_template("imap_inbox/oauth_stale.html",
+                               message="This sign-in was not started here, or it took too long. Start again.")
     provider, not_configured = _provider_or_none(pending["provider"])
     if provider is None:
         return _back(pending, not_configured)
@@ -221,8 +221,8 @@ def oauth_confirm():
     tokens = _pending_tokens(pending)
     if pending.get("purpose") != "connect" or tokens is None:
         session.pop(SESSION_KEY, None)
-        flash("This sign-in took too long or was already used. Start again.", "error")
-        return redirect(url_for("imap_inbox.inbox_list"))
+        return render_template("imap_inbox/oauth_stale.html",
+                               message="This sign-in took too long or was already used. Start again.")
     provider, not_configured = _provider_or_none(pending["provider"])
     if provider is None:
         return _back(pending, not_configured)

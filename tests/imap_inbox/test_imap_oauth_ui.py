@@ -84,8 +84,10 @@ def test_denied_consent_comes_back_in_plain_words_and_saves_nothing(web, oauth_m
     assert inboxes(app) == []
     # And a made-up return (no sign-in started with this state) is refused too.
     forged = client.get("/settings/inboxes/oauth/callback?code=made-up&state=made-up")
-    assert forged.status_code == 302
+    assert "could not be completed" in client.get(forged.headers["Location"]).get_data(as_text=True)
     assert inboxes(app) == []
+    stale = client.get("/settings/inboxes/oauth/confirm")
+    assert "took too long or was already used" in stale.get_data(as_text=True)
 
 
 def test_reconnect_after_a_revoked_sign_in_takes_only_the_same_account(web, oauth_mailbox, oidc_provider):
