@@ -241,3 +241,41 @@ def test_cli_connect_mistakes_are_said_in_plain_words(oauth_app, owner, args, st
               *args], input=stdin)
     assert result.exit_code == 1
     assert says in result.stderr
+
+
+def test_a_token_expiring_in_the_middle_of_a_large_first_sync_does_not_stop_it(oauth_app, oauth_mailbox, owner,
+                                                                                 monkeypatch):
+    """The server drops the connection after the access token has expired: the reconnect refreshes it."""
+    from plugins.imap_inbox.oauth_tokens import AccessTokens
+    from tests.conftest import OAUTH_ACCESS_TOKEN_TTL
+    from tests.support.faultproxy import Cut, FaultProxy
+
+    body = "A long enough line of a quote we sent.\n" * 40
+    oauth_mailbox.write("INBOX", [message(n, body=body) for n in range(600)])
+    refreshes = []
+    refresh = AccessTokens.refresh
+
+    def counted(self):
+        refreshes.append(time.monotonic())
+        return refresh(self)
+
+    monkeypatch.setattr(AccessTokens, "refresh", counted)
+    # About 480 kB at 40 kB/s: the first connection is cut after ~7.5 s, past the token's 5 s.
+    with FaultProxy(oauth_mailbox.host, oauth_mailbox.port, down_rate=40_000) as proxy:
+        inbox_id = connect_oauth(oauth_app, oauth_mailbox, owner, port=proxy.port)
+        proxy.arm(Cut("down", 300_000, "rst"))
+        refreshes.clear()
+        first_connection = None
+
+        def progress(done, total):
+            nonlocal first_connection
+            first_connection = first_connection or proxy.last
+
+        summary = sync(oauth_app, inbox_id, on_progress=progress)
+    assert first_connection is not None and first_connection.cut_fired
+    assert summary["status"] == "ok", summary
+    assert summary["new_messages"] == 600
+    subjects = [m["subject"] for m in stored(oauth_app, inbox_id, "INBOX")]
+    assert len(subjects) == len(set(subjects)) == 600
+    # One token to start with; a new one for the reconnect, the first having expired meanwhile.
+    assert len(refreshes) == 2 and refreshes[1] - refreshes[0] > OAUTH_ACCESS_TOKEN_TTL
