@@ -232,6 +232,15 @@ class OidcProvider:
         tokens["obtained_at"] = time.time()
         return tokens
 
+    def register_client(self, redirect_uris: Sequence[str]) -> tuple[str, str]:
+        """Register one more client (dynamic registration, RFC 7591); its ``(client_id, client_secret)``."""
+        response = self._http().post(f"{self.issuer}/reg", timeout=10, json={
+            "redirect_uris": list(redirect_uris), "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"], "client_name": "Test CRM (browser)"})
+        response.raise_for_status()
+        client = response.json()
+        return client["client_id"], client["client_secret"]
+
     def revoke(self, token: str) -> None:
         """Revoke a token (a refresh token revokes its whole grant, its access tokens too)."""
         response = self._http().post(f"{self.issuer}/token/revocation", auth=self._client_auth(),

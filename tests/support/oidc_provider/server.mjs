@@ -36,6 +36,8 @@ const provider = new Provider(config.issuer, {
     devInteractions: { enabled: false },
     introspection: { enabled: true, allowedPolicy: async () => true },
     revocation: { enabled: true, allowedPolicy: async () => true },
+    // Open dynamic registration (RFC 7591): a test whose redirect URI is known only once its server runs.
+    registration: { enabled: true },
   },
   // A client allowed the refresh_token grant always gets one (Google's access_type=offline in effect).
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
