@@ -302,6 +302,10 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
         if "username" in changed:
             raise InvalidInboxSettings("username", "The user name of a signed-in inbox is the account that signed "
                                                    "in: use Reconnect to sign in with another account.")
+        if changed & (set(CONNECTION_FIELDS) - {"username"}):
+            # The sign-in's tokens go only to the server they were got for (as a password, issue 14).
+            raise InvalidInboxSettings("host", "A signed-in inbox keeps the mail server it was connected to: to "
+                                               "read the mailbox on another server, connect it again there.")
     elif changed & set(CONNECTION_FIELDS) and not password:
         # Otherwise whoever may edit an inbox could point it at their own server and receive the password.
         raise InvalidInboxSettings("password", PASSWORD_AGAIN)

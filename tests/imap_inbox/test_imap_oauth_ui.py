@@ -159,3 +159,23 @@ def test_a_provider_without_a_client_id_says_so_instead_of_a_button(admin_client
         assert "is not set up in this installation" in page and setting in page
         assert 'id="sign-in"' not in page
     assert admin_client.get("/settings/inboxes/oauth/yahoo/new").status_code == 404
+
+
+def test_a_signed_in_inbox_is_edited_but_keeps_its_server_account_and_sign_in(web, oauth_mailbox, oidc_provider):
+    app, client, owner_id = web
+    authorization_url = start(client, oauth_mailbox, owner_id)
+    come_back(client, oidc_provider.answer(authorization_url, oauth_mailbox.username))
+    client.post("/settings/inboxes/oauth/confirm", data={})
+    (inbox,) = inboxes(app)
+    assert client.get(f"/settings/inboxes/{inbox.id}/edit").status_code == 200
+    form = {"name": "Renamed desk", "provider": "other", "host": inbox.host, "username": inbox.username,
+            "port": str(inbox.port), "security": "ssl", "ca_file": inbox.ca_file, "owner_id": str(owner_id)}
+    assert client.post(f"/settings/inboxes/{inbox.id}/edit", data=form).status_code == 302
+    for change, says in (({"password": "a-password-1"}, "it has no password to change"),
+                         ({"username": "other@team.example"}, "use Reconnect to sign in with another account"),
+                         ({"host": "localhost"}, "keeps the mail server it was connected to")):
+        page = client.post(f"/settings/inboxes/{inbox.id}/edit", data={**form, **change})
+        assert page.status_code == 200 and says in page.get_data(as_text=True)
+    (after,) = inboxes(app)
+    assert (after.name, after.host, after.username) == ("Renamed desk", inbox.host, inbox.username)
+    assert after.refresh_token_encrypted == inbox.refresh_token_encrypted and after.password_encrypted is None
