@@ -153,3 +153,24 @@ def test_sign_in_connect_sync_revoke_and_reconnect(page, live_server, oauth_mail
     expect(page.get_by_text(SUBJECT)).to_have_count(1)
     expect(page.get_by_text("One more thing")).to_be_visible()
     assert refresh_token not in page.content()
+
+
+def test_choosing_gmail_or_microsoft_offers_signing_in_first(page, live_server):
+    log_in(page)
+    page.goto("/settings/inboxes/new")
+    google = page.locator(".oauth-preferred").get_by_role("link", name="Sign in with Google")
+    microsoft = page.locator(".oauth-preferred").get_by_role("link", name="Sign in with Microsoft")
+    expect(google).to_be_hidden()
+    page.get_by_label("Provider").select_option(label="Gmail")
+    expect(google).to_be_visible()
+    expect(microsoft).to_be_hidden()
+    page.get_by_label("Provider").select_option(label="Outlook / Microsoft 365")
+    expect(microsoft).to_be_visible()
+    expect(google).to_be_hidden()
+    page.get_by_label("Provider").select_option("other")
+    expect(microsoft).to_be_hidden()
+    page.get_by_label("Provider").select_option(label="Gmail")
+    google.click()
+    # Google is not set up in this installation: said plainly, no button that would fail.
+    expect(page.locator("#not-configured")).to_contain_text("CRM_OAUTH_GOOGLE_CLIENT_ID")
+    expect(page.locator("#sign-in")).to_have_count(0)
