@@ -101,7 +101,7 @@ class AccessTokens:
         self._lifetime = (expires_at - time.time()) if expires_at else None
         self._on_new_refresh_token = on_new_refresh_token
         self.timeout = timeout
-        # The token in hand came straight from the service: if the server refuses it, refreshing won't help.
+        # The token last handed out came straight from the service: if the server refuses it, a refresh won't help.
         self.fresh = False
 
     def __repr__(self) -> str:
@@ -111,6 +111,7 @@ class AccessTokens:
         """A token that should still be valid for a while; refreshed first when it is not."""
         if self._access_token is None or self._expiring():
             return self.refresh()
+        self.fresh = False  # kept from earlier: if the server refuses it, a new one is worth a try
         return self._access_token
 
     def _expiring(self) -> bool:

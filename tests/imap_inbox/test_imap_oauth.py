@@ -95,7 +95,9 @@ def test_an_expired_access_token_is_refreshed_before_logging_in(oauth_app, oauth
         assert source.current() == tokens["access_token"]  # still young: used as it is
         time.sleep(tokens["expires_in"])
         renewed = source.current()
-    assert renewed != tokens["access_token"] and source.fresh
+        assert renewed != tokens["access_token"] and source.fresh
+        # Handed out again for a later login it is no longer fresh: a refusal of it is worth one refresh.
+        assert source.current() == renewed and not source.fresh
     assert oidc_provider.introspect(renewed)["active"] is True
 
 
