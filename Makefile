@@ -8,6 +8,8 @@ N ?= 2000
 LIVE_INBOXES ?= 1000
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
+# The real OpenID provider the OAuth 2.0 mailbox tests start (tests/support/oauth_server.py), from npm.
+OIDC_PROVIDER_DIR := tests/support/oidc_provider
 
 # pytest-xdist workers for each pass: the tests mostly wait on Dovecot, Redis, PostgreSQL and Chromium,
 # so more workers than the 2 cores of the CI machine still pay. Each worker has its own databases.
@@ -18,7 +20,7 @@ APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live lint clean
+.PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live node-packages lint clean
 
 install: $(STAMP)
 
@@ -37,13 +39,21 @@ system-packages:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The npm packages of the tests, exactly as package-lock.json pins them; again whenever the lock changes.
+node-packages: $(OIDC_PROVIDER_DIR)/node_modules/.installed
+
+$(OIDC_PROVIDER_DIR)/node_modules/.installed: $(OIDC_PROVIDER_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 20 or newer with npm is needed for the OAuth tests (nodejs)"; exit 1; }
+	cd $(OIDC_PROVIDER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 run: install
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || $(MAKE) APT_TEST_PACKAGES=redis-server system-packages
 	$(PY) manage.py run
 
 # Every test on SQLite, then on PostgreSQL the tests that reach the database: the others are marked
 # dialect_independent at collection (tests/conftest.py) and have nothing to learn from a second run.
-test: install system-packages lint services
+test: install system-packages node-packages lint services
 	$(MAKE) test-sqlite
 	$(MAKE) test-postgres
 
@@ -73,4 +83,4 @@ lint: install
 	$(VENV)/bin/ruff check host_app plugins tests bench
 
 clean:
-	rm -rf $(VENV) instance *.egg-info
+	rm -rf $(VENV) instance *.egg-info $(OIDC_PROVIDER_DIR)/node_modules

@@ -78,6 +78,41 @@ def mailbox(dovecot) -> Mailbox:
     return Mailbox(dovecot, username, password)
 
 
+# Seconds an access token of the test provider lives: short, so expiry happens inside a test.
+OAUTH_ACCESS_TOKEN_TTL = 5
+
+
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """A real OpenID Connect provider (oidc-provider from npm) over HTTPS on loopback; see oauth_server.py."""
+    from tests.support.oauth_server import OidcProvider
+
+    # The second redirect URI is where Flask's test client says the CRM's callback is.
+    redirect_uris = ["http://127.0.0.1/callback", "http://localhost/settings/inboxes/oauth/callback"]
+    with OidcProvider(access_token_ttl=OAUTH_ACCESS_TOKEN_TTL, redirect_uris=redirect_uris) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oidc_provider):
+    """A real Dovecot taking XOAUTH2 and OAUTHBEARER, asking ``oidc_provider`` about each token."""
+    from plugins.imap_inbox.testing.dovecot import DovecotServer
+
+    with DovecotServer(oauth2_introspection_url=oidc_provider.introspection_url,
+                       oauth2_ca_file=oidc_provider.ca_file) as server:
+        yield server
+
+
+@pytest.fixture
+def oauth_mailbox(oauth_dovecot, oidc_provider) -> Mailbox:
+    """A new, empty account on ``oauth_dovecot`` whose owner has signed in at ``oidc_provider``:
+    ``tokens`` is the provider's token response (access, refresh and id token)."""
+    n = next(_user_numbers)
+    username = f"oauth{n}@team.example"
+    oauth_dovecot.add_user(username, f"pw-{n}-unused")
+    return Mailbox(oauth_dovecot, username, "", tokens=oidc_provider.sign_in(username))
+
+
 @pytest.fixture
 def owner(app) -> int:
     """The agent who owns the test inboxes; agents live in the database, which every app of a test shares."""

@@ -12,7 +12,8 @@ from . import service
 from .connection import ImapConnectError
 from .crypto import EncryptionKeyError, rotate_keys
 from .jobs import enqueue_sync, sync_inbox, sync_running
-from .models import ImapInbox
+from .models import AUTH_PASSWORD, ImapInbox
+from .oauth_providers import PROVIDERS, OAuthNotConfigured
 
 inboxes_cli = AppGroup("inboxes", help="Team mailboxes connected over IMAP.")
 
@@ -23,12 +24,18 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 
 @inboxes_cli.command("connect")
 @click.option("--name", required=True, help="A name for admins (agents never see it).")
-@click.option("--host", required=True, help="IMAP server, e.g. imap.gmail.com.")
+@click.option("--host", default=None,
+              help="IMAP server, e.g. imap.gmail.com (with --provider google or microsoft: theirs by default).")
 @click.option("--port", type=int, default=None, help="Default: 993 (ssl) or 143 (starttls).")
 @click.option("--username", required=True)
-@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--provider", type=click.Choice(PROVIDERS), default=None,
+              help="Sign in with OAuth 2.0 at this service instead of a password (with --refresh-token-stdin).")
+@click.option("--refresh-token-stdin", is_flag=True,
+              help="Read the OAuth 2.0 refresh token (got from --provider for this account) from standard input.")
 @click.option("--owner", "owner_email", required=True, help="E-mail of the agent who owns the inbox.")
-@click.option("--security", type=click.Choice(["ssl", "starttls"]), default="ssl", show_default=True)
+@click.option("--security", type=click.Choice(["ssl", "starttls"]), default=None,
+              help="Default: ssl (SSL/TLS).")
 @click.option("--ca-file", default=None,
               help="Full path of the PEM file of a private CA that signed the server's certificate; "
                    "the web and worker processes must be able to read it.")
@@ -36,25 +43,40 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 @click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
 @click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")
 @click.option("--no-check", is_flag=True, help="Save without trying the login first.")
-def connect_command(name, host, port, username, password_stdin, owner_email, security, ca_file, create_users,
-                    email, folders, no_check):
-    """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}."""
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise _fail("No password on standard input.",
-                    "Pipe it in: printf '%s\\n' \"$PASSWORD\" | manage.py inboxes connect ...")
+def connect_command(name, host, port, username, password_stdin, provider, refresh_token_stdin, owner_email,
+                    security, ca_file, create_users, email, folders, no_check):
+    """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}.
+
+    With a password (--password-stdin), or signed in with OAuth 2.0 (--provider and --refresh-token-stdin).
+    """
+    if refresh_token_stdin and not provider:
+        raise _fail("--refresh-token-stdin needs --provider (google, microsoft or oidc): the service that "
+                    "issued the refresh token.")
+    if provider and not refresh_token_stdin:
+        raise _fail("--provider needs --refresh-token-stdin: the refresh token of the signed-in account.")
+    if password_stdin == refresh_token_stdin:
+        raise _fail("Give either --password-stdin, or --provider with --refresh-token-stdin.")
+    what = "refresh token" if provider else "password"
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        variable = "$REFRESH_TOKEN" if provider else "$PASSWORD"
+        raise _fail(f"No {what} on standard input.",
+                    f"Pipe it in: printf '%s\\n' \"{variable}\" | manage.py inboxes connect ...")
+    if not provider and not host:
+        raise _fail("Missing option --host: the IMAP server, e.g. imap.example.com.")
     owner = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(owner_email)))
     if owner is None:
         raise _fail(f"No agent with e-mail {owner_email}.", "Create one with `manage.py agents create`.")
+    common = dict(name=name, host=host, port=port, username=username, owner_id=owner.id,
+                  create_users=create_users, ca_file=ca_file, extra_folders=folders, email=email, check=not no_check)
     try:
-        inbox = service.create_inbox(
-            name=name, host=host, port=port, security=security, username=username, password=password,
-            owner_id=owner.id, create_users=create_users, ca_file=ca_file, extra_folders=folders, email=email,
-            check=not no_check,
-        )
+        if provider:
+            inbox = service.create_oauth_inbox(provider=provider, refresh_token=secret, security=security, **common)
+        else:
+            inbox = service.create_inbox(password=secret, security=security or "ssl", **common)
     except ImapConnectError as exc:
         raise _fail(f"Could not log in ({exc.kind}): {exc.message}", exc.hint) from None
-    except service.InvalidInboxSettings as exc:
+    except (service.InvalidInboxSettings, OAuthNotConfigured) as exc:
         raise _fail(str(exc)) from None
     echo_json({"id": inbox.id, "name": inbox.name, "status": inbox.status})
 
@@ -121,7 +143,7 @@ def _sync_now(inbox_id: int, enqueue: bool) -> None:
 @inboxes_cli.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def list_command(as_json):
-    """Every connected inbox with its sync health (never a password)."""
+    """Every connected inbox with how it logs in and its sync health (never a password or token)."""
     rows = []
     for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
         rows.append({
@@ -131,6 +153,8 @@ def list_command(as_json):
             "port": inbox.port,
             "username": inbox.username,
             "owner": inbox.owner.email if inbox.owner else None,
+            "auth": inbox.auth or AUTH_PASSWORD,
+            "provider": inbox.oauth_provider,
             "status": inbox.status,
             "enabled": inbox.enabled,
             "error": inbox.error,
@@ -147,7 +171,7 @@ def list_command(as_json):
 
 @inboxes_cli.command("rotate-key")
 def rotate_key_command():
-    """Re-encrypt every stored password with the current key.
+    """Re-encrypt every stored password and OAuth 2.0 refresh token with the current key.
 
     Put the new key first in IMAP_ENCRYPTION_KEYS and keep the old one after
     it, run this, then drop the old key.

@@ -22,6 +22,7 @@ import re
 import socket
 import ssl
 import sys
+from typing import Protocol
 
 from flask import current_app, has_app_context
 from imapclient import IMAPClient
@@ -60,18 +61,38 @@ SERVER_ERROR = "server_error"
 TOO_MUCH_DATA = "too_much_data"
 TOO_SLOW = "too_slow"
 
+# OAuth 2.0 mailboxes: the sign-in must be done again; the service refused our app; it could not be reached;
+# the IMAP server offers no OAuth login.
+SIGN_IN_AGAIN = "sign_in_again"
+OAUTH_APP_REJECTED = "oauth_app_rejected"
+OAUTH_UNREACHABLE = "oauth_unreachable"
+OAUTH_NOT_OFFERED = "oauth_not_offered"
+
+
 KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_ERROR, CERTIFICATE_UNTRUSTED,
          CERTIFICATE_NAME_MISMATCH, NO_TLS, NOT_IMAP, CA_FILE_INVALID, TIMEOUT, CONNECTION_REFUSED,
-         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR, TOO_MUCH_DATA, TOO_SLOW)
+         STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR, TOO_MUCH_DATA, TOO_SLOW, SIGN_IN_AGAIN,
+         OAUTH_APP_REJECTED, OAUTH_UNREACHABLE, OAUTH_NOT_OFFERED)
 
 # Where the CA file must be, said the same way by every hint, the form and the docs.
 CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
                  "can read")
 
 
+class AccessTokenSource(Protocol):
+    """Where an OAuth 2.0 mailbox's access tokens come from (oauth_tokens.AccessTokens)."""
+
+    fresh: bool  # the last token handed out came straight from the service
+
+    def current(self) -> str: ...
+
+    def refresh(self) -> str: ...
+
+
 @dataclasses.dataclass
 class ConnectionSettings:
-    """Where and how to log in. ``repr`` never shows the password."""
+    """Where and how to log in: with ``password``, or with ``access_tokens`` (SASL XOAUTH2 / OAUTHBEARER).
+    ``repr`` shows neither."""
 
     host: str
     port: int = 993
@@ -83,6 +104,7 @@ class ConnectionSettings:
     limits: ResponseLimits = dataclasses.field(default_factory=ResponseLimits)
     # time.monotonic() by which a sync run must be over (None: no run limit, e.g. the login check).
     run_deadline: float | None = None
+    access_tokens: AccessTokenSource | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.host = (self.host or "").strip()
@@ -133,6 +155,10 @@ _PERMANENT = {
     # The next sync resumes from its checkpoint, within the same caps.
     TOO_MUCH_DATA: False,
     TOO_SLOW: False,
+    SIGN_IN_AGAIN: True,
+    OAUTH_APP_REJECTED: True,
+    OAUTH_UNREACHABLE: False,
+    OAUTH_NOT_OFFERED: True,
 }
 
 
@@ -395,6 +421,9 @@ def _is_imap_status(greeting: str) -> bool:
 
 
 def _login(client: IMAPClient, settings: ConnectionSettings) -> None:
+    if settings.access_tokens is not None:
+        _oauth_login(client, settings)
+        return
     if (settings.username + settings.password).isascii():
         client.login(settings.username, settings.password)
         return
@@ -406,6 +435,34 @@ def _login(client: IMAPClient, settings: ConnectionSettings) -> None:
             "Use a password with plain ASCII characters, or an app password.",
         )
     client.plain_login(settings.username, settings.password)
+
+
+def _oauth_login(client: IMAPClient, settings: ConnectionSettings) -> None:
+    """SASL OAUTHBEARER (RFC 7628) when the server offers it, else XOAUTH2 (Google's and Microsoft's).
+
+    A token that looked valid but is refused (revoked early, clocks apart) is refreshed once and tried again.
+    """
+    capabilities = client.capabilities()
+    if b"AUTH=OAUTHBEARER" in capabilities:
+        def authenticate(token: str) -> None:
+            client.oauthbearer_login(settings.username, token)
+    elif b"AUTH=XOAUTH2" in capabilities:
+        def authenticate(token: str) -> None:
+            client.oauth2_login(settings.username, token)
+    else:
+        raise ImapConnectError(
+            OAUTH_NOT_OFFERED,
+            f"The server {settings.host} does not offer signing in with OAuth 2.0 (no XOAUTH2 or OAUTHBEARER).",
+            "Check the IMAP server name and port, or connect this mailbox with a password instead.",
+        )
+    tokens = settings.access_tokens
+    token = tokens.current()
+    try:
+        authenticate(token)
+    except imap_exceptions.LoginError as exc:
+        if tokens.fresh or isinstance(exc.__context__, _CONNECTION_LOST):
+            raise
+        authenticate(tokens.refresh())
 
 
 def _without_secrets(exc: BaseException) -> BaseException | None:
@@ -491,6 +548,12 @@ def classify_error(exc: BaseException, settings: ConnectionSettings | None = Non
             return ImapConnectError(IMAP_DISABLED,
                                     f"IMAP access is turned off for this mailbox (server said: {said}).",
                                     provider_hint(host, IMAP_DISABLED))
+        if settings is not None and settings.access_tokens is not None:
+            return ImapConnectError(AUTH_FAILED,
+                                    f"The server did not accept the sign-in of {settings.username} "
+                                    f"(server said: {said}).",
+                                    "Check that the account signed in is the mailbox's own (the user name), "
+                                    "and that IMAP is enabled for it.")
         return ImapConnectError(AUTH_FAILED,
                                 f"The server rejected the user name or password (server said: {said}).",
                                 provider_hint(host, AUTH_FAILED))

@@ -1,4 +1,5 @@
-"""IMAP passwords encrypted at rest with Fernet (AES-128-CBC + HMAC), keys rotatable with MultiFernet.
+"""IMAP passwords and OAuth 2.0 refresh tokens encrypted at rest with Fernet (AES-128-CBC + HMAC),
+keys rotatable with MultiFernet.
 
 Keys come from the ``IMAP_ENCRYPTION_KEYS`` setting (a list, or a
 comma-separated string; the first key encrypts, every key decrypts). Without
@@ -68,17 +69,36 @@ def decrypt_password(token: bytes) -> str:
         ) from exc
 
 
+def encrypt_refresh_token(refresh_token: str) -> bytes:
+    """An OAuth 2.0 refresh token, encrypted like a password (current key)."""
+    return encrypt_password(refresh_token)
+
+
+def decrypt_refresh_token(token: bytes, ttl: int | None = None) -> str:
+    """Decrypt with any configured key; raises EncryptionKeyError when none fits (or it is older than ``ttl`` s)."""
+    try:
+        return _fernet().decrypt(bytes(token), ttl=ttl).decode("utf-8")
+    except InvalidToken as exc:
+        raise EncryptionKeyError(
+            "The stored sign-in (OAuth 2.0 refresh token) cannot be decrypted with the configured keys "
+            "(was IMAP_ENCRYPTION_KEYS changed without keeping the old key?)"
+        ) from exc
+
+
 def rotate_keys() -> int:
-    """Re-encrypt every inbox's password with the current key; returns how many were re-encrypted."""
+    """Re-encrypt every inbox's password or refresh token with the current key; returns how many inboxes."""
     fernet = _fernet()
     count = 0
     for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
         try:
-            inbox.password_encrypted = fernet.rotate(bytes(inbox.password_encrypted))
+            if inbox.password_encrypted is not None:
+                inbox.password_encrypted = fernet.rotate(bytes(inbox.password_encrypted))
+            if inbox.refresh_token_encrypted is not None:
+                inbox.refresh_token_encrypted = fernet.rotate(bytes(inbox.refresh_token_encrypted))
         except InvalidToken as exc:
             db.session.rollback()
             raise EncryptionKeyError(
-                f"The password of inbox #{inbox.id} cannot be decrypted with the configured keys; "
+                f"The password or sign-in of inbox #{inbox.id} cannot be decrypted with the configured keys; "
                 "nothing was changed. Keep the old key in IMAP_ENCRYPTION_KEYS (after the new one) while rotating."
             ) from exc
         count += 1

@@ -3,7 +3,7 @@
 The mail core (plugins/mail/models.py) owns inboxes, folders, messages and
 addresses; ``ImapInbox`` and ``ImapFolder`` extend its ``Inbox`` and
 ``Folder`` (joined table inheritance) with what only IMAP needs: the server,
-the encrypted password, the sync schedule and the per-folder UID checkpoints.
+the encrypted password (or OAuth 2.0 refresh token), the sync schedule and the per-folder UID checkpoints.
 """
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from host_app.api import UTCDateTime, db
 from plugins.mail.models import Folder, Inbox
 
 TRANSPORT = "imap"
+# How an inbox logs in: with a password, or with OAuth 2.0 access tokens (SASL XOAUTH2 / OAUTHBEARER).
+AUTH_PASSWORD = "password"
+AUTH_OAUTH2 = "oauth2"
 
 
 class ImapInbox(Inbox):
-    """A team mailbox connected over IMAP. The password is stored encrypted (see crypto.py)."""
+    """A team mailbox connected over IMAP. The password or refresh token is stored encrypted (see crypto.py)."""
 
     __tablename__ = "imap_inbox"
 
@@ -27,7 +30,11 @@ class ImapInbox(Inbox):
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer, default=993)
     security: Mapped[str] = mapped_column(String(10), default="ssl")  # "ssl" (implicit TLS) or "starttls"
-    password_encrypted: Mapped[bytes] = mapped_column(db.LargeBinary)
+    auth: Mapped[str] = mapped_column(String(10), default=AUTH_PASSWORD, server_default=AUTH_PASSWORD)
+    password_encrypted: Mapped[bytes | None] = mapped_column(db.LargeBinary)  # None for OAuth 2.0
+    # OAuth 2.0: the sign-in service (oauth_providers.PROVIDERS) and the refresh token it gave.
+    oauth_provider: Mapped[str | None] = mapped_column(String(20))
+    refresh_token_encrypted: Mapped[bytes | None] = mapped_column(db.LargeBinary)
     ca_file: Mapped[str | None] = mapped_column(String(1000))
     extra_folders: Mapped[list] = mapped_column(JSON, default=list)  # more folders chosen by the admin
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive transient failures (backoff)

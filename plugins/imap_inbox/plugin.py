@@ -10,13 +10,14 @@ from . import (
 from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
+from .oauth_views import bp as oauth_bp
 from .views import bp
 from .watcher.command import watch_command
 
 
 @hookimpl
 def register_blueprints(app):
-    return [bp]
+    return [bp, oauth_bp]
 
 
 @hookimpl

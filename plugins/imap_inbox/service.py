@@ -13,10 +13,13 @@ from plugins.mail import models as mail_models
 from plugins.mail import notify, store
 from plugins.mail.models import Folder, Inbox, SyncRun
 
+from .account import settings_for
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
-from .crypto import decrypt_password, encrypt_password
+from .crypto import encrypt_password, encrypt_refresh_token
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
-from .models import ImapInbox
+from .models import AUTH_OAUTH2, AUTH_PASSWORD, ImapInbox
+from .oauth_providers import LABELS, get_provider
+from .oauth_tokens import AccessTokens
 from .response_limits import ResponseLimits
 from .schedule import utcnow
 
@@ -155,13 +158,101 @@ def create_inbox(
     return inbox
 
 
-def _settings_from(values: dict[str, Any], password: str) -> ConnectionSettings:
+def _settings_from(values: dict[str, Any], password: str, access_tokens: AccessTokens | None = None
+                   ) -> ConnectionSettings:
     """Settings for the login check made while someone waits (the form, the CLI), not for a sync."""
     # An admin waits on the page for this answer, so an unreachable server must not hold it for a sync's timeout.
     return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
                               username=values["username"], password=password, ca_file=values.get("ca_file"),
                               timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)),
-                              limits=ResponseLimits.from_config(current_app.config))
+                              limits=ResponseLimits.from_config(current_app.config),
+                              access_tokens=access_tokens)
+
+
+def create_oauth_inbox(
+    *,
+    name: str,
+    provider: str,
+    username: str,
+    refresh_token: str,
+    owner_id: int | None,
+    host: str | None = None,
+    port: int | None = None,
+    security: str | None = None,
+    create_users: bool = False,
+    ca_file: str | None = None,
+    extra_folders: Iterable[str] = (),
+    email: str | None = None,
+    access_token: str | None = None,
+    expires_at: float | None = None,
+    check: bool = True,
+) -> ImapInbox:
+    """Like create_inbox, for a mailbox signed in with OAuth 2.0 at ``provider`` (google, microsoft, oidc).
+
+    Host, port and security default to the provider's IMAP server (none for ``oidc``). The login is tried
+    with ``access_token`` (or one got from ``refresh_token``). Raises OAuthNotConfigured when the provider
+    has no app registered here, InvalidInboxSettings for bad input and ImapConnectError when the login fails.
+    """
+    service = get_provider(provider)
+    preset = service.imap_server or (None, None, "ssl")
+    values = _validate(dict(name=name, host=host or preset[0] or "", port=port or preset[1],
+                            security=security or preset[2], username=username, owner_id=owner_id,
+                            create_users=create_users, ca_file=ca_file, extra_folders=extra_folders, email=email))
+    refresh_token = (refresh_token or "").strip()
+    if not refresh_token:
+        raise InvalidInboxSettings("refresh_token", f"Sign in with {service.label} first: there is no refresh token.")
+    if not values.get("email"):
+        values["email"] = normalize_email(values["username"]) if "@" in values["username"] else ""
+    kept = [refresh_token]
+    if check:
+        tokens = AccessTokens(service, refresh_token, access_token=access_token, expires_at=expires_at,
+                              on_new_refresh_token=kept.append)
+        check_login(_settings_from(values, "", access_tokens=tokens))
+    inbox = ImapInbox(**values, auth=AUTH_OAUTH2, oauth_provider=provider, password_encrypted=None,
+                      refresh_token_encrypted=encrypt_refresh_token(kept[-1]), status=mail_models.QUEUED,
+                      next_sync_at=utcnow(), enabled=True)
+    db.session.add(inbox)
+    db.session.commit()
+    log.info("inbox %s connected with %s sign-in (%s@%s)", inbox.id, provider, inbox.username, inbox.host)
+    enqueue_sync(inbox.id)
+    return inbox
+
+
+def reconnect_oauth_inbox(inbox: ImapInbox, *, signed_in_as: str, refresh_token: str,
+                          access_token: str | None = None, expires_at: float | None = None,
+                          check: bool = True) -> ImapInbox:
+    """Store a new sign-in for an OAuth 2.0 inbox (after "sign in again"), keeping its mail and checkpoints.
+
+    ``signed_in_as`` must be the inbox's own account: another one would be another mailbox. Raises
+    InvalidInboxSettings (wrong account) or ImapConnectError (the login fails); nothing is saved then.
+    """
+    if inbox.auth != AUTH_OAUTH2:
+        raise InvalidInboxSettings("auth", "This inbox logs in with a password, not with a sign-in service.")
+    if normalize_email(signed_in_as or "") != normalize_email(inbox.username):
+        raise InvalidInboxSettings(
+            "username",
+            f"You signed in as {signed_in_as or 'an account without an e-mail address'}, but this inbox is the "
+            f"mailbox of {inbox.username}. Sign in again with {inbox.username}; nothing was changed.",
+        )
+    service = get_provider(inbox.oauth_provider)
+    kept = [refresh_token]
+    if check:
+        tokens = AccessTokens(service, refresh_token, access_token=access_token, expires_at=expires_at,
+                              on_new_refresh_token=kept.append)
+        values = {f: getattr(inbox, f) for f in ("host", "port", "security", "username", "ca_file")}
+        check_login(_settings_from(values, "", access_tokens=tokens))
+    inbox.refresh_token_encrypted = encrypt_refresh_token(kept[-1])
+    inbox.error = inbox.error_hint = None
+    inbox.failures = 0
+    if inbox.enabled:
+        inbox.status = mail_models.QUEUED
+        inbox.next_sync_at = utcnow()
+    db.session.commit()
+    log.info("inbox %s signed in again with %s", inbox.id, inbox.oauth_provider)
+    if inbox.enabled:
+        enqueue_sync(inbox.id)
+    notify.mailbox_settings_changed(inbox_id=inbox.id, changed={"refresh_token"})
+    return inbox
 
 
 def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[str, Any]:
@@ -206,13 +297,25 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     values = {k: v for k, v in values.items() if k in fields or k in merged}
     changed = {k for k, v in values.items() if getattr(inbox, k) != v}
     password = password or None
-    if changed & set(CONNECTION_FIELDS) and not password:
+    if inbox.auth == AUTH_OAUTH2:
+        if password:
+            raise InvalidInboxSettings("password", f"This inbox signs in with {LABELS[inbox.oauth_provider]}; "
+                                                   "it has no password to change.")
+        if "username" in changed:
+            raise InvalidInboxSettings("username", "The user name of a signed-in inbox is the account that signed "
+                                                   "in: use Reconnect to sign in with another account.")
+        if changed & (set(CONNECTION_FIELDS) - {"username"}):
+            # The sign-in's tokens go only to the server they were got for (as a password, issue 14).
+            raise InvalidInboxSettings("host", "A signed-in inbox keeps the mail server it was connected to: to "
+                                               "read the mailbox on another server, connect it again there.")
+    elif changed & set(CONNECTION_FIELDS) and not password:
         # Otherwise whoever may edit an inbox could point it at their own server and receive the password.
         raise InvalidInboxSettings("password", PASSWORD_AGAIN)
     credentials_changed = bool(password) or bool(changed & set(CONNECTION_FIELDS))
     if credentials_changed and check:
         merged_values = {f: values.get(f, getattr(inbox, f)) for f in CONNECTION_FIELDS}
-        check_login(_settings_from(merged_values, password or decrypt_password(inbox.password_encrypted)))
+        stored = settings_for(inbox)  # the stored password, or the sign-in's access tokens
+        check_login(_settings_from(merged_values, password or stored.password, access_tokens=stored.access_tokens))
     enabled = values.pop("enabled", None)
     for key, value in values.items():
         setattr(inbox, key, value)
@@ -303,6 +406,8 @@ def inbox_status(inbox: ImapInbox) -> dict[str, Any]:
     """What the UI shows about an inbox's sync: no password, no secrets."""
     return {
         "id": inbox.id,
+        "auth": inbox.auth or AUTH_PASSWORD,
+        "provider": inbox.oauth_provider,
         "status": inbox.status,
         "enabled": inbox.enabled,
         "progress_done": inbox.progress_done or 0,

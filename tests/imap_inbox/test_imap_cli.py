@@ -70,8 +70,9 @@ def test_sync_runs_in_the_foreground_and_prints_a_summary(app, runner, mailbox, 
     rows = json.loads(listing.stdout)
     assert rows[0]["messages"] == 3 and rows[0]["status"] == "ok" and rows[0]["owner"] == OWNER_EMAIL
     assert rows[0]["last_synced_at"].endswith("+00:00")  # UTC, said so, on every database
-    assert set(rows[0]) == {"id", "name", "host", "port", "username", "owner", "status", "enabled", "error",
-                            "last_synced_at", "messages"}
+    assert set(rows[0]) == {"id", "name", "host", "port", "username", "owner", "auth", "provider", "status",
+                            "enabled", "error", "last_synced_at", "messages"}
+    assert (rows[0]["auth"], rows[0]["provider"]) == ("password", None)
     assert mailbox.password not in listing.output
 
 

@@ -11,6 +11,8 @@ class Mailbox:
     server: object
     username: str
     password: str
+    # The token response of the owner's sign-in, for an account on the OAuth 2.0 Dovecot.
+    tokens: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def host(self) -> str:

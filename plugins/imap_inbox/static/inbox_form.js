@@ -37,9 +37,16 @@
     }
   }
 
+  // Google and Microsoft 365: signing in is offered first (the boxes exist on the "new inbox" page only).
+  var signInBoxes = document.querySelectorAll(".oauth-preferred[data-preset]");
+  function showSignIn() {
+    Array.prototype.forEach.call(signInBoxes, function (box) { box.hidden = box.dataset.preset !== provider.value; });
+  }
+
   function applyPreset() {
     var preset = presets[provider.value];
     showHint(preset);
+    showSignIn();
     if (!preset) return;
     if (preset.host) {
       host.value = preset.host;
@@ -64,4 +71,5 @@
   provider.addEventListener("change", applyPreset);
   security.addEventListener("change", followSecurity);
   showHint(presets[provider.value]);
+  showSignIn();
 })();
