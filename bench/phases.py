@@ -239,7 +239,7 @@ def setup(app: Flask, *, host: str, port: int, ca_file: str, username: str, pass
         result["note"] = "plugins.imap_inbox.service is not installed yet: no inbox connected"
         return result
     inbox = create_inbox(name="Bench inbox", host=host, port=port, security="ssl", username=username,
-                         password=password, owner_id=agent.id, create_users=False, ca_file=ca_file, check=True)
+                         password=password, owner_id=agent.id, ca_file=ca_file, check=True)
     result["inbox_id"] = inbox.id
     return result
 

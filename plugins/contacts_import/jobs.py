@@ -13,6 +13,7 @@ from host_app.api import app_job, db, enqueue
 from plugins.mail.models import Inbox
 
 from .importer import import_inbox, inbox_state
+from .mailbox_setting import create_users_on
 from .models import IDLE, QUEUED
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def on_mailbox_synced(inbox_id: int) -> dict | None:
     """Import the newcomers of a freshly synced inbox whose Create users option is on."""
     inbox = db.session.get(Inbox, inbox_id)
-    if inbox is None or not inbox.create_users:
+    if inbox is None or not create_users_on(inbox.id):
         return None
     return import_inbox(inbox.id)
 
@@ -30,7 +31,7 @@ def on_mailbox_settings_changed(inbox_id: int, changed) -> bool:
     if "create_users" not in changed:
         return False
     inbox = db.session.get(Inbox, inbox_id)
-    if inbox is None or not inbox.create_users:
+    if inbox is None or not create_users_on(inbox.id):
         return False
     return start_full_import(inbox.id)
 

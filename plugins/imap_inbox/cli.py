@@ -1,12 +1,18 @@
-"""``manage.py inboxes ...``: connect, sync, resync, list, rotate-key. JSON on stdout; errors on stderr with exit 1."""
+"""``manage.py inboxes ...``: connect, sync, resync, list, rotate-key. JSON on stdout; errors on stderr with exit 1.
+
+Other plugins' settings of a mailbox come in through the mail core: their
+options on ``connect``, their keys in ``list --json``.
+"""
 from __future__ import annotations
 
+import copy
 import sys
 
 import click
 from flask.cli import AppGroup
 
 from host_app.api import Agent, db, echo_json, normalize_email
+from plugins.mail import mailbox_settings
 
 from . import service
 from .connection import ImapConnectError
@@ -32,12 +38,11 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 @click.option("--ca-file", default=None,
               help="Full path of the PEM file of a private CA that signed the server's certificate; "
                    "the web and worker processes must be able to read it.")
-@click.option("--create-users", is_flag=True, help="Create contacts from the mailbox's correspondents.")
 @click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
 @click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")
 @click.option("--no-check", is_flag=True, help="Save without trying the login first.")
-def connect_command(name, host, port, username, password_stdin, owner_email, security, ca_file, create_users,
-                    email, folders, no_check):
+def connect_command(name, host, port, username, password_stdin, owner_email, security, ca_file, email, folders,
+                    no_check, **settings):
     """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}."""
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -49,7 +54,7 @@ def connect_command(name, host, port, username, password_stdin, owner_email, sec
     try:
         inbox = service.create_inbox(
             name=name, host=host, port=port, security=security, username=username, password=password,
-            owner_id=owner.id, create_users=create_users, ca_file=ca_file, extra_folders=folders, email=email,
+            owner_id=owner.id, ca_file=ca_file, extra_folders=folders, email=email, settings=settings,
             check=not no_check,
         )
     except ImapConnectError as exc:
@@ -122,9 +127,11 @@ def _sync_now(inbox_id: int, enqueue: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_command(as_json):
     """Every connected inbox with its sync health (never a password)."""
+    inboxes = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)).all()
+    details = mailbox_settings.details(inbox.id for inbox in inboxes)
     rows = []
-    for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
-        rows.append({
+    for inbox in inboxes:
+        row = {
             "id": inbox.id,
             "name": inbox.name,
             "host": inbox.host,
@@ -136,7 +143,8 @@ def list_command(as_json):
             "error": inbox.error,
             "last_synced_at": inbox.last_synced_at.isoformat() if inbox.last_synced_at else None,
             "messages": inbox.message_count or 0,
-        })
+        }
+        rows.append(row | {key: value for key, value in details[inbox.id].items() if key not in row})
     if as_json:
         echo_json(rows)
         return
@@ -157,3 +165,16 @@ def rotate_key_command():
     except EncryptionKeyError as exc:
         raise _fail(str(exc)) from None
     echo_json({"reencrypted": count})
+
+
+def inboxes_group(app) -> AppGroup:
+    """``inboxes`` for one app: ``connect`` with the options of that app's plugins (mailbox_cli_options)."""
+    group = AppGroup(inboxes_cli.name, help=inboxes_cli.help)
+    for command in inboxes_cli.commands.values():
+        group.add_command(command)
+    connect = copy.copy(connect_command)
+    taken = {param.name for param in connect_command.params}
+    connect.params = connect_command.params + [
+        option for option in mailbox_settings.cli_options(app) if option.name not in taken]
+    group.add_command(connect)
+    return group

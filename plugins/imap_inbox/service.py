@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
 
 from host_app.api import Agent, db, normalize_email
+from plugins.mail import mailbox_settings, notify, store
 from plugins.mail import models as mail_models
-from plugins.mail import notify, store
 from plugins.mail.models import Folder, Inbox, SyncRun
 
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
 # Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
 MAILBOX_FIELDS = ("host", "port", "username")
-EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "create_users", "extra_folders", "email", "enabled")
+EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "extra_folders", "email", "enabled")
 # Seconds the interactive login check waits for the server (IMAP_CHECK_TIMEOUT); syncs use IMAP_TIMEOUT.
 DEFAULT_CHECK_TIMEOUT = 10
 
@@ -100,8 +100,6 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
         out["email"] = normalize_email(out["email"])
         if out["email"] and ("@" not in out["email"] or len(out["email"]) > 320):
             raise InvalidInboxSettings("email", "Enter the mailbox's own e-mail address, e.g. sales@example.com.")
-    if "create_users" in out:
-        out["create_users"] = bool(out["create_users"])
     if "enabled" in out:
         out["enabled"] = bool(out["enabled"])
     if "host" in out and "username" in out:
@@ -123,19 +121,20 @@ def create_inbox(
     username: str,
     password: str,
     owner_id: int | None,
-    create_users: bool = False,
     ca_file: str | None = None,
     extra_folders: Iterable[str] = (),
     email: str | None = None,
+    settings: Mapping[str, Any] | None = None,
     check: bool = True,
 ) -> ImapInbox:
     """Try the login (unless ``check`` is False), save the inbox and enqueue its first sync at once.
 
+    ``settings`` holds the values of the fields and options other plugins add
+    (the mail core's mailbox_settings), saved by them with the inbox.
     Raises InvalidInboxSettings for bad input and ImapConnectError when the login fails.
     """
     values = _validate(dict(name=name, host=host, port=port, security=security, username=username,
-                            owner_id=owner_id, create_users=create_users, ca_file=ca_file,
-                            extra_folders=extra_folders, email=email))
+                            owner_id=owner_id, ca_file=ca_file, extra_folders=extra_folders, email=email))
     if not password:
         raise InvalidInboxSettings("password", "Enter the password (or app password) of the mailbox.")
     if not values.get("email"):
@@ -145,6 +144,9 @@ def create_inbox(
     inbox = ImapInbox(**values, password_encrypted=encrypt_password(password), status=mail_models.QUEUED,
                   next_sync_at=utcnow(), enabled=True)
     db.session.add(inbox)
+    db.session.flush()
+    # With the inbox, before its first sync is queued: what follows a sync may depend on them.
+    mailbox_settings.save(inbox.id, settings or {})
     db.session.commit()
     log.info("inbox %s connected (%s@%s)", inbox.id, inbox.username, inbox.host)
     enqueue_sync(inbox.id)
@@ -178,8 +180,9 @@ def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[
     return {**fields, "email": new_username}
 
 
-def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True, **fields: Any) -> ImapInbox:
-    """Change an inbox. A blank password keeps the stored one.
+def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True,
+                 settings: Mapping[str, Any] | None = None, **fields: Any) -> ImapInbox:
+    """Change an inbox. A blank password keeps the stored one; ``settings`` are other plugins' (create_inbox).
 
     When connection fields or the password change, the login is tried again
     (unless ``check`` is False); an inbox that needed attention is queued and
@@ -207,6 +210,8 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     if password:
         inbox.password_encrypted = encrypt_password(password)
         changed.add("password")
+    if settings:
+        changed |= mailbox_settings.save(inbox.id, settings)
     if changed & set(MAILBOX_FIELDS):
         # Possibly another mailbox: its UIDs mean nothing here, so re-match stored mail by Message-ID.
         for folder in inbox.folders:
