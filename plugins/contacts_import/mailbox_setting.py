@@ -61,4 +61,5 @@ def save(inbox_id: int, values: Mapping[str, Any]) -> list[str]:
 def details(inbox_ids: list[int]) -> list[MailboxDetail]:
     on = set(db.session.scalars(
         sa.select(ImportState.inbox_id).where(member_of(ImportState.inbox_id, inbox_ids), ImportState.create_users)))
-    return [MailboxDetail(inbox_id, CREATE_USERS, inbox_id in on) for inbox_id in inbox_ids]
+    return [MailboxDetail(inbox_id, CREATE_USERS, inbox_id in on, note="creates contacts" if inbox_id in on else None)
+            for inbox_id in inbox_ids]

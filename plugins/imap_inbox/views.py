@@ -185,6 +185,7 @@ def inbox_list():
     return render_template(
         "imap_inbox/list.html",
         rows=rows,
+        notes=mailbox_settings.notes(inbox.id for inbox in inboxes),  # other plugins' settings, e.g. Create users
         needing_attention=[inbox for inbox, s in rows if s["status"] == mail_models.NEEDS_ATTENTION],
         form=FlaskForm(),
         status_labels=STATUS_LABELS,

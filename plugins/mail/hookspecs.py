@@ -84,6 +84,7 @@ def mailbox_details(app, inbox_ids):
     """Return what this plugin keeps about these mailboxes, for listings such as ``inboxes list --json``.
 
     Returns ``list[MailboxDetail]`` (:mod:`plugins.mail.mailbox_settings`):
-    an inbox id, a key and a JSON-ready value. One call for all the listed
-    mailboxes, so answer with one query. Never a secret.
+    an inbox id, a key and a JSON-ready value, and optionally a ``note``, a
+    few words a transport's list page shows beside the mailbox. One call for
+    all the listed mailboxes, so answer with one query. Never a secret.
     """

@@ -8,7 +8,7 @@ so the setting comes and goes with that plugin.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import click
@@ -26,11 +26,15 @@ class MailboxField:
 
 @dataclasses.dataclass(frozen=True)
 class MailboxDetail:
-    """One value a plugin keeps about a mailbox, under ``key`` in listings (JSON-ready, never a secret)."""
+    """One value a plugin keeps about a mailbox, under ``key`` in listings (JSON-ready, never a secret).
+
+    ``note``: a few words a transport's list page shows beside the mailbox (plain text), or None.
+    """
 
     inbox_id: int
     key: str
     value: Any
+    note: str | None = None
 
 
 def _hook():
@@ -61,8 +65,22 @@ def details(inbox_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """``{inbox_id: {key: value}}`` of what the plugins keep about these mailboxes (every id present)."""
     ids = list(inbox_ids)
     found: dict[int, dict[str, Any]] = {inbox_id: {} for inbox_id in ids}
-    for result in _hook().mailbox_details(app=current_app, inbox_ids=ids):
-        for item in result or []:
-            if item.inbox_id in found:
-                found[item.inbox_id].setdefault(item.key, item.value)
+    for item in _details(ids):
+        found[item.inbox_id].setdefault(item.key, item.value)
     return found
+
+
+def notes(inbox_ids: Iterable[int]) -> dict[int, list[str]]:
+    """``{inbox_id: [note, ...]}``: what a list page shows beside each of these mailboxes (every id present)."""
+    ids = list(inbox_ids)
+    found: dict[int, list[str]] = {inbox_id: [] for inbox_id in ids}
+    for item in _details(ids):
+        if item.note:
+            found[item.inbox_id].append(item.note)
+    return found
+
+
+def _details(inbox_ids: list[int]) -> Iterator[MailboxDetail]:
+    asked = set(inbox_ids)
+    for result in _hook().mailbox_details(app=current_app, inbox_ids=inbox_ids):
+        yield from (item for item in result or [] if item.inbox_id in asked)

@@ -48,7 +48,7 @@ def apps(crm_app_factory):
     return with_plugin, crm_app_factory(disabled=["contacts_import"])
 
 
-def test_the_flag_and_the_json_key_are_there_with_contacts_import_only(apps):
+def test_the_flag_the_json_key_and_the_list_note_are_there_with_contacts_import_only(apps):
     app, without = apps
     assert "--create-users" in app.test_cli_runner().invoke(args=["inboxes", "connect", "--help"]).output
     on, off = connect(app, "Sales", "--create-users"), connect(app, "Support")
@@ -57,12 +57,17 @@ def test_the_flag_and_the_json_key_are_there_with_contacts_import_only(apps):
         assert db.session.get(ImportState, off) is None  # off is what no state means
     rows = listed(app)
     assert (rows[on]["create_users"], rows[off]["create_users"]) == (True, False)
+    page = log_in(app.test_client(), ADMIN_EMAIL, ADMIN_PASSWORD).get("/settings/inboxes/").get_data(as_text=True)
+    assert re.search(rf'id="inbox-{on}".*?imap.example.com:993 · creates contacts</div>', page, re.S)
+    assert page.count("creates contacts") == 1
 
     assert "--create-users" not in without.test_cli_runner().invoke(args=["inboxes", "connect", "--help"]).output
     result = without.test_cli_runner().invoke(args=connect_args("Billing", "--create-users"), input="secret-1\n")
     assert result.exit_code == 2 and "No such option '--create-users'" in result.output
     rows = listed(without)
     assert set(rows) == {on, off} and all("create_users" not in row for row in rows.values())
+    page = log_in(without.test_client(), ADMIN_EMAIL, ADMIN_PASSWORD).get("/settings/inboxes/").get_data(as_text=True)
+    assert f'id="inbox-{on}"' in page and "creates contacts" not in page
 
 
 def test_the_checkbox_is_on_the_inbox_form_with_contacts_import_only(apps):

@@ -55,7 +55,8 @@ def save_mailbox_settings(inbox_id, values):
 
 @hookimpl
 def mailbox_details(inbox_ids):
-    return [MailboxDetail(inbox_id, "archive_mail", archived.get(inbox_id, False)) for inbox_id in inbox_ids]
+    return [MailboxDetail(inbox_id, "archive_mail", archived.get(inbox_id, False),
+                          note="archives its mail" if archived.get(inbox_id) else None) for inbox_id in inbox_ids]
 """
 ADMIN_EMAIL = "admin@team.example"
 # The transport and the mail core, without contacts_import (whose Create users would show too).
@@ -153,13 +154,17 @@ def test_hook_mailbox_cli_options__inboxes_connect_takes_another_plugin_s_option
     assert result.exit_code == 2 and "No such option '--archive-mail'" in result.output
 
 
-def test_hook_mailbox_details__keys_of_inboxes_list_json(archive_app, crm_app_factory):
+def test_hook_mailbox_details__keys_of_inboxes_list_json_and_notes_on_the_list_page(archive_app, crm_app_factory):
     on, off = _inbox(archive_app, name="On", archive_mail=True), _inbox(archive_app, name="Off")
     result = archive_app.test_cli_runner().invoke(args=["inboxes", "list", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["id"]: row for row in json.loads(result.stdout)}
     assert (rows[on]["archive_mail"], rows[off]["archive_mail"]) == (True, False)
     assert rows[on]["name"] == "On"  # the transport's own keys stay
+    client = log_in(archive_app.test_client(), ADMIN_EMAIL, ADMIN_PASSWORD)
+    page = client.get("/settings/inboxes/").get_data(as_text=True)
+    assert re.search(rf'id="inbox-{on}".*?imap.example.com:993 · archives its mail</div>', page, re.S)
+    assert page.count("archives its mail") == 1
 
     without = crm_app_factory(plugins=TRANSPORT)
     rows = json.loads(without.test_cli_runner().invoke(args=["inboxes", "list", "--json"]).stdout)
