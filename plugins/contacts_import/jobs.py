@@ -24,6 +24,7 @@ from plugins.mail.followups import enqueue_follow_up
 from plugins.mail.models import Inbox
 
 from .importer import import_inbox, inbox_state
+from .mailbox_setting import create_users_on
 from .models import IDLE, QUEUED, ImportState
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def on_mailbox_synced(inbox_id: int, run_id: int, new_messages: int) -> bool:
     Runs in the sync's job, so it only reads two rows: the import itself is :func:`import_after_sync`.
     """
     inbox = db.session.get(Inbox, inbox_id)
-    if inbox is None or not inbox.create_users:
+    if inbox is None or not create_users_on(inbox_id):
         return False
     state = db.session.get(ImportState, inbox_id)
     db.session.commit()  # end the read: the sync's worker goes on to other jobs
@@ -57,7 +58,7 @@ def import_after_sync(inbox_id: int, run_id: int) -> dict[str, Any] | None:
     """RQ job: import the people of the mail sync run ``run_id`` brought (None when Create users is off now)."""
     with import_lock(inbox_id):
         inbox = db.session.get(Inbox, inbox_id)
-        if inbox is None or not inbox.create_users:  # deleted or switched off while the job waited
+        if inbox is None or not create_users_on(inbox_id):  # deleted or switched off while the job waited
             db.session.commit()
             return None
         try:
@@ -74,7 +75,7 @@ def on_mailbox_settings_changed(inbox_id: int, changed) -> bool:
     if "create_users" not in changed:
         return False
     inbox = db.session.get(Inbox, inbox_id)
-    if inbox is None or not inbox.create_users:
+    if inbox is None or not create_users_on(inbox.id):
         return False
     return start_full_import(inbox.id)
 

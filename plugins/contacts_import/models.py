@@ -1,9 +1,10 @@
-"""Tables owned by contacts_import: per-inbox import state (policy, watermark, progress) and the block list."""
+"""Tables owned by contacts_import: per-inbox settings and import state (Create users, policy, watermark, progress)
+and the block list."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from host_app.api import UTCDateTime, db, utcnow
@@ -30,11 +31,14 @@ KIND_DOMAIN = "domain"
 
 
 class ImportState(db.Model):
-    """How one connected inbox is imported: its policy, how far it got (watermark) and the last run."""
+    """How one connected inbox is imported: whether at all (Create users), its policy, how far it got (watermark)
+    and the last run."""
 
     __tablename__ = "contacts_import_inbox"
 
     inbox_id: Mapped[int] = mapped_column(ForeignKey("mail_inbox.id", ondelete="CASCADE"), primary_key=True)
+    # On the inbox's form through the mail core's hooks (mailbox_setting.py), and on this plugin's settings page.
+    create_users: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     policy: Mapped[str] = mapped_column(String(20), default=DEFAULT_POLICY)
     # Highest mail_message.id already looked at; None means the next run reads the whole mailbox.
     last_message_id: Mapped[int | None] = mapped_column(Integer)

@@ -36,7 +36,8 @@ def settings():
     inboxes = db.session.scalars(db.select(Inbox).order_by(Inbox.name, Inbox.id)).all()
     states = {s.inbox_id: s for s in db.session.scalars(db.select(ImportState))}
     # The dry run matters before switching on; for inboxes already on, the last run says enough.
-    previews = {inbox.id: importer.dry_run(inbox) for inbox in inboxes if not inbox.create_users}
+    previews = {inbox.id: importer.dry_run(inbox) for inbox in inboxes
+                if not (inbox.id in states and states[inbox.id].create_users)}
     blocked = db.session.scalars(db.select(BlockedEntry).order_by(BlockedEntry.kind, BlockedEntry.value)).all()
     running = any(_busy(s) for s in states.values())
     return render_template(
@@ -72,7 +73,7 @@ def set_policy(inbox_id: int):
         state.policy = policy
         state.last_message_id = None  # people the old policy left out are looked at again
         db.session.commit()
-        if inbox.create_users:
+        if state.create_users:
             queue_import(inbox.id)
     flash(f"{inbox.email}: {POLICIES[policy].lower()} become contacts.", "success")
     return redirect(url_for(".settings"))
@@ -82,10 +83,11 @@ def set_policy(inbox_id: int):
 @admin_required
 def create_users(inbox_id: int, switch: str):
     inbox = _inbox_or_404(inbox_id)
-    if switch == "on" and inbox.create_users:
+    state = importer.inbox_state(inbox.id)
+    if switch == "on" and state.create_users:
         flash(f"Create users is already on for {inbox.email}.", "info")
     elif switch == "on":
-        inbox.create_users = True
+        state.create_users = True
         db.session.commit()
         start_full_import(inbox.id)
         state = db.session.get(ImportState, inbox.id)
@@ -95,7 +97,7 @@ def create_users(inbox_id: int, switch: str):
         else:
             flash(f"Create users is on for {inbox.email}; the import runs after the next sync.", "success")
     else:
-        inbox.create_users = False
+        state.create_users = False
         db.session.commit()
         flash(f"Create users is off for {inbox.email}. Contacts already created stay.", "success")
     return redirect(url_for(".settings"))

@@ -1,12 +1,18 @@
-"""``manage.py inboxes ...``: connect, sync, resync, list, rotate-key. JSON on stdout; errors on stderr with exit 1."""
+"""``manage.py inboxes ...``: connect, sync, resync, list, rotate-key. JSON on stdout; errors on stderr with exit 1.
+
+Other plugins' settings of a mailbox come in through the mail core: their
+options on ``connect``, their keys in ``list --json``.
+"""
 from __future__ import annotations
 
+import copy
 import sys
 
 import click
 from flask.cli import AppGroup
 
 from host_app.api import Agent, db, echo_json, normalize_email
+from plugins.mail import mailbox_settings
 
 from . import service
 from .connection import ImapConnectError
@@ -39,12 +45,11 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 @click.option("--ca-file", default=None,
               help="Full path of the PEM file of a private CA that signed the server's certificate; "
                    "the web and worker processes must be able to read it.")
-@click.option("--create-users", is_flag=True, help="Create contacts from the mailbox's correspondents.")
 @click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
 @click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")
 @click.option("--no-check", is_flag=True, help="Save without trying the login first.")
 def connect_command(name, host, port, username, password_stdin, provider, refresh_token_stdin, owner_email,
-                    security, ca_file, create_users, email, folders, no_check):
+                    security, ca_file, email, folders, no_check, **settings):
     """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}.
 
     With a password (--password-stdin), or signed in with OAuth 2.0 (--provider and --refresh-token-stdin).
@@ -67,8 +72,8 @@ def connect_command(name, host, port, username, password_stdin, provider, refres
     owner = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(owner_email)))
     if owner is None:
         raise _fail(f"No agent with e-mail {owner_email}.", "Create one with `manage.py agents create`.")
-    common = dict(name=name, host=host, port=port, username=username, owner_id=owner.id,
-                  create_users=create_users, ca_file=ca_file, extra_folders=folders, email=email, check=not no_check)
+    common = dict(name=name, host=host, port=port, username=username, owner_id=owner.id, ca_file=ca_file,
+                  extra_folders=folders, email=email, settings=settings, check=not no_check)
     try:
         if provider:
             inbox = service.create_oauth_inbox(provider=provider, refresh_token=secret, security=security, **common)
@@ -144,9 +149,11 @@ def _sync_now(inbox_id: int, enqueue: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_command(as_json):
     """Every connected inbox with how it logs in and its sync health (never a password or token)."""
+    inboxes = db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)).all()
+    details = mailbox_settings.details(inbox.id for inbox in inboxes)
     rows = []
-    for inbox in db.session.scalars(db.select(ImapInbox).order_by(ImapInbox.id)):
-        rows.append({
+    for inbox in inboxes:
+        row = {
             "id": inbox.id,
             "name": inbox.name,
             "host": inbox.host,
@@ -160,7 +167,8 @@ def list_command(as_json):
             "error": inbox.error,
             "last_synced_at": inbox.last_synced_at.isoformat() if inbox.last_synced_at else None,
             "messages": inbox.message_count or 0,
-        })
+        }
+        rows.append(row | {key: value for key, value in details[inbox.id].items() if key not in row})
     if as_json:
         echo_json(rows)
         return
@@ -181,3 +189,16 @@ def rotate_key_command():
     except EncryptionKeyError as exc:
         raise _fail(str(exc)) from None
     echo_json({"reencrypted": count})
+
+
+def inboxes_group(app) -> AppGroup:
+    """``inboxes`` for one app: ``connect`` with the options of that app's plugins (mailbox_cli_options)."""
+    group = AppGroup(inboxes_cli.name, help=inboxes_cli.help)
+    for command in inboxes_cli.commands.values():
+        group.add_command(command)
+    connect = copy.copy(connect_command)
+    taken = {param.name for param in connect_command.params}
+    connect.params = connect_command.params + [
+        option for option in mailbox_settings.cli_options(app) if option.name not in taken]
+    group.add_command(connect)
+    return group

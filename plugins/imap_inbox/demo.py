@@ -224,7 +224,8 @@ def setup_demo(
             _sample_automation()
             inbox = service.create_inbox(
                 name=INBOX_NAME, host=server.host, port=server.imaps_port, security="ssl", username=MAILBOX,
-                password=mailbox_password, owner_id=owner.id, create_users=True, ca_file=server.ca_file,
+                password=mailbox_password, owner_id=owner.id, ca_file=server.ca_file,
+                settings={"create_users": True},  # contacts_import's Create users
             )
             inbox_id = inbox.id
             db.session.remove()

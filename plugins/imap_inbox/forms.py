@@ -15,6 +15,8 @@ from wtforms import BooleanField, IntegerField, PasswordField, SelectField, Stri
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from plugins.mail.mailbox_settings import MailboxField
+
 from .presets import OTHER, PRESETS, get_preset
 
 SECURITY_CHOICES = [
@@ -22,11 +24,6 @@ SECURITY_CHOICES = [
     SelectChoice("starttls", "STARTTLS (usually port 143)"),
 ]
 DEFAULT_PORTS = {"ssl": 993, "starttls": 143}
-
-CREATE_USERS_WARNING = (
-    "Contacts will be created from the people in this mailbox (senders and recipients), "
-    "skipping no-reply addresses, mailing lists and your own team."
-)
 
 # One DNS label: letters, digits and inner hyphens (underscores appear in some internal names).
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
@@ -82,8 +79,31 @@ def parse_folders(text: str | list | None) -> list[str]:
     return folders
 
 
-class InboxForm(FlaskForm):
-    """Connect via IMAP (new) and edit an inbox: the fields in the words mail users know."""
+class WithMailboxSettings:
+    """A form that other plugins' per-mailbox settings join (the mail core's ``mailbox_form_fields`` hook)."""
+
+    setting_names: tuple[str, ...] = ()
+
+    @classmethod
+    def with_settings(cls, settings: list[MailboxField]) -> type:
+        """This form with the fields other plugins add."""
+        fields = {item.name: item.field for item in settings if not hasattr(cls, item.name)}
+        return type(cls.__name__, (cls,), {**fields, "setting_names": tuple(fields)})
+
+    def setting_fields(self) -> list:
+        """The bound fields other plugins added, in their order."""
+        return [self[name] for name in self.setting_names]
+
+    def setting_values(self) -> dict:
+        """What was submitted for the other plugins' settings, for the mail core's ``save_mailbox_settings``."""
+        return {name: self[name].data for name in self.setting_names}
+
+
+class InboxForm(WithMailboxSettings, FlaskForm):
+    """Connect via IMAP (new) and edit an inbox: the fields in the words mail users know.
+
+    Settings other plugins keep per mailbox join through ``with_settings``.
+    """
 
     name = StringField(
         "Name",
@@ -147,7 +167,6 @@ class InboxForm(FlaskForm):
         validators=[DataRequired("Choose the agent who owns this inbox.")],
         invalid_choice_message="Choose an active agent as owner.",
     )
-    create_users = BooleanField("Create users", description=CREATE_USERS_WARNING)
     extra_folders = StringField(
         "Extra folders",
         description=(
@@ -242,7 +261,6 @@ class InboxForm(FlaskForm):
             "name": self.name.data,
             **self.connection_fields(),
             "owner_id": self.owner_id.data,
-            "create_users": bool(self.create_users.data),
             "extra_folders": parse_folders(self.extra_folders.data),
         }
 

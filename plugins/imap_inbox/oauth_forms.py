@@ -3,21 +3,23 @@ sign-in (name, owner, and for another server its IMAP host), and the confirmatio
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectField, StringField
+from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
-from .forms import CREATE_USERS_WARNING, SECURITY_CHOICES, _optional_int, _strip, host_problem
+from .forms import SECURITY_CHOICES, WithMailboxSettings, _optional_int, _strip, host_problem
 
 
-class OAuthConnectForm(FlaskForm):
-    """Before signing in. The user name is not asked: it is the account that signs in."""
+class OAuthConnectForm(WithMailboxSettings, FlaskForm):
+    """Before signing in. The user name is not asked: it is the account that signs in.
+
+    Settings other plugins keep per mailbox join through ``with_settings``, as on the password form.
+    """
 
     name = StringField("Name", description="For admins only; agents never see it.", filters=[_strip],
                        validators=[DataRequired("Give the inbox a name, e.g. Support or Sales."), Length(max=200)])
     owner_id = SelectField("Owner", coerce=_optional_int, description="The agent responsible for this inbox.",
                            validators=[DataRequired("Choose the agent who owns this inbox.")],
                            invalid_choice_message="Choose an active agent as owner.")
-    create_users = BooleanField("Create users", description=CREATE_USERS_WARNING)
     # Only for "Other OAuth 2.0 / OpenID Connect server": Google's and Microsoft's IMAP servers are known.
     host = StringField("IMAP host name", description="The IMAP server, e.g. imap.example.com.", filters=[_strip],
                        render_kw={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "off"})
@@ -40,8 +42,7 @@ class OAuthConnectForm(FlaskForm):
 
     def pending(self) -> dict:
         """What is kept in the session while the admin signs in (no secrets)."""
-        values = {"name": self.name.data, "owner_id": self.owner_id.data,
-                  "create_users": bool(self.create_users.data)}
+        values = {"name": self.name.data, "owner_id": self.owner_id.data, "settings": self.setting_values()}
         if self.needs_server:
             values.update(host=self.host.data, port=self.port.data, security=self.security.data,
                           ca_file=self.ca_file.data or None)

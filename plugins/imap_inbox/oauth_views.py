@@ -22,6 +22,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_wtf import FlaskForm
 
 from host_app.api import admin_required, db
+from plugins.mail import mailbox_settings
 
 from . import service
 from .connection import ImapConnectError
@@ -89,7 +90,9 @@ def _start_sign_in(provider: OAuthProvider, pending: dict):
 @admin_required
 def oauth_new(provider_key: str):
     provider, not_configured = _provider_or_none(provider_key)
-    form = OAuthConnectForm(needs_server=provider_key == "oidc", data=session.get(SESSION_KEY, {}).get("form"))
+    kept = session.get(SESSION_KEY, {}).get("form") or {}
+    form_class = OAuthConnectForm.with_settings(mailbox_settings.form_fields(inbox_id=None))
+    form = form_class(needs_server=provider_key == "oidc", data={**kept, **kept.get("settings", {})} or None)
     form.owner_id.choices = _owner_choices()
     if provider is not None and form.validate_on_submit():
         started = _start_sign_in(provider, {"purpose": "connect", "form": form.pending()})

@@ -7,7 +7,7 @@ from host_app.api import RecurringJob, SettingsPage
 from . import (
     models,  # noqa: F401  (registers the plugin's tables)
     )
-from .cli import inboxes_cli
+from .cli import inboxes_group
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
 from .oauth_views import bp as oauth_bp
@@ -28,7 +28,7 @@ def settings_pages(app):
 
 @hookimpl
 def register_commands(cli, app):
-    cli.add_command(inboxes_cli)
+    cli.add_command(inboxes_group(app))
     cli.add_command(watch_command)
 
 

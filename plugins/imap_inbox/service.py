@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from flask import current_app
 
 from host_app.api import Agent, db, normalize_email
+from plugins.mail import mailbox_settings, notify, store
 from plugins.mail import models as mail_models
-from plugins.mail import notify, store
 from plugins.mail.models import Folder, Inbox, SyncRun
 
 from .account import settings_for
@@ -32,7 +32,7 @@ PASSWORD_AGAIN = ("Enter the password again: you changed the server, port, secur
                   "stored password is only ever sent to the server it was entered for.")
 # Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
 MAILBOX_FIELDS = ("host", "port", "username")
-EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "create_users", "extra_folders", "email", "enabled")
+EDITABLE_FIELDS = (*CONNECTION_FIELDS, "name", "owner_id", "extra_folders", "email", "enabled")
 # Seconds the interactive login check waits for the server (IMAP_CHECK_TIMEOUT); syncs use IMAP_TIMEOUT.
 DEFAULT_CHECK_TIMEOUT = 10
 
@@ -107,8 +107,6 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
         out["email"] = normalize_email(out["email"])
         if out["email"] and ("@" not in out["email"] or len(out["email"]) > 320):
             raise InvalidInboxSettings("email", "Enter the mailbox's own e-mail address, e.g. sales@example.com.")
-    if "create_users" in out:
-        out["create_users"] = bool(out["create_users"])
     if "enabled" in out:
         out["enabled"] = bool(out["enabled"])
     if "host" in out and "username" in out:
@@ -130,19 +128,20 @@ def create_inbox(
     username: str,
     password: str,
     owner_id: int | None,
-    create_users: bool = False,
     ca_file: str | None = None,
     extra_folders: Iterable[str] = (),
     email: str | None = None,
+    settings: Mapping[str, Any] | None = None,
     check: bool = True,
 ) -> ImapInbox:
     """Try the login (unless ``check`` is False), save the inbox and enqueue its first sync at once.
 
+    ``settings`` holds the values of the fields and options other plugins add
+    (the mail core's mailbox_settings), saved by them with the inbox.
     Raises InvalidInboxSettings for bad input and ImapConnectError when the login fails.
     """
     values = _validate(dict(name=name, host=host, port=port, security=security, username=username,
-                            owner_id=owner_id, create_users=create_users, ca_file=ca_file,
-                            extra_folders=extra_folders, email=email))
+                            owner_id=owner_id, ca_file=ca_file, extra_folders=extra_folders, email=email))
     if not password:
         raise InvalidInboxSettings("password", "Enter the password (or app password) of the mailbox.")
     if not values.get("email"):
@@ -152,6 +151,9 @@ def create_inbox(
     inbox = ImapInbox(**values, password_encrypted=encrypt_password(password), status=mail_models.QUEUED,
                   next_sync_at=utcnow(), enabled=True)
     db.session.add(inbox)
+    db.session.flush()
+    # With the inbox, before its first sync is queued: what follows a sync may depend on them.
+    mailbox_settings.save(inbox.id, settings or {})
     db.session.commit()
     log.info("inbox %s connected (%s@%s)", inbox.id, inbox.username, inbox.host)
     enqueue_sync(inbox.id)
@@ -179,10 +181,10 @@ def create_oauth_inbox(
     host: str | None = None,
     port: int | None = None,
     security: str | None = None,
-    create_users: bool = False,
     ca_file: str | None = None,
     extra_folders: Iterable[str] = (),
     email: str | None = None,
+    settings: Mapping[str, Any] | None = None,
     access_token: str | None = None,
     expires_at: float | None = None,
     check: bool = True,
@@ -190,14 +192,15 @@ def create_oauth_inbox(
     """Like create_inbox, for a mailbox signed in with OAuth 2.0 at ``provider`` (google, microsoft, oidc).
 
     Host, port and security default to the provider's IMAP server (none for ``oidc``). The login is tried
-    with ``access_token`` (or one got from ``refresh_token``). Raises OAuthNotConfigured when the provider
-    has no app registered here, InvalidInboxSettings for bad input and ImapConnectError when the login fails.
+    with ``access_token`` (or one got from ``refresh_token``); ``settings`` as in create_inbox. Raises
+    OAuthNotConfigured when the provider has no app registered here, InvalidInboxSettings for bad input
+    and ImapConnectError when the login fails.
     """
     service = get_provider(provider)
     preset = service.imap_server or (None, None, "ssl")
     values = _validate(dict(name=name, host=host or preset[0] or "", port=port or preset[1],
                             security=security or preset[2], username=username, owner_id=owner_id,
-                            create_users=create_users, ca_file=ca_file, extra_folders=extra_folders, email=email))
+                            ca_file=ca_file, extra_folders=extra_folders, email=email))
     refresh_token = (refresh_token or "").strip()
     if not refresh_token:
         raise InvalidInboxSettings("refresh_token", f"Sign in with {service.label} first: there is no refresh token.")
@@ -212,6 +215,8 @@ def create_oauth_inbox(
                       refresh_token_encrypted=encrypt_refresh_token(kept[-1]), status=mail_models.QUEUED,
                       next_sync_at=utcnow(), enabled=True)
     db.session.add(inbox)
+    db.session.flush()
+    mailbox_settings.save(inbox.id, settings or {})  # as in create_inbox: before the first sync is queued
     db.session.commit()
     log.info("inbox %s connected with %s sign-in (%s@%s)", inbox.id, provider, inbox.username, inbox.host)
     enqueue_sync(inbox.id)
@@ -274,12 +279,14 @@ def _email_following_username(inbox: ImapInbox, fields: dict[str, Any]) -> dict[
     return {**fields, "email": new_username}
 
 
-def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True, **fields: Any) -> ImapInbox:
+def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool = True,
+                 settings: Mapping[str, Any] | None = None, **fields: Any) -> ImapInbox:
     """Change an inbox. A blank password keeps the stored one, unless a connection field changes.
 
     Changing host, port, security, username or CA file without a new password
     raises InvalidInboxSettings on ``password``: the stored one is never sent
-    to another server than the one it was entered for.
+    to another server than the one it was entered for. ``settings`` are other
+    plugins' values (as in create_inbox).
 
     When connection fields or the password change, the login is tried again
     (unless ``check`` is False); an inbox that needed attention is queued and
@@ -322,6 +329,8 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     if password:
         inbox.password_encrypted = encrypt_password(password)
         changed.add("password")
+    if settings:
+        changed |= mailbox_settings.save(inbox.id, settings)
     if changed & set(MAILBOX_FIELDS):
         # Possibly another mailbox: its UIDs mean nothing here, so re-match stored mail by Message-ID.
         for folder in inbox.folders:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import selectinload
 from wtforms.fields.choices import SelectChoice
 
 from host_app.api import Agent, admin_required, db
+from plugins.mail import mailbox_settings
 from plugins.mail import models as mail_models
 
 from . import connection, service
@@ -186,6 +187,7 @@ def inbox_list():
         "imap_inbox/list.html",
         rows=rows,
         watch=describe_watch(inboxes),
+        notes=mailbox_settings.notes(inbox.id for inbox in inboxes),  # other plugins' settings, e.g. Create users
         needing_attention=[inbox for inbox, s in rows if s["status"] == mail_models.NEEDS_ATTENTION],
         form=FlaskForm(),
         status_labels=STATUS_LABELS,
@@ -208,12 +210,12 @@ def inbox_status_json():
 @bp.route("/new", methods=["GET", "POST"])
 @admin_required
 def inbox_new():
-    form = InboxForm(require_password=True)
+    form = InboxForm.with_settings(mailbox_settings.form_fields(inbox_id=None))(require_password=True)
     form.owner_id.choices = _owner_choices()
     if form.validate_on_submit():
         try:
             inbox = service.create_inbox(
-                **form.inbox_fields(), password=form.password.data, check=True
+                **form.inbox_fields(), settings=form.setting_values(), password=form.password.data, check=True
             )
         except service.InvalidInboxSettings as exc:
             _show_invalid_setting(form, exc)
@@ -232,7 +234,7 @@ def inbox_new():
 @admin_required
 def inbox_edit(inbox_id: int):
     inbox = _get_inbox(inbox_id)
-    form = InboxForm(obj=inbox, require_password=False)
+    form = InboxForm.with_settings(mailbox_settings.form_fields(inbox_id=inbox.id))(obj=inbox, require_password=False)
     form.owner_id.choices = _owner_choices(inbox.owner_id)
     if not form.is_submitted():
         form.provider.data = preset_for_host(inbox.host).key
@@ -245,7 +247,8 @@ def inbox_edit(inbox_id: int):
             (getattr(inbox, name) or None) != (fields[name] or None) for name in service.CONNECTION_FIELDS
         )
         try:
-            service.update_inbox(inbox, password=form.password.data or None, check=changed, **fields)
+            service.update_inbox(inbox, password=form.password.data or None, check=changed,
+                                 settings=form.setting_values(), **fields)
         except service.InvalidInboxSettings as exc:
             db.session.rollback()
             _show_invalid_setting(form, exc)

@@ -74,7 +74,6 @@ class Inbox(db.Model):
     # The account's login, often an address of the team too (the contacts import leaves it out).
     username: Mapped[str] = mapped_column(String(320))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"), index=True)
-    create_users: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
     status: Mapped[str] = mapped_column(String(20), default=NEW)

@@ -23,9 +23,9 @@ class MailRows:
         self._clock = itertools.count(0)
 
     def inbox(self, email: str, owner_id: int | None = None, username: str | None = None,
-              create_users: bool = False, name: str | None = None) -> Inbox:
+              name: str | None = None) -> Inbox:
         inbox = Inbox(name=name or f"Admin-only name {email}", email=email, username=username or email,
-                      owner_id=owner_id, create_users=create_users)
+                      owner_id=owner_id)
         inbox.folders = [Folder(name="INBOX", role=ROLE_INBOX), Folder(name="Sent", role=ROLE_SENT)]
         db.session.add(inbox)
         db.session.commit()

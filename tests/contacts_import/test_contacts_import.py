@@ -263,7 +263,7 @@ def test_listener_runs_first_and_only_when_create_users_is_on(rows, app):
     rows.received(box, "first@customer.example")
     synced(box.id, app)
     assert contacts() == {}
-    box.create_users = True
+    importer.inbox_state(box.id).create_users = True
     db.session.commit()
     synced(box.id, app)
     assert set(contacts()) == {"first@customer.example"}
@@ -271,7 +271,7 @@ def test_listener_runs_first_and_only_when_create_users_is_on(rows, app):
 
 def test_after_a_sync_only_new_addresses_are_looked_at(rows, app):
     box = rows.box
-    box.create_users = True
+    importer.inbox_state(box.id).create_users = True
     db.session.commit()
     rows.received(box, "old@customer.example")
     synced(box.id, app)  # no watermark yet: the whole mailbox
@@ -487,7 +487,7 @@ def test_turning_on_without_redis_imports_after_the_next_sync(crm_app_factory):
         assert "the import runs after the next sync" in page.get_data(as_text=True)
         db.session.expire_all()
         state = db.session.get(ImportState, box.id)
-        assert box.create_users and state.status == "idle" and state.last_message_id is None
+        assert state.create_users and state.status == "idle" and state.last_message_id is None
         box_id = box.id
     back = crm_app_factory()  # Redis answers again by the next sync (the sync itself runs on RQ)
     with back.app_context():

@@ -30,7 +30,7 @@ def mail(sender, to, *, subject="Hello", cc=None, headers=None, charset="utf-8",
 
 def connect(app, mailbox, owner_id, create_users=False, **overrides) -> int:
     inbox_id = connect_inbox(app, mailbox, owner_id, **{"name": "Sales desk (admin-only name)",
-                                                        "create_users": create_users, **overrides})
+                                                        "settings": {"create_users": create_users}, **overrides})
     with app.app_context():
         queue(app).empty()  # the tests run syncs themselves
     return inbox_id
@@ -116,7 +116,7 @@ def test_each_exclusion_rule_on_a_synced_mailbox(app, admin, mailbox, me):
         from plugins.imap_inbox import service
         from plugins.mail.models import Inbox
 
-        service.update_inbox(db.session.get(Inbox, inbox_id), create_users=True, check=False)
+        service.update_inbox(db.session.get(Inbox, inbox_id), settings={"create_users": True}, check=False)
     sync(app, inbox_id)
     assert set(contacts(app)) == {
         "carla@customer.example", "friend@gmail.com", "written@lists.example", "human@client2.example",
@@ -143,7 +143,7 @@ def test_policy_people_we_emailed_only_then_both(app, admin, mailbox, me):
         from plugins.imap_inbox import service
         from plugins.mail.models import Inbox
 
-        service.update_inbox(db.session.get(Inbox, inbox_id), create_users=True, check=False)
+        service.update_inbox(db.session.get(Inbox, inbox_id), settings={"create_users": True}, check=False)
     sync(app, inbox_id)  # nothing new on the server, but the policy widened: the whole mailbox again
     assert set(contacts(app)) == {"recipient@client.example", "copied@client.example", "writer@client.example"}
 
@@ -270,9 +270,7 @@ def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, a
     response = client.post(f"/settings/contacts-import/inboxes/{inbox_id}/create-users/on")
     assert response.status_code == 302
     with app.app_context():
-        from plugins.mail.models import Inbox
-
-        assert db.session.get(Inbox, inbox_id).create_users is True
+        assert db.session.get(ImportState, inbox_id).create_users is True
         assert db.session.get(ImportState, inbox_id).status == "queued"
     assert "Import queued" in client.get("/settings/contacts-import/").get_data(as_text=True)
     assert contacts(app) == {}
@@ -283,9 +281,7 @@ def test_dry_run_on_cli_and_page_then_turn_on_runs_the_import_on_a_worker(app, a
     assert "23 new contacts" in page and "Turn Create users off" in page
     client.post(f"/settings/contacts-import/inboxes/{inbox_id}/create-users/off")
     with app.app_context():
-        from plugins.mail.models import Inbox
-
-        assert db.session.get(Inbox, inbox_id).create_users is False
+        assert db.session.get(ImportState, inbox_id).create_users is False
 
 
 def test_turning_create_users_off_and_on_on_the_inbox_edit_page_reads_the_whole_mailbox(app, admin, mailbox, me):

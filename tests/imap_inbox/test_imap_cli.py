@@ -7,6 +7,7 @@ from cryptography.fernet import Fernet
 
 from host_app.extensions import db
 from host_app.jobs import queue
+from plugins.contacts_import.mailbox_setting import create_users_on
 from plugins.imap_inbox.jobs import sync_job_id
 from plugins.imap_inbox.models import ImapInbox
 from tests.support.imap_helpers import OWNER_EMAIL, make_owner, message
@@ -24,7 +25,7 @@ def test_connect_prints_the_id_and_queues_the_first_sync(app, runner, mailbox, o
     data = json.loads(result.stdout)
     with app.app_context():
         inbox = db.session.get(ImapInbox, data["id"])
-        assert inbox.create_users and inbox.owner.email == OWNER_EMAIL
+        assert create_users_on(inbox.id) and inbox.owner.email == OWNER_EMAIL  # contacts_import's flag
         assert queue().job_ids == [sync_job_id(data["id"])]
     assert mailbox.password not in result.output
 
@@ -70,9 +71,10 @@ def test_sync_runs_in_the_foreground_and_prints_a_summary(app, runner, mailbox, 
     rows = json.loads(listing.stdout)
     assert rows[0]["messages"] == 3 and rows[0]["status"] == "ok" and rows[0]["owner"] == OWNER_EMAIL
     assert rows[0]["last_synced_at"].endswith("+00:00")  # UTC, said so, on every database
+    # create_users is contacts_import's (the mail core's mailbox_details hook)
     assert set(rows[0]) == {"id", "name", "host", "port", "username", "owner", "auth", "provider", "status",
-                            "enabled", "error", "last_synced_at", "messages"}
-    assert (rows[0]["auth"], rows[0]["provider"]) == ("password", None)
+                            "enabled", "error", "last_synced_at", "messages", "create_users"}
+    assert (rows[0]["auth"], rows[0]["provider"], rows[0]["create_users"]) == ("password", None, False)
     assert mailbox.password not in listing.output
 
 

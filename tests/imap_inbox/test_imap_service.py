@@ -157,7 +157,7 @@ def test_hook_mailbox_settings_changed__names_the_saved_changes_without_values(a
         with app.app_context():
             inbox = db.session.get(ImapInbox, inbox_id)
             service.update_inbox(inbox, name=inbox.name)  # nothing changed: nothing to say
-            service.update_inbox(inbox, name="Renamed", create_users=True, password=mailbox.password)
+            service.update_inbox(inbox, name="Renamed", settings={"create_users": True}, password=mailbox.password)
             service.update_inbox(inbox, enabled=False)
             service.set_enabled(inbox, True)
             service.set_enabled(inbox, True)  # already on

@@ -20,6 +20,7 @@ from rq import Queue
 from host_app.extensions import db
 from host_app.models import Agent
 from host_app.testing import ADMIN_PASSWORD, make_agent, run_jobs
+from plugins.contacts_import.mailbox_setting import create_users_on
 from tests.support.redis_dump import redis_plaintext
 
 BASE = "/settings/inboxes"
@@ -63,6 +64,12 @@ def one_inbox(app):
     rows = inboxes(app)
     assert len(rows) == 1
     return rows[0]
+
+
+def create_users_is_on(app, inbox_id: int) -> bool:
+    """contacts_import's setting, saved through the form's fields from other plugins."""
+    with app.app_context():
+        return create_users_on(inbox_id)
 
 
 def field_block(page: str, field_id: str) -> str:
@@ -130,12 +137,13 @@ def test_form_renders_every_field_in_order_with_presets(app, admin_client, owner
 
     page = admin_client.get(f"{BASE}/new").text
 
-    labels = re.findall(r'<label for="(\w+)"', page) + re.findall(r'<input[^>]*id="(create_users)"', page)
+    # Create users is contacts_import's: a checkbox inside its label (tests/contacts_import).
+    labels = re.findall(r'<label for="(\w+)"', page) + re.findall(r'<label class="check"><input[^>]*id="(\w+)"', page)
     order = ["name", "provider", "host", "username", "password", "port", "security", "ca_file", "owner_id",
              "create_users", "extra_folders"]
     positions = [page.index(f'id="{name}"') for name in order]
     assert positions == sorted(positions), "fields are not in the documented order"
-    assert set(order) <= set(labels) | {"create_users"}, "every field has a label"
+    assert set(order) <= set(labels), "every field has a label"
     assert ">Password or app password</label>" in page
     assert 'type="password"' in field_block(page, "password")
     assert "For admins only; agents never see it." in page
@@ -329,7 +337,7 @@ def test_successful_connect_saves_encrypted_and_enqueues_the_first_sync(app, adm
     inbox = one_inbox(app)
     assert inbox.name == "Support desk"
     assert inbox.owner_id == owner_id
-    assert inbox.create_users is True
+    assert create_users_is_on(app, inbox.id)
     assert inbox.extra_folders == ["Archive", "Support"]
     assert (inbox.host, inbox.port, inbox.security, inbox.username) == (
         mailbox.host, mailbox.port, "ssl", mailbox.username)
@@ -495,7 +503,7 @@ def test_edit_without_connection_changes_does_not_log_in_again(app, admin_client
 
     assert response.status_code == 302
     inbox = one_inbox(app)
-    assert (inbox.name, inbox.create_users) == ("Renamed", True)
+    assert (inbox.name, create_users_is_on(app, inbox.id)) == ("Renamed", True)
 
     # Changing the server does log in again (with the password typed again), and the failure is shown,
     # nothing saved.

@@ -2,8 +2,8 @@
 
 The old release's code is taken from git (LEGACY_COMMIT) and run in a child process against a real
 Dovecot: it connects an inbox, syncs it, imports contacts and matches a reply. The current code then
-runs ``db upgrade`` on that database and syncs again: every message, checkpoint, contact and response is
-kept with its id, and the sync fetches only the one message that arrived since.
+runs ``db upgrade`` on that database and syncs again: every message, checkpoint, contact, response and
+Create users setting is kept with its id, and the sync fetches only the one message that arrived since.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ with app.app_context():
 
 MESSAGE_COLUMNS = ("id", "folder_id", "inbox_id", "uid", "message_id", "dedup_key", "direction", "subject")
 FOLDER_CHECKPOINT = ("uidvalidity", "uidnext", "low_uid", "high_uid", "initial_done")
+CREATE_USERS_NOW = "SELECT inbox_id, create_users FROM contacts_import_inbox WHERE create_users"
 
 
 @pytest.fixture
@@ -77,8 +78,10 @@ def _snapshot(connection, tables: dict[str, str]) -> dict:
         "SELECT reply_pk, our_pk, contact_email FROM reply_condition_response"))))
     states = sorted(map(tuple, connection.execute(sa.text(
         "SELECT inbox_id, last_message_id FROM contacts_import_inbox"))))
+    # Create users: the inbox's column before the mail core, contacts_import's since.
+    create_users = sorted((row[0], bool(row[1])) for row in connection.execute(sa.text(tables["create_users"])))
     return {"messages": messages, "addresses": addresses, "folders": folders, "contacts": contacts,
-            "responses": responses, "import_states": states}
+            "responses": responses, "import_states": states, "create_users": create_users}
 
 
 def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what_is_new(
@@ -107,9 +110,11 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     engine = sa.create_engine(database_url)
     with engine.connect() as connection:
         before = _snapshot(connection, {"message": "imap_message", "address": "imap_message_address",
-                                        "folder": "imap_folder", "checkpoint": "imap_folder"})
+                                        "folder": "imap_folder", "checkpoint": "imap_folder",
+                                        "create_users": "SELECT id, create_users FROM imap_inbox"})
     engine.dispose()
     assert len(before["messages"]) == 11 and before["responses"] and before["contacts"] and before["import_states"]
+    assert before["create_users"] == [(legacy["inbox_id"], True)]
 
     app = create_app(config)
     assert migrating.pending(app)[0] == "mail"
@@ -117,7 +122,8 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     assert migrating.pending(app) == []
     with app.app_context(), db.engine.connect() as connection:
         after = _snapshot(connection, {"message": "mail_message", "address": "mail_message_address",
-                                       "folder": "mail_folder", "checkpoint": "imap_folder"})
+                                       "folder": "mail_folder", "checkpoint": "imap_folder",
+                                       "create_users": CREATE_USERS_NOW})
         tables = set(sa.inspect(connection).get_table_names())
     assert after == before
     assert {"imap_message", "imap_message_address", "imap_sync_run"}.isdisjoint(tables)
@@ -128,7 +134,8 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     assert (result["status"], result["new_messages"]) == ("ok", 1)
     with app.app_context(), db.engine.connect() as connection:
         final = _snapshot(connection, {"message": "mail_message", "address": "mail_message_address",
-                                       "folder": "mail_folder", "checkpoint": "imap_folder"})
+                                       "folder": "mail_folder", "checkpoint": "imap_folder",
+                                       "create_users": CREATE_USERS_NOW})
     kept = [row for row in final["messages"] if row[0] <= max(r[0] for r in before["messages"])]
     assert kept == before["messages"]
     assert [row[7] for row in final["messages"] if row not in kept] == ["Newcomer"]

@@ -43,7 +43,7 @@ def offer_and_reply(mailbox, n: int, sender: str = ZOE) -> None:
 
 
 def connect(app, mailbox, owner) -> int:
-    inbox_id = connect_inbox(app, mailbox, owner, create_users=True)
+    inbox_id = connect_inbox(app, mailbox, owner, settings={"create_users": True})
     with app.app_context():
         queue(app).empty()  # the first sync create_inbox enqueued: the tests run the syncs themselves
         db.session.add(AutomationRule(name="Tag responders", trigger="contact_replied",

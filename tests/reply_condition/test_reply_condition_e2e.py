@@ -271,7 +271,7 @@ def test_contacts_created_by_the_import_are_tagged_by_the_same_sync(app, sales, 
         db.session.commit()
     offer = sales.sent("Zoe Client <zoe@client.example>", "Offer", days_ago(1), "offer@team.example")
     sales.received("Zoe Client <zoe@client.example>", "Re: Offer", NOW, in_reply_to=f"<{offer}>")
-    inbox_id = connect(app, sales, owner, create_users=True)
+    inbox_id = connect(app, sales, owner, settings={"create_users": True})
     sync(app, inbox_id)
     with app.app_context():
         zoe = db.session.scalar(db.select(Contact).where(Contact.email == "zoe@client.example"))

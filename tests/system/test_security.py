@@ -96,8 +96,8 @@ def build_world(app, dovecot, password: str = PASSWORD) -> dict:
     fill_mailbox(dovecot, username)
     with app.app_context():
         inbox = service.create_inbox(name=INBOX_NAME, host=dovecot.host, port=dovecot.imaps_port, security="ssl",
-                                     username=username, password=password, owner_id=owner_id, create_users=True,
-                                     ca_file=dovecot.ca_file)
+                                     username=username, password=password, owner_id=owner_id, ca_file=dovecot.ca_file,
+                                     settings={"create_users": True})
         inbox_id = inbox.id
     run_worker(app)
     with app.app_context():
