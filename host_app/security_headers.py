@@ -20,7 +20,9 @@ CONTENT_SECURITY_POLICY = {
     "img-src": ["'self'", "data:"],
     "object-src": "'none'",
     "base-uri": "'self'",
-    "form-action": "'self'",
+    # Chromium applies form-action to the redirects after a POST too: "Sign in with ..." and Reconnect post
+    # here and are redirected to the OAuth 2.0 server's (HTTPS) authorization page.
+    "form-action": ["'self'", "https:"],
     "frame-ancestors": "'none'",
 }
 

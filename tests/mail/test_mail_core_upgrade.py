@@ -117,7 +117,7 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     assert before["create_users"] == [(legacy["inbox_id"], True)]
 
     app = create_app(config)
-    assert migrating.pending(app)[0] == "mail"
+    assert "mail" in migrating.pending(app)  # behind: the legacy release knew no mail core
     migrating.upgrade(app)
     assert migrating.pending(app) == []
     with app.app_context(), db.engine.connect() as connection:

@@ -148,6 +148,7 @@ def test_two_quick_syncs_create_and_announce_everything_once_with_its_contact(ap
     sync(app, inbox_id)
     second = follow_up_jobs(app, last_run_id(app, inbox_id))
     announced, created = [], []
+    # Keys are per thread (one per e-mail of ours answered): CRM_REPLY_CONDITION_EVENT_ONCE_PER defaults to thread.
 
     class Spy:
         @hookimpl
@@ -165,7 +166,7 @@ def test_two_quick_syncs_create_and_announce_everything_once_with_its_contact(ap
         with app.app_context():
             for job in first:
                 job.func(*job.args)
-        assert [key for key, _ in announced] == ["reply1@client.example"]
+        assert [key for key, _ in announced] == ["thread:offer1@team.example"]
     else:
         # Each run's jobs on a thread of its own; the imports start together, then the matchings do.
         barrier = threading.Barrier(2)
@@ -191,6 +192,7 @@ def test_two_quick_syncs_create_and_announce_everything_once_with_its_contact(ap
     with app.app_context():
         ids = {c.email: c.id for c in db.session.scalars(sa.select(Contact))}
     assert sorted(created) == sorted(ids) == ["ann@client.example", ZOE]
-    assert sorted(announced) == [("reply1@client.example", (ids[ZOE],)), ("reply2@client.example", (ids[ZOE],)),
-                                 ("reply3@client.example", (ids["ann@client.example"],))]
+    assert sorted(announced) == [("thread:offer1@team.example", (ids[ZOE],)),
+                                 ("thread:offer2@team.example", (ids[ZOE],)),
+                                 ("thread:offer3@team.example", (ids["ann@client.example"],))]
     assert state(app, inbox_id)["responses"] == 3
