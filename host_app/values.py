@@ -46,6 +46,7 @@ class TimelineEntry:
     summary: str = ""
     direction: str = ""
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    url: str = ""  # where the entry opens in full (e.g. the whole e-mail), if anywhere
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from . import (
 from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
+from .message_source import fetch_source
 from .views import bp
 
 
@@ -38,3 +39,8 @@ def recurring_jobs(app):
 @hookimpl
 def event_types(app):
     return list(EVENT_TYPES)
+
+
+@hookimpl
+def fetch_message_source(app, message):
+    return fetch_source(message)

@@ -5,9 +5,12 @@ describe is committed; readers such as ``contacts_import`` and
 ``reply_condition`` implement them with ``host_app.hookimpl`` and name
 ``mail`` in their manifest's ``depends``. As with the host's hooks, calls use
 keyword arguments, an implementation takes only those it needs, and
-arguments are only ever added. No hook here is ``firstresult``; return values
-are ignored, and an implementation that raises is logged and never fails the
-sync. Each is documented with a runnable example in ``docs/plugins.md``.
+arguments are only ever added. The ``mailbox_*`` hooks are announcements:
+return values are ignored, and an implementation that raises is logged and
+never fails the sync. ``fetch_message_source`` is the other way round: the
+mail core asks, and the one transport holding the message answers
+(``firstresult``). Each is documented with a runnable example in
+``docs/plugins.md``.
 """
 from __future__ import annotations
 
@@ -33,4 +36,17 @@ def mailbox_settings_changed(app, inbox_id, changed):
     ``changed`` is the sorted list of the names of the settings that changed
     (``create_users``, ``username``, ``email``, ``enabled``, ``password`` ...),
     never their values.
+    """
+
+
+@hookspec(firstresult=True)
+def fetch_message_source(app, message):
+    """Return the full RFC 5322 source (``bytes``) of a stored message, read from its mailbox; ``None`` when
+    the message belongs to another transport.
+
+    ``message`` is a ``plugins.mail.models.Message`` (``inbox_id``, ``folder_id``, ``uid``). Called when
+    somebody opens an e-mail (the result is cached for a few minutes by ``plugins.mail.source``). The
+    mailbox stays untouched: read with the transport's read-only means (IMAP: EXAMINE and BODY.PEEK).
+    Raise ``plugins.mail.source.MessageGone`` when the mailbox no longer has it and
+    ``plugins.mail.source.SourceUnavailable`` with plain words when it cannot be read now.
     """

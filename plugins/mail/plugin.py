@@ -9,6 +9,7 @@ from . import (
     people,
     timeline,
 )
+from .views import bp
 
 
 @hookimpl
@@ -24,3 +25,8 @@ def timeline_entries(app, contact, before, limit):
 @hookimpl
 def contact_providers(app):
     return [people.MailboxProvider()]
+
+
+@hookimpl
+def register_blueprints(app):
+    return [bp]

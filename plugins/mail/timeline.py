@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from flask import has_request_context, url_for
 
 from host_app.api import Agent, TimelineEntry, db, normalize_email
 
@@ -91,6 +92,8 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
             source=source,
             summary=summary,
             direction=message.direction,
+            # Pages link the entry to the whole e-mail; the command line has no pages to link to.
+            url=url_for("mail.message_view", message_id=message.id) if has_request_context() else "",
             details={
                 "message_id": message.message_id,
                 "inbox_id": message.inbox_id,
