@@ -3,9 +3,7 @@ sandboxed frame, plain text with links, broken charsets, attachments listed, del
 and who may open what."""
 from __future__ import annotations
 
-import datetime as dt
 import re
-from email.message import EmailMessage
 
 import pytest
 import sqlalchemy as sa
@@ -14,61 +12,14 @@ from host_app.extensions import db
 from host_app.models import Contact
 from plugins.mail.models import Message
 from tests.support.imap_helpers import connect_inbox, sync
-
-CARLA = "carla@customer.example"
-PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
-             b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-HOSTILE_HTML = """<html><head><script>window.parent.pwned = 1</script>
-<style>body { background: url(https://tracker.example/bg.png) }</style></head>
-<body><p onclick="steal()">Dear team, the <b>invoice 4711</b> is attached.</p>
-<img src="https://tracker.example/open.gif?u=1" onerror="alert(1)" alt="pixel">
-<img src="cid:logo@customer.example" alt="logo">
-<a href="javascript:alert(1)">click</a> <a href="https://customer.example/orders/4711">order</a>
-<iframe src="https://evil.example/"></iframe><form action="https://evil.example/"><input name="x"></form>
-</body></html>"""
-
-
-def _base(subject: str, message_id: str, day: int, sender=f"Carla Customer <{CARLA}>") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = "Team <team@team.example>"
-    msg["Cc"] = "Dan Partner <dan@partner.example>"
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{message_id}>"
-    msg["Date"] = dt.datetime(2024, 5, day, 14, 30, tzinfo=dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-    return msg
-
-
-def html_message() -> bytes:
-    msg = _base("Invoice 4711", "html1@customer.example", 1)
-    msg.set_content("Dear team, the invoice 4711 is attached.")
-    msg.add_alternative(HOSTILE_HTML, subtype="html")
-    msg.get_payload()[1].add_related(PIXEL_GIF, "image", "gif", cid="<logo@customer.example>")
-    msg.add_attachment(b"%PDF-1.4\n" + b"x" * 3000, maintype="application", subtype="pdf",
-                       filename="../../etc/Rechnung für März.pdf")
-    return msg.as_bytes()
-
-
-def text_message() -> bytes:
-    msg = _base("Plain order", "text1@customer.example", 2)
-    msg.set_content("Hello,\n\nsee https://customer.example/track?id=9 for the parcel.\n\n-- \nCarla\n")
-    return msg.as_bytes()
-
-
-def broken_charset_message() -> bytes:
-    return (f"From: {CARLA}\r\nTo: team@team.example\r\nSubject: Broken\r\nMessage-ID: <broken1@customer.example>\r\n"
-            "Date: Fri, 03 May 2024 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
-            "Content-Type: multipart/mixed; boundary=\"never-closed\"\r\n\r\n"
-            "--never-closed\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-            "Gr=FC=DFe aus M=FCnchen, Bestellung 99=\r\n").encode("ascii")
+from tests.support.mail_samples import CARLA, base_message, broken_charset_message, html_message, text_message
 
 
 @pytest.fixture
 def synced(app, mailbox, owner):
     for raw in (html_message(), text_message(), broken_charset_message()):
         mailbox.append("INBOX", raw)
-    stranger = _base("Not for you", "stranger1@elsewhere.example", 4, sender="Eve <eve@elsewhere.example>")
+    stranger = base_message("Not for you", "stranger1@elsewhere.example", 4, sender="Eve <eve@elsewhere.example>")
     stranger.set_content("nobody here is a contact of ours")
     mailbox.append("INBOX", stranger.as_bytes())
     inbox_id = connect_inbox(app, mailbox, owner, name="Secret Sales Desk")
