@@ -10,7 +10,7 @@ from . import (
 from .cli import inboxes_cli
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
-from .message_source import fetch_source
+from .message_source import fetch_source, stream_part
 from .views import bp
 
 
@@ -44,3 +44,8 @@ def event_types(app):
 @hookimpl
 def fetch_message_source(app, message):
     return fetch_source(message)
+
+
+@hookimpl
+def open_message_part(app, message, section):
+    return stream_part(message, section)

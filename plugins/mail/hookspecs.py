@@ -7,9 +7,9 @@ describe is committed; readers such as ``contacts_import`` and
 keyword arguments, an implementation takes only those it needs, and
 arguments are only ever added. The ``mailbox_*`` hooks are announcements:
 return values are ignored, and an implementation that raises is logged and
-never fails the sync. ``fetch_message_source`` is the other way round: the
-mail core asks, and the one transport holding the message answers
-(``firstresult``). Each is documented with a runnable example in
+never fails the sync. ``fetch_message_source`` and ``open_message_part`` are
+the other way round: the mail core asks, and the one transport holding the
+message answers (``firstresult``). Each is documented with a runnable example in
 ``docs/plugins.md``.
 """
 from __future__ import annotations
@@ -49,4 +49,17 @@ def fetch_message_source(app, message):
     mailbox stays untouched: read with the transport's read-only means (IMAP: EXAMINE and BODY.PEEK).
     Raise ``plugins.mail.source.MessageGone`` when the mailbox no longer has it and
     ``plugins.mail.source.SourceUnavailable`` with plain words when it cannot be read now.
+    """
+
+
+@hookspec(firstresult=True)
+def open_message_part(app, message, section):
+    """Return the bytes of one MIME part of a stored message, as an iterator of chunks read from the mailbox
+    while they are sent on (never the whole part in memory); ``None`` when the message belongs to another
+    transport.
+
+    ``section`` is the part's IMAP section number ("2", "1.3"; ``plugins.mail.rendering.leaf_parts``
+    names them the same way for any message). The chunks are the part's body as it is in the message, still
+    in its Content-Transfer-Encoding: the mail core decodes them. Called when somebody downloads an
+    attachment; raises like ``fetch_message_source``.
     """

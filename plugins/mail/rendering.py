@@ -63,12 +63,14 @@ _TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 
 @dataclasses.dataclass
 class Attachment:
-    """A part the reader may download: ``part`` is its position in ``Message.walk()`` order."""
+    """A part the reader may download. ``section`` is its IMAP section number ("2", "1.3"), the name every
+    transport's ``open_message_part`` understands; ``encoding`` its Content-Transfer-Encoding."""
 
-    part: int
+    section: str
     filename: str
     content_type: str
     size: int
+    encoding: str = ""
 
 
 @dataclasses.dataclass
@@ -137,7 +139,29 @@ def _is_attachment(part: EmailMessage) -> bool:
     return not (maintype == "image" and part.get("Content-ID") and not filename_of(part))
 
 
+def leaf_parts(message: EmailMessage):
+    """(IMAP section number, part) of every part that is not a multipart, in order (RFC 3501 6.4.5): the
+    parts of a multipart are 1, 2 ...; of a nested one 2.1, 2.2 ...; a message without parts is "1". A
+    forwarded e-mail (message/rfc822) is one part, downloaded whole."""
+    if not message.is_multipart() or message.get_content_type() == "message/rfc822":
+        yield "1", message
+        return
+    stack = [(str(i), child) for i, child in reversed(list(enumerate(message.get_payload(), start=1)))]
+    while stack:
+        section, part = stack.pop()
+        if part.is_multipart() and part.get_content_type() != "message/rfc822":
+            children = part.get_payload()
+            stack.extend((f"{section}.{i}", child) for i, child in reversed(list(enumerate(children, start=1))))
+        else:
+            yield section, part
+
+
 def decoded_size(part: EmailMessage) -> int:
+    if part.get_content_type() == "message/rfc822":
+        try:
+            return len(part.get_payload(0).as_bytes()) if part.is_multipart() else len(str(part.get_payload()))
+        except Exception:  # noqa: BLE001
+            return 0
     try:
         return len(part.get_payload(decode=True) or b"")
     except Exception:  # noqa: BLE001
@@ -151,19 +175,19 @@ def render(raw: bytes, *, show_images: bool = False) -> RenderedMessage:
         message = parse(raw)
         text_part = html_part = None
         inline_images: dict[str, EmailMessage] = {}
-        for index, part in enumerate(message.walk()):
+        for index, (section, part) in enumerate(leaf_parts(message)):
             if index >= MAX_PARTS:
                 result.problems.append(f"only the first {MAX_PARTS} parts were read")
                 break
-            if part.is_multipart():
-                continue
             content_type = part.get_content_type()
             content_id = (part.get("Content-ID") or "").strip().strip("<>")
             if content_id and content_type.startswith("image/"):
                 inline_images.setdefault(content_id, part)
-            if _is_attachment(part):
-                result.attachments.append(Attachment(index, safe_filename(filename_of(part), f"part-{index}"),
-                                                     content_type, decoded_size(part)))
+            if content_type == "message/rfc822" or _is_attachment(part):
+                fallback = f"part-{section}" + (".eml" if content_type == "message/rfc822" else "")
+                encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+                result.attachments.append(Attachment(section, safe_filename(filename_of(part), fallback),
+                                                     content_type, decoded_size(part), encoding))
             elif content_type == "text/plain" and text_part is None:
                 text_part = part
             elif content_type == "text/html" and html_part is None:

@@ -8,13 +8,13 @@ neither run code nor reach the CRM's pages.
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, make_response, render_template, request
+from flask import Blueprint, Response, abort, make_response, render_template, request, stream_with_context
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
 from host_app.api import db
 
-from . import rendering
+from . import attachments, rendering
 from .access import readable_message
 from .models import RECIPIENT_ROLES, Inbox, MessageAddress
 from .source import MessageGone, SourceUnavailable, message_source
@@ -90,3 +90,44 @@ def message_body(message_id: int):
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+@bp.route("/messages/<int:message_id>/attachments/<section>")
+@login_required
+def attachment_download(message_id: int, section: str):
+    message = _readable_or_404(message_id)
+    raw, problem = _read(message)
+    if raw is None:
+        return render_template("mail/unavailable.html", message=message, problem=problem), 404
+    listed = {a.section: a for a in rendering.render(raw).attachments}
+    attachment = listed.get(section)
+    if attachment is None:
+        abort(404)
+    if attachment.size > attachments.max_bytes():
+        problem = (f"{attachment.filename} is larger ({attachment.size:,} bytes) than the "
+                   f"{attachments.max_bytes():,} bytes an administrator allows to download here; "
+                   "open it in the mailbox itself.")
+        return render_template("mail/unavailable.html", message=message, problem=problem), 413
+    try:
+        chunks = attachments.part_chunks(message, section)
+        first = next(chunks, b"")  # the server's refusal shows as a page, not as a broken download
+    except SourceUnavailable as exc:
+        return render_template("mail/unavailable.html", message=message, problem=str(exc)), 503
+    except MessageGone:
+        problem = "This e-mail is no longer in the mailbox on the server, so its attachment cannot be downloaded."
+        return render_template("mail/unavailable.html", message=message, problem=problem), 404
+
+    def body():
+        yield from attachments.decoded(_prepend(first, chunks), attachment.encoding)
+
+    response = Response(stream_with_context(body()), mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = attachments.content_disposition(attachment.filename)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _prepend(first: bytes, rest):
+    yield first
+    yield from rest

@@ -53,3 +53,13 @@ def broken_charset_message() -> bytes:
             "--never-closed\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n"
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
             "Gr=FC=DFe aus M=FCnchen, Bestellung 99=\r\n").encode("ascii")
+
+
+def big_attachment_message(payload: bytes) -> bytes:
+    """A short note with a large binary attachment whose RFC 2231 name carries folders and non-ASCII letters."""
+    msg = base_message("Scans", "scans1@customer.example", 5)
+    msg.set_content("The scans are attached.")
+    msg.add_attachment(payload, maintype="application", subtype="octet-stream",
+                       filename=("utf-8", "", "..\\..\\Scan/Übersicht 2024.bin"))
+    msg.add_attachment("<script>alert(1)</script>", subtype="html", filename="invoice.html")
+    return msg.as_bytes()
