@@ -9,6 +9,7 @@ from . import (
     people,
     timeline,
 )
+from .cli import messages_cli
 from .views import bp
 
 
@@ -30,3 +31,8 @@ def contact_providers(app):
 @hookimpl
 def register_blueprints(app):
     return [bp]
+
+
+@hookimpl
+def register_commands(cli, app):
+    cli.add_command(messages_cli)

@@ -3,6 +3,7 @@ sandboxed frame, plain text with links, broken charsets, attachments listed, del
 and who may open what."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -129,3 +130,19 @@ def test_an_email_deleted_on_the_server_says_so(app, synced, agent_client, mailb
     html = page.get_data(as_text=True)
     assert "no longer in the mailbox on the server" in html
     assert "Plain order" in html  # what was stored still shows
+
+
+def test_messages_show_prints_headers_text_and_attachments(app, synced, runner, mailbox):
+    _, ids = synced
+    result = runner.invoke(args=["messages", "show", str(ids["html1@customer.example"]), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["subject"] == "Invoice 4711" and shown["from"] == {"email": CARLA, "name": "Carla Customer"}
+    assert shown["to"] == [{"email": "team@team.example", "name": "Team"}]
+    assert shown["cc"] == [{"email": "dan@partner.example", "name": "Dan Partner"}]
+    assert shown["text"] == "Dear team, the invoice 4711 is attached.\n"
+    assert shown["attachments"] == [{"name": "Rechnung für März.pdf", "type": "application/pdf", "size": 3009,
+                                     "section": "2"}]
+    assert shown["inbox"]["email"] == mailbox.username and shown["problem"] is None
+    missing = runner.invoke(args=["messages", "show", "999999", "--json"])
+    assert missing.exit_code != 0 and "no stored e-mail with id 999999" in missing.output
