@@ -87,8 +87,13 @@ def test_read_an_html_email_without_scripts_or_tracking_until_show_images(page, 
     assert any(hit.startswith("/open.gif") for hit in hits)
     assert page.evaluate("() => window.pwned") is None
 
-    page.go_back()
-    page.go_back()
+    # On a phone the message, its frame and the timeline fit the screen's width.
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    page.goto(f"/contacts/{contact_id}")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    page.set_viewport_size({"width": 1280, "height": 800})
+
     page.get_by_role("link", name="Plain order").click()
     link = page.locator(".mail-text").get_by_role("link", name="https://customer.example/track?id=9")
     expect(link).to_have_attribute("rel", "noopener noreferrer")
