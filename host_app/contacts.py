@@ -52,11 +52,11 @@ def timeline(contact: Contact, before: datetime | None = None, limit: int = 30) 
 
 
 def threaded(entries: list[TimelineEntry]) -> list[list[TimelineEntry]]:
-    """Entries (newest first) grouped by ``thread``: newest thread first, each thread oldest to newest."""
+    """Entries (newest first) grouped by ``thread``: newest thread first, each thread newest first."""
     groups: dict[str, list[TimelineEntry]] = {}
     for entry in entries:
         groups.setdefault(entry.thread or f"entry:{entry.key}", []).append(entry)
-    return [group[::-1] for group in groups.values()]
+    return list(groups.values())
 
 
 def _owner_choices() -> list[tuple[int, str]]:

@@ -63,8 +63,8 @@ def test_the_timeline_groups_a_conversation_newest_thread_first(app, agent_clien
                        re.S)
     assert thread, html
     inside = thread.group(1)
-    # Oldest to newest, the older two collapsed to one line, the newest in full.
-    positions = [inside.index(f'href="/mail/messages/{ids[s]}"') for s in ("Offer", "Re: Offer", "AW:  offer")]
+    # Newest first like the timeline: the newest in full, the older two collapsed to one line each.
+    positions = [inside.index(f'href="/mail/messages/{ids[s]}"') for s in ("AW:  offer", "Re: Offer", "Offer")]
     assert positions == sorted(positions)
     assert inside.count("entry-collapsed") == 2
     assert lunch < html.index(thread.group(0))  # the newest conversation comes first
