@@ -51,6 +51,14 @@ def timeline(contact: Contact, before: datetime | None = None, limit: int = 30) 
     return sorted(merged.values(), key=lambda e: e.date, reverse=True)[:limit]
 
 
+def threaded(entries: list[TimelineEntry]) -> list[list[TimelineEntry]]:
+    """Entries (newest first) grouped by ``thread``: newest thread first, each thread newest first."""
+    groups: dict[str, list[TimelineEntry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.thread or f"entry:{entry.key}", []).append(entry)
+    return list(groups.values())
+
+
 def _owner_choices() -> list[tuple[int, str]]:
     agents = db.session.scalars(db.select(Agent).where(Agent.active).order_by(Agent.name))
     return [SelectChoice(0, "— nobody —")] + [SelectChoice(a.id, f"{a.name} <{a.email}>") for a in agents]
@@ -131,7 +139,7 @@ def contact_detail(contact_id: int):
     hook = current_app.extensions["plugins"].hook
     panels = [p for result in hook.contact_panels(app=current_app, contact=contact) for p in (result or [])]
     return render_template(
-        "contacts/detail.html", contact=contact, entries=entries, next_before=next_before, panels=panels
+        "contacts/detail.html", contact=contact, threads=threaded(entries), next_before=next_before, panels=panels
     )
 
 

@@ -46,6 +46,9 @@ class TimelineEntry:
     summary: str = ""
     direction: str = ""
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    url: str = ""  # where the entry opens in full (e.g. the whole e-mail), if anywhere
+    author: str = ""  # who wrote it (an e-mail's sender), when that is not the contact page's own person
+    thread: str = ""  # entries with the same thread (one conversation) show together, older ones as one line
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ imapclient's generic parser is the slowest step of a large initial sync.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import imaplib
 import re
 from array import array
@@ -22,6 +23,7 @@ from plugins.mail.uids import uid_array
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 METADATA_ITEMS = f"UID FLAGS INTERNALDATE RFC822.SIZE {HEADER_ITEM}"
 TEXT_PREVIEW_BYTES = 2048
+BODY_START_ITEM = f"BODY.PEEK[TEXT]<0.{TEXT_PREVIEW_BYTES}>"  # for a preview made here
 IGNORED_FLAGS = frozenset(("\\Recent",))  # session state, not a property of the message
 MAX_FLAGS_LENGTH = 500
 MAX_SIZE = 2**31 - 1
@@ -69,7 +71,7 @@ def preview_item(client: IMAPClient, mode: str) -> str:
         return ""
     if mode != "text" and has_capability(client, "PREVIEW"):
         return "PREVIEW"
-    return f"BODY.PEEK[TEXT]<0.{TEXT_PREVIEW_BYTES}>"
+    return BODY_START_ITEM
 
 
 def folder_status(client: IMAPClient, name: str, condstore: bool) -> FolderState:
@@ -141,6 +143,12 @@ def uids_above(client: IMAPClient, high_uid: int) -> list[int]:
 _MESSAGE_START_RE = re.compile(rb"^\d+ (?:FETCH )?\(")
 _ITEMS_IN_ORDER_RE = re.compile(
     rb'\d+ (?:FETCH )?\(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE "([^"]*)" RFC822\.SIZE (\d+)[ )]')
+# Other servers keep one order of their own (Cyrus: FLAGS before UID): each order seen gets one regex too.
+_ITEM_NAME_RE = re.compile(rb"[( ](UID|FLAGS|INTERNALDATE|RFC822\.SIZE) ")
+_ITEM_PATTERNS = {b"UID": rb"UID (\d+)", b"FLAGS": rb"FLAGS \(([^)]*)\)", b"INTERNALDATE": rb'INTERNALDATE "([^"]*)"',
+                  b"RFC822.SIZE": rb"RFC822\.SIZE (\d+)"}
+_IN_ORDER = (b"UID", b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE")
+_learned_orders: list[tuple[re.Pattern, tuple[int, ...]]] = []
 _UID_RE = re.compile(rb"[( ]UID (\d+)")
 _FLAGS_RE = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
 _INTERNALDATE_RE = re.compile(rb'[( ]INTERNALDATE "([^"]*)"')
@@ -209,18 +217,49 @@ def parse_fetch_response(data: Sequence) -> dict[int, FetchedMessage]:
             kind = _literal_kind(text)
             if kind is not None:
                 groups[-1][1].setdefault(kind, literal)
-    return _parse_groups(groups)
+    return parse_groups(groups)
 
 
-def _parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dict[int, FetchedMessage]:
+@functools.cache
+def _items_re(order: tuple[bytes, ...]) -> tuple[re.Pattern, tuple[int, ...]]:
+    """The one-match regex of the four metadata items in ``order``, and where each of UID, FLAGS,
+    INTERNALDATE, RFC822.SIZE lands among its groups."""
+    pattern = rb"\d+ (?:FETCH )?\(" + b" ".join(_ITEM_PATTERNS[name] for name in order) + rb"[ )]"
+    return re.compile(pattern), tuple(order.index(name) + 1 for name in _IN_ORDER)
+
+
+def _match_items(meta: bytes) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """(uid, flags, internal date, size) of one FETCH answer with one regex match, whatever the server's order of
+    those items; None when an item is missing or the answer mixes them with others."""
+    match = _ITEMS_IN_ORDER_RE.match(meta)
+    if match is not None:
+        return match.groups()
+    for pattern, where in _learned_orders:
+        match = pattern.match(meta)
+        if match is not None:
+            return tuple(match.group(i) for i in where)
+    names = tuple(m.group(1) for m in _ITEM_NAME_RE.finditer(meta, 0, 200))[:4]
+    if sorted(names) != sorted(_IN_ORDER) or names == _IN_ORDER:
+        return None
+    pattern, where = _items_re(names)
+    match = pattern.match(meta)
+    if match is None:
+        return None
+    if (pattern, where) not in _learned_orders:
+        _learned_orders.append((pattern, where))
+    return tuple(match.group(i) for i in where)
+
+
+def parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dict[int, FetchedMessage]:
     """Messages from FETCH answers, each given as (its text parts, its literals by kind)."""
     messages: dict[int, FetchedMessage] = {}
     for parts, literals in groups:
         meta = parts[0] if len(parts) == 1 else b" ".join(parts)
-        # Servers answer in the order asked (Dovecot, Gmail ...): one match; any other order: item by item.
-        match = _ITEMS_IN_ORDER_RE.match(meta)
-        if match is not None:
-            uid, flags, internal_date, size = match.groups()
+        # One regex match for the usual answer, in the order asked (Dovecot, Gmail ...) or the server's own
+        # (Cyrus); item by item only when an item is missing (a message the server cannot read).
+        items = _match_items(meta)
+        if items is not None:
+            uid, flags, internal_date, size = items
             message = FetchedMessage(uid=int(uid), flags=parse_flags(flags) if flags else "",
                                      internal_date=parse_internaldate(internal_date), size=min(int(size), MAX_SIZE))
         else:
@@ -334,7 +373,7 @@ class PendingFetch:
         if status != "OK":
             raise FetchFailed(f"{status} {text.decode('utf-8', 'replace')}"[:300])
         wanted = _as_set(self.uids)
-        return {uid: m for uid, m in _parse_groups(groups).items() if uid in wanted}
+        return {uid: m for uid, m in parse_groups(groups).items() if uid in wanted}
 
 
 def fetch_metadata(client: IMAPClient, uids: Sequence[int], preview: str = "") -> dict[int, FetchedMessage]:

@@ -43,6 +43,7 @@ from plugins.mail.uids import sorted_difference
 from . import events
 from .connection import DROPPED
 from .fetch import (
+    BODY_START_ITEM,
     FetchedMessage,
     FetchFailed,
     FolderState,
@@ -55,6 +56,7 @@ from .fetch import (
     uids_above,
 )
 from .models import ImapFolder
+from .preview_fallback import fill_missing_previews, server_makes_no_previews
 from .rows import RowBuilder
 from .runs import FolderReport, SyncRecord
 from .schedule import utcnow
@@ -96,6 +98,8 @@ class FolderSync:
         self.options = options
         self.inbox_id = record.inbox_id
         self.report: FolderReport = record.report_for(folder.name, folder.role)
+        # The FETCH item for previews; a server that gives no PREVIEW text is asked for the body's start instead.
+        self.preview = options.preview
 
     def run(self, status: FolderState) -> None:
         folder, report, record = self.folder, self.report, self.record
@@ -210,9 +214,9 @@ class FolderSync:
 
     def _fetch_batches(self, todo: Sequence[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""
-        size, preview = self.options.batch_size, self.options.preview
+        size = self.options.batch_size
         batches = [todo[start:start + size] for start in range(0, len(todo), size)]  # slices of an array: compact
-        pending = PendingFetch(self.client, batches[0], preview) if batches else None
+        pending = PendingFetch(self.client, batches[0], self.preview) if batches else None
         for index, uids in enumerate(batches):
             try:
                 fetched = pending.result()
@@ -224,8 +228,19 @@ class FolderSync:
                             "isolating the message it cannot read", self.inbox_id, len(uids), self.folder.name)
                 self.client = self.reconnect(self.folder)  # raises when the server is really gone
                 fetched = self._fetch_isolating(uids)
-            pending = PendingFetch(self.client, batches[index + 1], preview) if index + 1 < len(batches) else None
+            self._fill_missing_previews(fetched)
+            pending = PendingFetch(self.client, batches[index + 1], self.preview) if index + 1 < len(batches) else None
             yield uids, fetched
+
+    def _fill_missing_previews(self, fetched: dict[int, FetchedMessage]) -> None:
+        """Body text for the messages the server's PREVIEW left empty (preview_fallback.py), before the next FETCH."""
+        if self.preview != "PREVIEW":
+            return
+        if server_makes_no_previews(fetched):
+            log.info("inbox %s: the server gives no PREVIEW text; reading the start of each body instead",
+                     self.inbox_id)
+            self.preview = BODY_START_ITEM
+        fill_missing_previews(self.client, fetched)
 
     def _fetch_isolating(self, uids: list[int]) -> dict[int, FetchedMessage]:
         """Fetch ``uids`` (on a fresh connection) in halves until the message that makes the server hang up is alone.
@@ -238,7 +253,7 @@ class FolderSync:
         """
         folder = self.folder
         try:
-            return fetch_metadata(self.client, uids, self.options.preview)
+            return fetch_metadata(self.client, uids, self.preview)
         except FetchFailed:
             return self._fetch_one_by_one(uids)
         except DROPPED:
@@ -266,7 +281,7 @@ class FolderSync:
         fetched: dict[int, FetchedMessage] = {}
         for uid in uids:
             try:
-                fetched.update(fetch_metadata(self.client, [uid], self.options.preview))
+                fetched.update(fetch_metadata(self.client, [uid], self.preview))
             except FetchFailed:
                 basic = fetch_basic(self.client, uid) or FetchedMessage(uid=uid)
                 basic.complete = False

@@ -10,6 +10,7 @@ from . import (
 from .cli import inboxes_group
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
+from .message_source import fetch_source, stream_part
 from .oauth_views import bp as oauth_bp
 from .views import bp
 from .watcher.command import watch_command
@@ -46,3 +47,13 @@ def background_commands(app):
 @hookimpl
 def event_types(app):
     return list(EVENT_TYPES)
+
+
+@hookimpl
+def fetch_message_source(app, message):
+    return fetch_source(message)
+
+
+@hookimpl
+def open_message_part(app, message, section):
+    return stream_part(message, section)

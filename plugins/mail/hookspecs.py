@@ -1,6 +1,6 @@
 """Hooks the mail core declares for the plugins that read mail (added through the host's ``add_hookspecs``).
 
-Two kinds. Transports call ``mailbox_synced`` and ``mailbox_settings_changed``
+Three kinds. Transports call ``mailbox_synced`` and ``mailbox_settings_changed``
 through :mod:`plugins.mail.notify` once what they describe is committed; their
 return values are ignored, and an implementation that raises is logged and
 never fails the sync. The ``mailbox_form_fields`` ... ``mailbox_details``
@@ -11,8 +11,10 @@ the plugins. Readers such as ``contacts_import`` and ``reply_condition``
 implement them with ``host_app.hookimpl`` and name ``mail`` in their
 manifest's ``depends``. As with the host's hooks, calls use keyword arguments,
 an implementation takes only those it needs, and arguments are only ever
-added. No hook here is ``firstresult``. Each is documented with a runnable
-example in ``docs/plugins.md``.
+added. ``fetch_message_source`` and ``open_message_part`` are the other way
+round: the mail core asks, and the one transport holding the message answers
+(``firstresult``). Each is documented with a runnable example in
+``docs/plugins.md``.
 """
 from __future__ import annotations
 
@@ -89,4 +91,30 @@ def mailbox_details(app, inbox_ids):
     an inbox id, a key and a JSON-ready value, and optionally a ``note``, a
     few words a transport's list page shows beside the mailbox. One call for
     all the listed mailboxes, so answer with one query. Never a secret.
+    """
+
+
+@hookspec(firstresult=True)
+def fetch_message_source(app, message):
+    """Return the full RFC 5322 source (``bytes``) of a stored message, read from its mailbox; ``None`` when
+    the message belongs to another transport.
+
+    ``message`` is a ``plugins.mail.models.Message`` (``inbox_id``, ``folder_id``, ``uid``). Called when
+    somebody opens an e-mail (the result is cached for a few minutes by ``plugins.mail.source``). The
+    mailbox stays untouched: read with the transport's read-only means (IMAP: EXAMINE and BODY.PEEK).
+    Raise ``plugins.mail.source.MessageGone`` when the mailbox no longer has it and
+    ``plugins.mail.source.SourceUnavailable`` with plain words when it cannot be read now.
+    """
+
+
+@hookspec(firstresult=True)
+def open_message_part(app, message, section):
+    """Return the bytes of one MIME part of a stored message, as an iterator of chunks read from the mailbox
+    while they are sent on (never the whole part in memory); ``None`` when the message belongs to another
+    transport.
+
+    ``section`` is the part's IMAP section number ("2", "1.3"; ``plugins.mail.rendering.leaf_parts``
+    names them the same way for any message). The chunks are the part's body as it is in the message, still
+    in its Content-Transfer-Encoding: the mail core decodes them. Called when somebody downloads an
+    attachment; raises like ``fetch_message_source``.
     """

@@ -10,6 +10,8 @@ from . import (
     people,
     timeline,
 )
+from .cli import messages_cli
+from .views import bp
 
 
 @hookimpl
@@ -30,3 +32,13 @@ def contact_providers(app):
 @hookimpl
 def automation_audiences(app):
     return [audience.InboxCorrespondents()]
+
+
+@hookimpl
+def register_blueprints(app):
+    return [bp]
+
+
+@hookimpl
+def register_commands(cli, app):
+    cli.add_command(messages_cli)

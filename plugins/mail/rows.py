@@ -38,8 +38,8 @@ def message_row(context: RowContext, uid: int, header: bytes, internal_date: dat
     """The ``mail_message`` row of one message and its ``mail_message_address`` rows.
 
     ``uid`` is the message's locator in its folder; ``preview`` the server's own
-    preview text, else ``body_start`` the first bytes of the body to make one
-    from; ``complete`` is False when the server would not give the header.
+    preview text, and when it is missing or empty ``body_start``, the first bytes
+    of the body, to make one from; ``complete`` is False when the server would not give the header.
     """
     parsed = parse_headers(header, internal_date)
     errors = parsed.errors
@@ -47,9 +47,9 @@ def message_row(context: RowContext, uid: int, header: bytes, internal_date: dat
         errors.insert(0, "the server could not give this message's headers")
     date = parsed.date or internal_date or context.now
     outgoing = context.folder_role == ROLE_SENT or parsed.from_email in context.own_addresses
-    if preview is not None:
-        preview = clean_preview(preview)
-    elif body_start is not None:
+    # A server's PREVIEW NIL or empty one falls back to the body's start, when the transport read it.
+    preview = clean_preview(preview)
+    if preview is None and body_start is not None:
         preview = preview_from_body(body_start, parsed.content_type_raw, parsed.transfer_encoding)
     row = {
         "inbox_id": context.inbox_id,

@@ -14,9 +14,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from flask import has_request_context, url_for
 
 from host_app.api import Agent, TimelineEntry, db, normalize_email
 
+from .conversations import thread_ids
 from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 
 # (address role, message direction) pairs that put a message on the contact's timeline.
@@ -79,6 +81,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
         .order_by(MessageAddress.message_pk)
     ):
         recipients.setdefault(message_pk, {r: [] for r in RECIPIENT_ROLES})[role].append(address)
+    threads = thread_ids(message for message, _ in messages)
     entries = []
     for message, source in messages:
         to = recipients.get(message.id, {})
@@ -91,6 +94,10 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
             source=source,
             summary=summary,
             direction=message.direction,
+            # Pages link the entry to the whole e-mail; the command line has no pages to link to.
+            url=url_for("mail.message_view", message_id=message.id) if has_request_context() else "",
+            author=message.from_name or message.from_email or "",
+            thread=threads[message.id],
             details={
                 "message_id": message.message_id,
                 "inbox_id": message.inbox_id,
@@ -99,6 +106,7 @@ def timeline_entries(contact, before: datetime | None, limit: int) -> list[Timel
                 "to": to.get("to", []),
                 "cc": to.get("cc", []),
                 "bcc": to.get("bcc", []),
+                "thread_id": threads[message.id],
             },
         ))
     entries.sort(key=lambda e: e.date, reverse=True)

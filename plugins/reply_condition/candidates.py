@@ -8,33 +8,20 @@ mail core's rule, ``plugins/mail/automated.py``) is never a candidate.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from host_app.api import bulk_insert_or_ignore, db
 from plugins.mail.automated import sent_by_machine
+from plugins.mail.conversations import referenced_ids
 from plugins.mail.models import Message
+from plugins.mail.subjects import reply_subject_key, subject_key
 
 from .models import OURS, REPLY, ReplyReference, SubjectKey
 from .sql import NotIndexed
-from .subjects import reply_subject_key, subject_key
 
 INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds the rows held in Python)
-MAX_REFERENCES = 200  # the newest Message-IDs of References kept per reply (threads rarely go deeper)
-MAX_REF_LENGTH = 998  # RFC 5322 line limit; longer "ids" are garbage and would not fit the index
-_MESSAGE_ID = re.compile(r"<?\s*([^<>\s]+)\s*>?")
-
-
-def referenced_ids(in_reply_to: str | None, references: str | None) -> list[str]:
-    """The Message-IDs a message names, In-Reply-To first, without <> and duplicates."""
-    found: list[str] = []
-    refs = _MESSAGE_ID.findall(references or "")[-MAX_REFERENCES:]
-    for value in _MESSAGE_ID.findall(in_reply_to or "")[:1] + refs[::-1]:
-        if len(value) <= MAX_REF_LENGTH and value.isascii() and value not in found:
-            found.append(value)
-    return found
 
 
 def index_messages(inbox_id: int, last: int, batch_size: int,

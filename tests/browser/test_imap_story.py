@@ -137,9 +137,10 @@ def test_connect_a_mailbox_read_the_timeline_and_automate_replies(page, live_ser
     entries = timeline.locator("article.entry")
     expect(entries).to_have_count(4)
     expect(entries.locator(".entry-title")).to_have_text(
-        [f"Re: {COLOGNE}", f"Re: {OFFER_SUBJECT}", COLOGNE, OFFER_SUBJECT]
+        [f"Re: {COLOGNE}", COLOGNE, f"Re: {OFFER_SUBJECT}", OFFER_SUBJECT]  # two conversations, newest first
     )
     expect(entries.locator(".badge")).to_have_text(["sent", "received", "received", "sent"])
+    expect(timeline.locator(".thread")).to_have_count(2)
     expect(timeline).not_to_contain_text("=?")
     screenshot("timeline")
 

@@ -15,12 +15,12 @@ from host_app import hookimpl
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from host_app.testing import run_jobs
+from plugins.mail.conversations import referenced_ids
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT, Folder, Inbox, Message, MessageAddress
-from plugins.reply_condition.candidates import referenced_ids
+from plugins.mail.subjects import normalize_subject, reply_subject_key, strip_reply_prefixes
 from plugins.reply_condition.condition import RepliedCondition, RepliedForm
 from plugins.reply_condition.matcher import process_inbox
 from plugins.reply_condition.models import Response
-from plugins.reply_condition.subjects import normalize_subject, reply_subject_key, strip_reply_prefixes
 
 ONLY_OURS = {"mail": "plugins.mail", "imap_inbox": "plugins.imap_inbox", "reply_condition": "plugins.reply_condition"}
 NOW = datetime.now(UTC).replace(microsecond=0)

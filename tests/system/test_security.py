@@ -34,7 +34,9 @@ from host_app.extensions import db
 from host_app.models import AutomationBulkRun, AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, AGENT_PASSWORD, log_in, make_agent
 from plugins.imap_inbox.testing import mailgen
+from plugins.mail.models import Message
 from tests.support.imap_helpers import OWNER_NAME, make_owner
+from tests.support.mail_samples import big_attachment_message
 from tests.support.redis_dump import redis_dump
 
 PASSWORD = "Sup3r-S3cret-Pa55"
@@ -93,7 +95,8 @@ def build_world(app, dovecot, password: str = PASSWORD) -> dict:
     agent_id = make_agent(app, "agent@team.example", AGENT_PASSWORD, name="Alan Agent")
     owner_id = make_owner(app)
     username = new_account(dovecot, password)
-    fill_mailbox(dovecot, username)
+    # Carla's scans: an e-mail with an attachment, so its page and download are in the matrix too.
+    fill_mailbox(dovecot, username, extra_inbox=[big_attachment_message(b"scanned pages")])
     with app.app_context():
         inbox = service.create_inbox(name=INBOX_NAME, host=dovecot.host, port=dovecot.imaps_port, security="ssl",
                                      username=username, password=password, owner_id=owner_id, ca_file=dovecot.ca_file,
@@ -111,9 +114,11 @@ def build_world(app, dovecot, password: str = PASSWORD) -> dict:
         bulk_run = AutomationBulkRun(rule_id=rule.id, origin="hand", audience="all:", audience_label="All contacts")
         db.session.add(bulk_run)
         db.session.commit()
+        # Carla's scans: on her timeline, so every agent may open the e-mail and its attachment (section 2).
+        message_id = db.session.scalar(db.select(Message.id).where(Message.message_id == "scans1@customer.example"))
         world = {"inbox_id": inbox_id, "contact_id": carla.id, "rule_id": rule.id, "entry_id": entry.id,
-                 "run_id": bulk_run.id, "admin_id": admin_id, "agent_id": agent_id, "owner_id": owner_id,
-                 "username": username}
+                 "run_id": bulk_run.id, "message_id": message_id, "admin_id": admin_id, "agent_id": agent_id,
+                 "owner_id": owner_id, "username": username}
     return world
 
 
@@ -126,6 +131,8 @@ def path_values(app, world: dict) -> dict:
         "run_id": world.get("run_id", 1),  # a world without Run-now runs gets the 404 page
         "entry_id": world["entry_id"],
         "agent_id": world.get("owner_id", 1),  # not the agent or admin the tests log in as
+        "message_id": world.get("message_id", 0),  # a world without mail gets the 404 page
+        "section": "2",
         "name": "crm_condition_email_domain" if "crm_condition_email_domain" in app.extensions["plugins"].plugins
         else "reply_condition",
     }
@@ -172,7 +179,8 @@ def audience(rule) -> str:
         return "public"
     if rule.rule.startswith(("/settings", "/automations")):
         return "admin"
-    if rule.rule == "/" or rule.rule.startswith("/contacts") or rule.rule == "/logout":
+    # /mail: an e-mail on a contact's timeline, for every agent as the timeline is (404 for mail off timelines).
+    if rule.rule == "/" or rule.rule.startswith(("/contacts", "/mail")) or rule.rule == "/logout":
         return "agent"
     pytest.fail(f"route {rule.rule} ({rule.endpoint}) is not classified: decide who may open it in audience()")
 
@@ -525,7 +533,8 @@ def test_imap_passwords_never_leak(crm_app_factory, dovecot, redis_url, caplog, 
         db.session.add(bulk_run)
         db.session.commit()
         world = {"inbox_id": ids["Form inbox"], "contact_id": carla.id, "rule_id": rule.id, "entry_id": entry.id,
-                 "run_id": bulk_run.id}
+                 "run_id": bulk_run.id,
+                 "message_id": db.session.scalar(db.select(Message.id).order_by(Message.id).limit(1)) or 0}
         db.session.remove()
     for _, _, url in route_urls(app, world, methods={"GET"}):
         response = admin.get(url)

@@ -1,8 +1,9 @@
 """Reply subjects: strip reply prefixes ("Re:", "AW:", "SV:", "回复:" ...) and compare subjects loosely.
 
-Used by the subject fallback of the reply matcher: a message without
-In-Reply-To and References is a reply to our e-mail when its subject is a
-reply prefix followed by our subject.
+The subject fallback of a conversation, in the mail core so that its readers
+share one rule: a message without In-Reply-To and References answers an
+e-mail when its subject is a reply prefix followed by that e-mail's subject
+(the reply condition's matcher, the timeline's threads in conversations.py).
 """
 from __future__ import annotations
 

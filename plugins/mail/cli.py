@@ -1,0 +1,77 @@
+"""``manage.py messages show ID``: one stored e-mail in full (headers, text, attachments), read from its mailbox."""
+from __future__ import annotations
+
+import html
+
+import click
+import nh3
+from flask.cli import AppGroup
+
+from host_app.api import db, echo_json
+
+from . import rendering
+from .conversations import thread_ids
+from .models import Inbox, Message, MessageAddress
+from .source import MessageGone, SourceUnavailable, message_source
+
+messages_cli = AppGroup("messages", help="Stored e-mails, read in full from their mailboxes.")
+
+
+def message_details(message: Message) -> dict:
+    """What ``messages show`` prints: the stored headers, then the text and attachments read from the mailbox."""
+    inbox = db.session.get(Inbox, message.inbox_id)
+    addresses: dict[str, list[dict]] = {"to": [], "cc": [], "bcc": []}
+    for address in db.session.scalars(
+        db.select(MessageAddress).where(MessageAddress.message_pk == message.id,
+                                        MessageAddress.role.in_(tuple(addresses)))
+        .order_by(MessageAddress.email)
+    ):
+        addresses[address.role].append({"email": address.email, "name": address.name})
+    details = {
+        "id": message.id, "message_id": message.message_id, "subject": message.subject,
+        "from": {"email": message.from_email, "name": message.from_name}, **addresses,
+        "date": message.date.isoformat(), "direction": message.direction,
+        "inbox": {"id": inbox.id, "email": inbox.email, "name": inbox.name} if inbox else None,
+        "thread_id": thread_ids([message])[message.id], "preview": message.preview,
+        "text": None, "attachments": [], "problem": None,
+    }
+    try:
+        rendered = rendering.render(message_source(message))
+    except MessageGone:
+        details["problem"] = "The e-mail is no longer in the mailbox on the server; only its stored headers remain."
+        return details
+    except SourceUnavailable as exc:
+        details["problem"] = str(exc)
+        return details
+    text = rendered.text
+    if text is None and rendered.html:
+        text = html.unescape(nh3.clean(rendered.html, tags=set())).strip()
+    details["text"] = text
+    details["attachments"] = [{"name": a.filename, "type": a.content_type, "size": a.size, "section": a.section}
+                              for a in rendered.attachments]
+    return details
+
+
+@messages_cli.command("show")
+@click.argument("message_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def show_command(message_id, as_json):
+    """One e-mail's headers, text and attachment list (its text is read from the mailbox, BODY.PEEK)."""
+    message = db.session.get(Message, message_id)
+    if message is None:
+        raise click.ClickException(f"no stored e-mail with id {message_id}")
+    details = message_details(message)
+    if as_json:
+        echo_json(details)
+        return
+    click.echo(f"Subject: {details['subject']}")
+    sender = details["from"]
+    click.echo(f"From: {sender['name']} <{sender['email']}>" if sender["name"] else f"From: {sender['email']}")
+    for role in ("to", "cc", "bcc"):
+        if details[role]:
+            click.echo(f"{role.title()}: " + ", ".join(a["email"] for a in details[role]))
+    click.echo(f"Date: {details['date']}")
+    click.echo("")
+    click.echo(details["problem"] or details["text"] or "(no text)")
+    for attachment in details["attachments"]:
+        click.echo(f"Attachment: {attachment['name']} ({attachment['type']}, {attachment['size']} bytes)")
