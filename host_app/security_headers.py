@@ -29,6 +29,24 @@ CONTENT_SECURITY_POLICY = {
 _OFF_WORDS = ("", "0", "false", "no", "off")
 
 
+class _Talisman(Talisman):
+    """Talisman that leaves a response's own Content-Security-Policy in place.
+
+    A view that serves something other than a page of ours (an e-mail's cleaned HTML, shown in a sandboxed
+    frame of our own page) sets a stricter policy of its own; Talisman would overwrite it with the site's.
+    Framing by our own pages is then what that policy's frame-ancestors says, so X-Frame-Options follows it.
+    """
+
+    def _set_response_headers(self, response):
+        own = response.headers.get("Content-Security-Policy")
+        response = super()._set_response_headers(response)
+        if own:
+            response.headers["Content-Security-Policy"] = own
+            if "frame-ancestors 'self'" in own:
+                response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        return response
+
+
 def over_http(app: Flask) -> bool:
     value = app.config.get("COOKIES_OVER_HTTP", False)
     if isinstance(value, str):
@@ -38,7 +56,7 @@ def over_http(app: Flask) -> bool:
 
 def init_app(app: Flask) -> None:
     secure = not over_http(app)
-    Talisman(
+    _Talisman(
         app,
         force_https=False,  # TLS ends at the proxy in front (docs/deployment.md)
         strict_transport_security=True,  # sent on HTTPS requests only
