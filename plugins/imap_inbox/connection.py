@@ -379,19 +379,22 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+def refuse_private_addresses(host: str, addresses: list[str]) -> None:
+    """Raise PRIVATE_HOST_BLOCKED when ``host`` resolved to any private, loopback or link-local address."""
+    if any(not is_public_address(a) for a in addresses):
+        # Not which address: the page would tell anyone what internal names resolve to.
+        raise ImapConnectError(
+            PRIVATE_HOST_BLOCKED,
+            f"{host} points to a private or local network address, which this installation does not allow.",
+            "Use the mail server's public host name. An administrator can allow private hosts by "
+            "setting IMAP_BLOCK_PRIVATE_HOSTS to False.",
+        )
+
+
 def _open(settings: ConnectionSettings, context: ssl.SSLContext) -> IMAPClient:
     addresses = resolve(settings.host, settings.port)
     if _block_private_hosts():
-        blocked = [a for a in addresses if not is_public_address(a)]
-        if blocked:
-            # Not which address: the page would tell anyone what internal names resolve to.
-            raise ImapConnectError(
-                PRIVATE_HOST_BLOCKED,
-                f"{settings.host} points to a private or local network address, "
-                "which this installation does not allow.",
-                "Use the mail server's public host name. An administrator can allow private hosts by "
-                "setting IMAP_BLOCK_PRIVATE_HOSTS to False.",
-            )
+        refuse_private_addresses(settings.host, addresses)
     last_error: Exception | None = None
     for address in addresses:
         try:

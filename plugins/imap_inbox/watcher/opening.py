@@ -12,12 +12,10 @@ import socket
 from dataclasses import dataclass
 
 from ..connection import (
-    PRIVATE_HOST_BLOCKED,
     ConnectionSettings,
-    ImapConnectError,
     _tls_context,
     classify_error,
-    is_public_address,
+    refuse_private_addresses,
 )
 from .idle_client import IdleClient
 
@@ -84,11 +82,5 @@ class Opener:
         infos = await asyncio.get_running_loop().getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if self.block_private_hosts:
-            blocked = [a for a in addresses if not is_public_address(a)]
-            if blocked:
-                raise ImapConnectError(
-                    PRIVATE_HOST_BLOCKED,
-                    f"{settings.host} points to a private or local network address ({blocked[0]}), "
-                    "which this installation does not allow.",
-                    "Use the mail server's public host name.")
+            refuse_private_addresses(settings.host, addresses)
         return addresses[0]
