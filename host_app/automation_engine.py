@@ -77,19 +77,20 @@ def run_automations(event: Event) -> dict[str, int]:
     return counts
 
 
+def acted_on(rule_id: int, event_type: str, event_key: str, contact_ids: Iterable[int]) -> set[int]:
+    """The contacts among ``contact_ids`` this rule already ran for on this occurrence (once per occurrence)."""
+    return set(db.session.scalars(db.select(AutomationRun.contact_id).where(
+        AutomationRun.rule_id == rule_id,
+        AutomationRun.event_type == event_type,
+        AutomationRun.event_key == event_key,
+        AutomationRun.contact_id.in_(contact_ids),
+    )))
+
+
 def run_rule(rule: AutomationRule, event: Event) -> dict[str, int]:
     counts = {"fired": 0, "not_matched": 0, "failed": 0, "skipped": 0, "waiting": 0}
     existing = set(db.session.scalars(db.select(Contact.id).where(Contact.id.in_(event.contact_ids))))
-    done = set(
-        db.session.scalars(
-            db.select(AutomationRun.contact_id).where(
-                AutomationRun.rule_id == rule.id,
-                AutomationRun.event_type == event.type,
-                AutomationRun.event_key == event.key,
-                AutomationRun.contact_id.in_(existing),
-            )
-        )
-    )
+    done = acted_on(rule.id, event.type, event.key, existing)
     todo = existing - done
     counts["skipped"] = len(done)
     if not todo:

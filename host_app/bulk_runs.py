@@ -15,7 +15,7 @@ from flask import current_app
 from redis.exceptions import LockError
 from sqlalchemy.exc import IntegrityError
 
-from .automation_engine import RuleUnavailable, act, actions, matching_contacts
+from .automation_engine import RuleUnavailable, act, acted_on, actions, matching_contacts
 from .extensions import db
 from .jobs import app_job, enqueue, redis_connection
 from .models import AutomationBulkRun, AutomationRule, AutomationRun, Contact, utcnow
@@ -180,16 +180,7 @@ def _execute(run: AutomationBulkRun) -> dict:
 
 
 def _act_on_chunk(run: AutomationBulkRun, rule: AutomationRule, chunk: list[int], available: dict) -> None:
-    done = set(
-        db.session.scalars(
-            db.select(AutomationRun.contact_id).where(
-                AutomationRun.rule_id == rule.id,
-                AutomationRun.event_type == rule.trigger,
-                AutomationRun.event_key == run.event_key,
-                AutomationRun.contact_id.in_(chunk),
-            )
-        )
-    )
+    done = acted_on(rule.id, rule.trigger, run.event_key, chunk)
     contacts = db.session.scalars(db.select(Contact).where(Contact.id.in_([c for c in chunk if c not in done])))
     for contact in contacts:
         status, detail = act(rule, contact, available)
