@@ -18,6 +18,8 @@ OIDC_PROVIDER_DIR := tests/support/oidc_provider
 # --no-loadscope-reorder: hand modules out in collection order (tests/conftest.py puts the ones with
 # minute-long tests first), not largest test count first, which left those few-test modules for last.
 TEST_WORKERS ?= 3
+# 2 when the PostgreSQL pass runs beside the SQLite pass (make test): Redis databases of its own.
+POSTGRES_REDIS_PASS ?= 1
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live node-packages lint clean
@@ -51,11 +53,14 @@ run: install
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || $(MAKE) APT_TEST_PACKAGES=redis-server system-packages
 	$(PY) manage.py run
 
-# Every test on SQLite, then on PostgreSQL the tests that reach the database: the others are marked
-# dialect_independent at collection (tests/conftest.py) and have nothing to learn from a second run.
+# Every test on SQLite and, at the same time, on PostgreSQL the tests that reach the database: the
+# others are marked dialect_independent at collection (tests/conftest.py) and have nothing to learn
+# from a second run. The two passes overlap because much of their time is spent waiting (on Dovecot,
+# RQ workers, Chromium, sleeps of token and lock expiry), not computing. The PostgreSQL pass takes the
+# Redis databases next to the SQLite pass's (TEST_REDIS_PASS=2, host_app/testing.py); each pass prints
+# its report when it ends (--output-sync), so the two never interleave.
 test: install system-packages node-packages lint services
-	$(MAKE) test-sqlite
-	$(MAKE) test-postgres
+	$(MAKE) -j2 --output-sync=recurse test-sqlite test-postgres POSTGRES_REDIS_PASS=2
 
 services: install
 	$(PY) tests/support/services.py
@@ -65,7 +70,7 @@ test-sqlite: install
 
 test-postgres: install
 	@if $(PY) -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1',5432)))"; then \
-		TEST_DATABASE_URL=$(PG_URL) $(PYTEST) -m "not dialect_independent" $(PYTEST_ARGS); \
+		TEST_REDIS_PASS=$(POSTGRES_REDIS_PASS) TEST_DATABASE_URL=$(PG_URL) $(PYTEST) -m "not dialect_independent" $(PYTEST_ARGS); \
 	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/support/services.py)"; exit 1; fi
 
 demo: install system-packages

@@ -29,7 +29,9 @@ would.
 
 Under pytest-xdist every worker is a session of its own: its own migrated database, and
 its own Redis database, ``TEST_REDIS_URL``'s number plus the worker's index (gw0 uses
-that number, gw1 the next, ...), so workers never flush each other's jobs.
+that number, gw1 the next, ...), so workers never flush each other's jobs. A second suite
+running beside the first on the same Redis sets ``TEST_REDIS_PASS=2`` and takes the
+databases next to the first one's (``make test`` does this for its PostgreSQL pass).
 """
 from __future__ import annotations
 
@@ -39,11 +41,13 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from werkzeug.security import generate_password_hash
 
 from . import create_app, migrating
 from .extensions import db
@@ -60,11 +64,29 @@ def xdist_worker_index() -> int:
     return int(match.group(1)) if match else 0
 
 
+def xdist_worker_count() -> int:
+    """1 outside pytest-xdist, else how many workers the session has."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+
+
+def second_pass_shift(base: int) -> int:
+    """How far a second suite beside the first (``TEST_REDIS_PASS=2``) moves its Redis databases.
+
+    ``make test`` runs its SQLite and PostgreSQL passes at once on one Redis: the second pass takes
+    the databases right below the first pass's (with the default 13 and three workers, 10 to 12
+    beside 13 to 15), or right above them when there is no room below.
+    """
+    if os.environ.get("TEST_REDIS_PASS", "1") != "2":
+        return 0
+    workers = xdist_worker_count()
+    return -workers if base >= workers else workers
+
+
 def worker_redis_url(url: str) -> str:
     """``url`` with its database number moved up by the xdist worker's index: one database per worker."""
     parts = urlsplit(url)
     base = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{base + xdist_worker_index()}"))
+    return urlunsplit(parts._replace(path=f"/{base + second_pass_shift(base) + xdist_worker_index()}"))
 
 
 def session_redis_url() -> str:
@@ -142,15 +164,7 @@ def _empty_database(url: str) -> None:
     engine = _emptying_engines.get(url) or _emptying_engines.setdefault(
         url, sa.create_engine(url, pool_pre_ping=True))
     if engine.dialect.name == "postgresql":
-        # The catalogue, not a full reflection: TRUNCATE ... CASCADE needs no dependency order, and the
-        # table list is read each time because a test may add tables (a plugin enabled later).
-        with engine.begin() as conn:
-            names = conn.scalars(sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename NOT LIKE 'alembic_version%' ORDER BY tablename")).all()
-            if names:
-                quoted = ", ".join(f'"{name}"' for name in names)
-                conn.execute(sa.text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        _empty_postgres_database(engine)
         return
     meta = sa.MetaData()
     meta.reflect(engine)
@@ -160,6 +174,34 @@ def _empty_database(url: str) -> None:
             conn.execute(table.delete())
         if any(t.name == "sqlite_sequence" for t in meta.sorted_tables):
             conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+
+
+def _empty_postgres_database(engine: sa.Engine) -> None:
+    """Every row out, every sequence back to 1, as ``TRUNCATE ... RESTART IDENTITY`` would leave them.
+
+    A superuser (the suite's ``postgres``) DELETEs with foreign-key triggers off
+    (``session_replication_role = replica``), in one round trip: after a test most tables are
+    empty or nearly, and DELETE on those costs next to nothing, where TRUNCATE makes new files
+    for every table and index (about five times slower here, paid before every test). Other
+    roles may not switch triggers off, so they TRUNCATE ... CASCADE.
+    """
+    with engine.begin() as conn:
+        # The catalogue, not a full reflection, and read each time: a test may add tables (a plugin enabled later).
+        names = conn.scalars(sa.text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename NOT LIKE 'alembic_version%' ORDER BY tablename")).all()
+        if not names:
+            return
+        if conn.scalar(sa.text("SELECT current_setting('is_superuser')")) != "on":
+            quoted = ", ".join(f'"{name}"' for name in names)
+            conn.execute(sa.text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+            return
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica; "
+                             + "; ".join(f'DELETE FROM "{name}"' for name in names))
+        # setval is not rolled back and takes no table lock; only sequences that were used need it.
+        conn.execute(sa.text(
+            "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false) "
+            "FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL"))
 
 
 @pytest.fixture
@@ -219,10 +261,22 @@ def runner(app):
     return app.test_cli_runner()
 
 
+# A password's real scrypt hash, made once per session: hashing costs a tenth of a CPU second, which
+# most tests paid for their admin (and again for an agent). Signing in still checks the real hash.
+_password_hashes: dict[str, str] = {}
+
+
+def _session_password_hash(password: str) -> str:
+    if password not in _password_hashes:
+        _password_hashes[password] = generate_password_hash(password)
+    return _password_hashes[password]
+
+
 def make_agent(app: Flask, email: str, password: str, admin: bool = False, name: str | None = None):
+    from . import models
     from .auth import create_agent
 
-    with app.app_context():
+    with app.app_context(), mock.patch.object(models, "generate_password_hash", _session_password_hash):
         agent = create_agent(email, name or email.split("@")[0].title(), password, admin=admin)
         return agent.id
 
