@@ -156,6 +156,22 @@ def build_mailbox(server: DovecotServer, username: str, n: int, seed: int = 0) -
     return facts
 
 
+def drop_server_cache(server: DovecotServer, username: str) -> int:
+    """Make Dovecot forget what it cached of the user's messages: header fields, PREVIEW snippets.
+
+    Stops the server, deletes each folder's ``dovecot.index.cache`` and starts it
+    again; the indexes (UIDs, flags, UIDVALIDITY) stay, so clients see the same
+    mailbox, and the next FETCH of the sync's items pays the server's parsing
+    again, as a first sync does. Returns the number of cache files deleted.
+    """
+    server.stop()
+    caches = sorted(server.maildir(username).rglob("dovecot.index.cache"))
+    for path in caches:
+        path.unlink()
+    server.start()
+    return len(caches)
+
+
 def add_new_mail(server: DovecotServer, username: str, count: int = 1000, seed: int = 1) -> MailboxFacts:
     """``count`` newer messages (nine tenths INBOX, one tenth Sent) for the incremental sync, then warm."""
     n_sent = count // 10

@@ -61,7 +61,8 @@ class RssSampler:
     ``ru_maxrss`` gives the process's true peak; this says which step reached it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tracer: MemoryTracer | None = None) -> None:
+        self.tracer = tracer
         self.peaks: dict[str, float] = {}
         self.by_progress: list[tuple[int, float]] = []  # (messages stored, RSS MB) as the sync goes
         self.step = "sync"
@@ -85,6 +86,8 @@ class RssSampler:
     def enter(self, step: str) -> None:
         self._sample()
         self.step = step
+        if self.tracer is not None:
+            self.tracer.enter(step)
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -105,6 +108,59 @@ class RssSampler:
             rss = round(self._rss_mb(), 1)
             self.by_progress.append((done, rss))
             mark(f"rss-at {done} {rss}")
+            if self.tracer is not None:
+                self.tracer.look(f"{done:,} of {total:,} messages stored")
+
+
+class MemoryTracer:
+    """``--trace-memory``: where the Python heap goes, per step of a sync (tracemalloc).
+
+    At every step change and every 5% of the mailbox stored it notes the traced
+    memory, and keeps a snapshot of the largest heap seen; at the end it writes
+    the peak per step and that snapshot's biggest allocation sites (by line,
+    and by a few frames of traceback) to ``path``. Slows the sync down: only for
+    a run of its own, never for the timings.
+    """
+
+    FRAMES = 6
+
+    def __init__(self, path: str) -> None:
+        import tracemalloc
+
+        self.path = path
+        self.tracemalloc = tracemalloc
+        self.peaks: dict[str, float] = {}
+        self.largest = (0, "", None)  # (traced bytes, where, snapshot)
+        self.step = "sync"
+        tracemalloc.start(self.FRAMES)
+
+    def look(self, where: str | None = None) -> None:
+        current, peak = self.tracemalloc.get_traced_memory()
+        self.peaks[self.step] = max(self.peaks.get(self.step, 0), peak / 2**20)
+        if current > self.largest[0]:
+            self.largest = (current, where or self.step, self.tracemalloc.take_snapshot())
+
+    def enter(self, step: str) -> None:
+        self.look()
+        self.step = step
+        self.tracemalloc.reset_peak()
+
+    def write(self) -> None:
+        self.look()
+        self.tracemalloc.stop()
+        size, where, snapshot = self.largest
+        lines = ["traced Python heap, peak per step (MB):"]
+        lines += [f"  {step}: {mb:.1f}" for step, mb in self.peaks.items()]
+        lines += ["", f"largest snapshot: {size / 2**20:.1f} MB, at {where}", "", "by line:"]
+        if snapshot is not None:
+            snapshot = snapshot.filter_traces([self.tracemalloc.Filter(False, self.tracemalloc.__file__)])
+            lines += [f"  {stat}" for stat in snapshot.statistics("lineno")[:30]]
+            lines += ["", "by traceback:"]
+            for stat in snapshot.statistics("traceback")[:12]:
+                lines.append(f"  {stat.size / 2**20:.1f} MB in {stat.count} blocks")
+                lines += [f"      {line}" for line in stat.traceback.format()]
+        with open(self.path, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
 
 
 class ListenerTimer:
@@ -220,14 +276,15 @@ def _run_follow_ups(app: Flask, sampler: RssSampler) -> dict[str, dict]:
     return timings
 
 
-def _timed_sync(app: Flask, inbox_id: int) -> dict:
+def _timed_sync(app: Flask, inbox_id: int, trace_memory: str | None = None) -> dict:
     """One ``sync_inbox`` call, then the follow-up jobs it enqueued: wall and CPU seconds of each and end to end.
 
     ``seconds``/``cpu_seconds`` are end to end (the sync job, then its follow-ups), comparable with runs from
     before the follow-ups left the sync job; ``sync_seconds`` is the sync job alone, ``follow_ups`` each job.
     """
     sync_inbox = _sync_func()
-    with RssSampler() as sampler:
+    tracer = MemoryTracer(trace_memory) if trace_memory else None
+    with RssSampler(tracer) as sampler:
         timer = ListenerTimer(app, sampler)
         mark("sync started")
         cpu = _cpu_seconds()
@@ -242,6 +299,8 @@ def _timed_sync(app: Flask, inbox_id: int) -> dict:
         follow_ups = _run_follow_ups(app, sampler)
         seconds = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu
+    if tracer is not None:
+        tracer.write()
     return {"seconds": seconds, "cpu_seconds": round(cpu, 3), "sync_seconds": sync_seconds,
             "sync_cpu_seconds": round(sync_cpu, 3), "follow_ups": follow_ups,
             "summary": summary if isinstance(summary, dict) else {"result": summary},
@@ -301,9 +360,9 @@ def setup(app: Flask, *, host: str, port: int, ca_file: str, username: str, pass
 # --------------------------------------------------------------------------- syncs
 
 
-def initial_sync(app: Flask, *, inbox_id: int) -> dict:
+def initial_sync(app: Flask, *, inbox_id: int, trace_memory: str | None = None) -> dict:
     """The first sync of the whole mailbox, end to end through the worker's job function."""
-    result = _timed_sync(app, inbox_id)
+    result = _timed_sync(app, inbox_id, trace_memory)
     result.update(_message_counts(inbox_id))
     seconds, sync_seconds = result["seconds"], result["sync_seconds"]
     result["messages_per_second"] = result["stored_messages"] / seconds if seconds else None

@@ -47,6 +47,10 @@ TARGETS = (
            lambda r, d: _get(d, "initial_sync", "messages_per_second") if _get(r, "peer", "messages_per_second")
            else None,
            lambda v, r: v > (_get(r, "peer", "messages_per_second") or float("inf")), "msg/s"),
+    Target("initial sync ÷ wire limit (end to end)", ">= 0.20×",
+           lambda r, d: _get(d, "ratios", "sync_to_wire"), lambda v, r: v >= 0.2, "×"),
+    Target("initial sync ÷ imap-tools (end to end)", ">= 1.70×",
+           lambda r, d: _get(d, "ratios", "sync_to_peer"), lambda v, r: v >= 1.7, "×"),
     Target("initial sync peak RSS", "<= 150 MB",
            lambda r, d: _get(d, "initial_sync", "peak_rss_mb"), lambda v, r: v <= 150, "MB"),
     Target("no-op incremental sync (median)", "<= 50 ms",
@@ -64,6 +68,7 @@ TARGETS = (
 
 def evaluate_targets(results: dict, database: str) -> list[dict]:
     data = results["databases"].get(database, {})
+    data.setdefault("ratios", ratios(results, database))
     rows = []
     for target in TARGETS:
         value = target.value(results, data)
@@ -88,6 +93,35 @@ def ratios(results: dict, database: str) -> dict:
         "sync_job_to_wire": sync_job / wire if sync_job and wire else None,
         "sync_job_to_peer": sync_job / peer if sync_job and peer else None,
         "peer_to_wire": peer / wire if peer and wire else None,
+    }
+
+
+def cold_cache(results: dict) -> dict:
+    """The first sync against a cold server cache beside what the same run measured warm.
+
+    The cold wire limit is the warm-up pass (one raw ``UID FETCH 1:*`` of the sync's items right after
+    Dovecot's cache was dropped); the warm sync is the same database's measured initial sync.
+    """
+    cold = results.get("cold_first_sync") or {}
+    box = results.get("mailbox") or {}
+    total = box.get("total") or (box.get("inbox", 0) + box.get("sent", 0))
+    warm_up = box.get("cache_warm_seconds")
+    cold_wire = total / warm_up if warm_up and total else None
+    warm = _get(results, "databases", cold.get("database"), "initial_sync") or {}
+    rate, job_rate = cold.get("messages_per_second"), cold.get("sync_messages_per_second")
+
+    def over(a, b):
+        return a / b if a and b and not cold.get("partial") else None
+
+    return {
+        "cold_wire_messages_per_second": cold_wire,
+        "sync_to_cold_wire": over(rate, cold_wire),
+        "sync_job_to_cold_wire": over(job_rate, cold_wire),
+        "seconds_over_warm": (cold["seconds"] - warm["seconds"]) if cold.get("seconds") and warm.get("seconds")
+        else None,
+        "sync_to_warm_sync": over(rate, warm.get("messages_per_second")),
+        "server_cpu_over_warm": (cold["server_cpu_seconds"] - warm["server_cpu_seconds"])
+        if cold.get("server_cpu_seconds") is not None and warm.get("server_cpu_seconds") is not None else None,
     }
 
 
@@ -153,6 +187,11 @@ def markdown(results: dict, databases: list[str]) -> str:
     rows.append([f"imap-tools {peer.get('version', '')} peer (headers_only, bulk)", _num(peer.get("messages")), "—",
                  _s(peer.get("seconds")), _num(peer.get("messages_per_second"), 0, "msg/s"),
                  _num(peer.get("peak_rss_mb"), 0, "MB"), _s(peer.get("server_cpu_seconds"))])
+    cold = cold_cache(results)
+    if cold["cold_wire_messages_per_second"]:
+        rows.append(["wire limit, sync's FETCH items, cold server cache (the warm-up pass)", _num(box.get("total")),
+                     "—", _s(box.get("cache_warm_seconds")), _num(cold["cold_wire_messages_per_second"], 0, "msg/s"),
+                     "—", "—"])
     out += _table(["reader", "messages", "bytes", "time", "throughput", "peak RSS", "Dovecot CPU"], rows)
     floor = results.get("noop_floor") or {}
     out += [f"No-op floor (fresh TLS connection + LOGIN, STATUS of both folders, LOGOUT; median of "
@@ -198,6 +237,7 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("schema migration (fresh database)", lambda d: _s(_get(d, "setup", "migrate_seconds"))),
     ]
     out += _table(header, rows)
+    out += _cold_cache_table(results)
 
     out += ["## Incremental sync", ""]
     rows = [
@@ -255,7 +295,7 @@ def markdown(results: dict, databases: list[str]) -> str:
         for d in dbs:
             item = results["databases"][d]["targets"][i]
             mark = "—" if item["met"] is None else ("met" if item["met"] else "**missed**")
-            row.append(f"{_num(item['measured'], 1, item['unit'])} ({mark})")
+            row.append(f"{_num(item['measured'], 2 if item['unit'] == '×' else 1, item['unit'])} ({mark})")
         rows.append(row)
     out += _table(["target", "goal"] + dbs, rows)
 
@@ -301,6 +341,42 @@ def _cold_first_sync(results: dict) -> str:
         return f"not finished in {cold['timeout_seconds']:,.0f} s"
     return (f"{_throughput(cold)} ({cold.get('database', '?')}, {_s(cold.get('seconds'))}, "
             f"Dovecot CPU {_s(cold.get('server_cpu_seconds'))})")
+
+
+def _cold_cache_table(results: dict) -> list[str]:
+    """The first sync against a cold server cache (its own database, before the warm-up) beside the warm one."""
+    cold = results.get("cold_first_sync")
+    if not cold or cold.get("error") and not cold.get("timed_out"):
+        return []
+    warm = _get(results, "databases", cold.get("database"), "initial_sync") or {}
+    ratio = cold_cache(results)
+    rows = [
+        ["time, end to end", _phase_time({"c": cold}, "c"), _phase_time({"w": warm}, "w")],
+        ["throughput, end to end", _throughput(cold), _throughput(warm)],
+        ["sync job alone", _sync_job({"c": cold}, "c"), _sync_job({"w": warm}, "w")],
+        ["follow-up jobs", _follow_ups({"c": cold}, "c"), _follow_ups({"w": warm}, "w")],
+        ["CPU: sync process / Dovecot", f"{_s(cold.get('cpu_seconds'))} / {_s(cold.get('server_cpu_seconds'))}",
+         f"{_s(warm.get('cpu_seconds'))} / {_s(warm.get('server_cpu_seconds'))}"],
+        ["peak RSS", _num(cold.get("peak_rss_mb"), 0, "MB"), _num(warm.get("peak_rss_mb"), 0, "MB")],
+        ["÷ wire limit of the same cache state: end to end / sync job",
+         f"{_num(ratio['sync_to_cold_wire'], 2, '×')} / {_num(ratio['sync_job_to_cold_wire'], 2, '×')}",
+         f"{_num(_get(results, 'databases', cold.get('database'), 'ratios', 'sync_to_wire'), 2, '×')} / "
+         f"{_num(_get(results, 'databases', cold.get('database'), 'ratios', 'sync_job_to_wire'), 2, '×')}"],
+    ]
+    out = [f"First sync against a cold server cache ({cold.get('database', '?')}, a database of its own, before "
+           "Dovecot's cache was warmed) beside the measured initial sync against the warm cache:", ""]
+    out += _table(["measure", "cold server cache", "warm server cache"], rows)
+    extra = []
+    if ratio["seconds_over_warm"] is not None:
+        extra.append(f"end to end {_s(ratio['seconds_over_warm'])}")
+    if ratio["server_cpu_over_warm"] is not None:
+        extra.append(f"Dovecot CPU {_s(ratio['server_cpu_over_warm'])}")
+    if ratio["sync_to_warm_sync"] is not None:
+        extra.append(f"throughput cold ÷ warm {_num(ratio['sync_to_warm_sync'], 2, '×')}")
+    if extra:
+        out += ["Cold minus warm in this run: " + "; ".join(extra) + " (wall times move with the machine's load, "
+                "Dovecot's CPU much less).", ""]
+    return out
 
 
 def _throughput(result: dict | None) -> str:
@@ -385,6 +461,13 @@ def summary_lines(results: dict) -> list[str]:
     wire, peer = results.get("wire") or {}, results.get("peer") or {}
     lines.append(f"wire limit: {_num(wire.get('messages_per_second'), 0, 'msg/s')}; "
                  f"imap-tools peer: {_num(peer.get('messages_per_second'), 0, 'msg/s')}")
+    cold = results.get("cold_first_sync") or {}
+    if cold.get("messages_per_second"):
+        ratio = cold_cache(results)
+        lines.append(f"first sync against a cold server cache ({cold.get('database')}): "
+                     f"{_throughput(cold)} end to end = {_num(ratio['sync_to_cold_wire'], 2, '×')} the cold wire "
+                     f"limit ({_num(ratio['cold_wire_messages_per_second'], 0, 'msg/s')}); "
+                     f"{_num(ratio['sync_to_warm_sync'], 2, '×')} the warm sync")
     for database, data in results["databases"].items():
         r = data.get("ratios") or {}
         lines.append(

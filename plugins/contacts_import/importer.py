@@ -38,6 +38,7 @@ from host_app.api import (
 from plugins.mail.models import Inbox
 from plugins.mail.names import clean_name
 from plugins.mail.people import PROVIDER_KEY, source_label
+from plugins.mail.statistics import refresh_if_stale
 
 from .models import (
     DONE,
@@ -53,6 +54,9 @@ from .rules import Exclusions
 log = logging.getLogger(__name__)
 
 HOOK_CHUNK = 1000  # contacts per contact_created call
+# Contacts per INSERT: the row dicts and the driver's parameters of a whole mailbox's 15,000 contacts at once
+# were the import's peak memory (14 MB at 100k messages, on top of the sync's in the follow-up worker).
+INSERT_CHUNK = 1000
 SAMPLE_SIZE = 20
 
 AUTOMATED = "only bulk or automatic mail"
@@ -216,12 +220,16 @@ def create_contacts(people: list[Person], source: str, owner_id: int | None) -> 
         return []
     now = utcnow()
     source = source[:200]
-    rows = [
-        {"email": p.email, "name": p.name, "name_edited": False, "source": source, "owner_id": owner_id,
-         "attributes": {}, "created_at": now}
-        for p in people
-    ]
-    return [row.id for row in bulk_insert_or_ignore(Contact.__table__, rows, returning=[Contact.__table__.c.id])]
+    created: list[int] = []
+    for start in range(0, len(people), INSERT_CHUNK):
+        rows = [
+            {"email": p.email, "name": p.name, "name_edited": False, "source": source, "owner_id": owner_id,
+             "attributes": {}, "created_at": now}
+            for p in people[start:start + INSERT_CHUNK]
+        ]
+        inserted = bulk_insert_or_ignore(Contact.__table__, rows, returning=[Contact.__table__.c.id])
+        created += [row.id for row in inserted]
+    return created
 
 
 def fill_names(to_name: list[tuple[int, str]]) -> None:
@@ -266,6 +274,9 @@ def import_inbox(inbox_id: int, full: bool = False) -> dict[str, Any]:
     state.progress_done = state.progress_total = 0
     db.session.commit()
     try:
+        # The people query joins every message of the inbox: planned with the statistics of the empty tables a
+        # big first sync started from, it takes seconds instead of one.
+        refresh_if_stale(inbox_id, None if full else state.last_message_id)
         result = plan_inbox(inbox, full=full, state=state)
         state.progress_total = len(result.to_create)
         created = create_contacts(result.to_create, source_label(inbox), inbox.owner_id)

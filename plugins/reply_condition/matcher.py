@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from host_app.api import db, insert_or_ignore
-from plugins.mail.models import Folder, Inbox, Message, MessageAddress
+from plugins.mail.models import Folder, Inbox, Message
+from plugins.mail.statistics import refresh_if_stale
 
 from .candidates import index_messages
 from .models import Cursor, ReplyReference, Response, SubjectKey
@@ -62,7 +63,7 @@ def match_batches(inbox_id: int, upto: int | None = None) -> Iterator[list[NewRe
     """
     # The sync committed before emitting its event; end any read transaction so we see everything.
     db.session.commit()
-    _rolled_back_on_error(_refresh_statistics_if_stale, inbox_id)
+    _rolled_back_on_error(_refresh_message_statistics, inbox_id)
     more = True
     while more:
         stored, more = _rolled_back_on_error(_process_batch, inbox_id, upto)
@@ -142,30 +143,6 @@ def _process_batch(inbox_id: int, upto: int | None = None) -> tuple[list[NewResp
     return stored, more
 
 
-def _refresh_statistics_if_stale(inbox_id: int) -> None:
-    """ANALYZE the message tables the matcher joins when a large backlog waits (PostgreSQL).
-
-    Right after a first sync of a big mailbox, the planner's statistics still
-    describe near-empty tables, and its plans for the joins degrade from
-    milliseconds to seconds per batch. Autovacuum catches up only later.
-    Once per run: matching does not change these tables.
-    """
-    if db.session.get_bind().dialect.name != "postgresql":
-        return
-    last = db.session.scalar(sa.select(Cursor.last_message_pk).where(Cursor.inbox_id == inbox_id)) or 0
-    pending = sa.select(Message.id).where(Message.inbox_id == inbox_id, Message.id > last).limit(BATCH_SIZE)
-    if db.session.scalar(sa.select(sa.func.count()).select_from(pending.subquery())) < BATCH_SIZE:
-        db.session.commit()
-        return
-    # Only the columns the matcher's joins and filters read: the long text columns are most of the
-    # cost of a full ANALYZE, and a partial one leaves autovacuum's own ANALYZE due.
-    db.session.execute(sa.text(
-        f'ANALYZE "{Message.__tablename__}" (id, inbox_id, direction, dedup_key, message_id),'
-        f' "{MessageAddress.__tablename__}" (message_pk, role, email)'
-    ))
-    db.session.commit()
-
-
 def _refresh_index_statistics(added: dict[str, int]) -> None:
     """ANALYZE this plugin's index tables when the batch just indexed grew them by a good part (PostgreSQL).
 
@@ -185,6 +162,15 @@ def _refresh_index_statistics(added: dict[str, int]) -> None:
              if count >= ANALYZE_MIN_ROWS and count > 0.2 * max(estimates.get(name, 0), 0)]
     if stale:
         db.session.execute(sa.text("ANALYZE " + ", ".join(f'"{name}"' for name in stale)))
+
+
+def _refresh_message_statistics(inbox_id: int) -> None:
+    """Fresh planner statistics of the message tables before matching a large backlog (see plugins.mail.statistics).
+
+    Once per run: matching does not change these tables.
+    """
+    last = db.session.scalar(sa.select(Cursor.last_message_pk).where(Cursor.inbox_id == inbox_id)) or 0
+    refresh_if_stale(inbox_id, last)
 
 
 def _take_turns() -> None:

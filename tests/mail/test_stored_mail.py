@@ -57,3 +57,40 @@ def test_the_correspondents_of_one_inbox_are_an_audience_for_run_now(app, admin)
         assert found == {contacts["carla@customer.example"].id, contacts["dan@customer.example"].id}
         with pytest.raises(NotRunnable, match="Inbox has no '999'"):
             audience_contact_ids("inbox:999")
+
+
+def _planner_rows() -> float:
+    return db.session.scalar(sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass('mail_message')"))
+
+
+def _add_mail(rows: MailRows, box: Inbox, count: int) -> None:
+    for i in range(count):
+        rows.received(box, (f"Person {i}", f"person{i}@customer.example"))
+    # Counts reach pg_stat_user_tables when the connection goes idle, at most once a second unless forced.
+    db.session.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+    db.session.commit()
+
+
+@pytest.mark.postgresql_only  # SQLite plans without statistics
+def test_readers_refresh_stale_statistics_of_the_message_tables_once(app, admin, monkeypatch):
+    from plugins.mail import statistics
+
+    monkeypatch.setattr(statistics, "MIN_NEW_MESSAGES", 20)
+    with app.app_context():
+        rows = MailRows()
+        box = rows.inbox("team@team.example", owner_id=admin)
+        _add_mail(rows, box, 30)
+        assert _planner_rows() < 0  # never gathered: what a first sync starts from
+
+        assert statistics.refresh_if_stale(box.id, None) is True
+        assert _planner_rows() == 30
+        # The next reader of the same run finds them current; a reader with a small backlog never looks.
+        assert statistics.refresh_if_stale(box.id, 0) is False
+        newest = db.session.scalar(sa.select(sa.func.max(Message.id)))
+        _add_mail(rows, box, 10)
+        assert statistics.refresh_if_stale(box.id, newest) is False
+        assert _planner_rows() == 30
+
+        _add_mail(rows, box, 15)  # 25 rows more than gathered: stale again
+        assert statistics.refresh_if_stale(box.id, 0) is True
+        assert _planner_rows() == 55
