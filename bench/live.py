@@ -188,7 +188,7 @@ class LiveBench:
             self.inbox_ids = [
                 service.create_inbox(name=username, host=server.host, port=server.imaps_port, security="ssl",
                                      username=username, password=PASSWORD, owner_id=None,
-                                     ca_file=server.ca_file, check=False).id
+                                     ca_pem=Path(server.ca_file).read_bytes(), check=False).id
                 for username in self.accounts]
         self.account_of = dict(zip(self.inbox_ids, self.accounts, strict=True))
         log(f"{args.inboxes} accounts and inboxes made in {time.perf_counter() - t:.0f} s")

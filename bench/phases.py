@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -347,7 +348,7 @@ def setup(app: Flask, *, host: str, port: int, ca_file: str, username: str, pass
         return result
     # Create users on: the syncs' follow-up jobs are the contacts import and the reply matching, as in use.
     inbox = create_inbox(name="Bench inbox", host=host, port=port, security="ssl", username=username,
-                         password=password, owner_id=agent.id, ca_file=ca_file, check=True,
+                         password=password, owner_id=agent.id, ca_pem=Path(ca_file).read_bytes(), check=True,
                          settings={"create_users": True})
     # The phases run the syncs themselves; the worker that runs their follow-ups must not find this one.
     from host_app.jobs import queue

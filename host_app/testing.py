@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,6 +108,9 @@ def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
         "COOKIES_OVER_HTTP": True,
         # The suite's IMAP servers (Dovecot, hostile ones) listen on loopback, which production refuses.
         "IMAP_BLOCK_PRIVATE_HOSTS": False,
+        # The suite's Dovecots keep their CA certificates under the temporary directory; a test of the CA
+        # directory itself narrows this to one Dovecot's.
+        "IMAP_CA_DIR": tempfile.gettempdir(),
     }
     config.update(extra)
     return config

@@ -6,6 +6,7 @@ from flask import current_app
 
 from host_app.api import db
 
+from .ca_certificates import configured_ca_dir
 from .connection import OAUTH_APP_REJECTED, ConnectionSettings, ImapConnectError
 from .crypto import decrypt_password, decrypt_refresh_token, encrypt_refresh_token
 from .models import AUTH_OAUTH2, ImapInbox
@@ -42,6 +43,8 @@ def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float |
         username=inbox.username,
         password=password or "",
         ca_file=inbox.ca_file,
+        ca_dir=configured_ca_dir(current_app.config),
+        ca_pem=inbox.ca_pem,
         timeout=timeout,
         limits=ResponseLimits.from_config(current_app.config),
         access_tokens=access_tokens,

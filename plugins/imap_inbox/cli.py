@@ -15,6 +15,7 @@ from host_app.api import Agent, db, echo_json, normalize_email
 from plugins.mail import mailbox_settings
 
 from . import service
+from .ca_certificates import MAX_PEM_BYTES
 from .connection import ImapConnectError
 from .crypto import EncryptionKeyError, rotate_keys
 from .jobs import enqueue_sync, sync_inbox, sync_running
@@ -43,13 +44,16 @@ def _fail(message: str, hint: str = "") -> click.ClickException:
 @click.option("--security", type=click.Choice(["ssl", "starttls"]), default=None,
               help="Default: ssl (SSL/TLS).")
 @click.option("--ca-file", default=None,
-              help="Full path of the PEM file of a private CA that signed the server's certificate; "
-                   "the web and worker processes must be able to read it.")
+              help="Full path of the PEM file of a private CA that signed the server's certificate, inside "
+                   "the CA directory (CRM_IMAP_CA_DIR); the web and worker processes must be able to read it.")
+@click.option("--ca-pem", "ca_pem_file", type=click.File("rb"), default=None,
+              help="A PEM file of that CA, from anywhere: its certificate is stored with the inbox (as an "
+                   "upload on the form), so no CA directory is needed.")
 @click.option("--email", default=None, help="The mailbox's own address (default: the user name).")
 @click.option("--folder", "folders", multiple=True, help="An extra folder to sync (repeatable).")
 @click.option("--no-check", is_flag=True, help="Save without trying the login first.")
 def connect_command(name, host, port, username, password_stdin, provider, refresh_token_stdin, owner_email,
-                    security, ca_file, email, folders, no_check, **settings):
+                    security, ca_file, ca_pem_file, email, folders, no_check, **settings):
     """Try the login, save the inbox and enqueue its first sync; prints {"id": ...}.
 
     With a password (--password-stdin), or signed in with OAuth 2.0 (--provider and --refresh-token-stdin).
@@ -72,7 +76,11 @@ def connect_command(name, host, port, username, password_stdin, provider, refres
     owner = db.session.scalar(db.select(Agent).where(Agent.email == normalize_email(owner_email)))
     if owner is None:
         raise _fail(f"No agent with e-mail {owner_email}.", "Create one with `manage.py agents create`.")
+    if ca_file and ca_pem_file:
+        raise _fail("Give either --ca-file or --ca-pem, not both.")
+    ca_pem = ca_pem_file.read(MAX_PEM_BYTES + 1) if ca_pem_file else None
     common = dict(name=name, host=host, port=port, username=username, owner_id=owner.id, ca_file=ca_file,
+                  ca_pem=ca_pem,
                   extra_folders=folders, email=email, settings=settings, check=not no_check)
     try:
         if provider:

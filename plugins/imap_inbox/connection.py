@@ -29,6 +29,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 from imapclient import tls as imap_tls
 
+from .ca_certificates import CaCertificateRefused, path_refusal, resolve_ca_file
 from .response_limits import BoundedReader, ResponseGuard, ResponseLimitExceeded, ResponseLimits
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,9 @@ KINDS = (AUTH_FAILED, APP_PASSWORD_REQUIRED, IMAP_DISABLED, HOST_NOT_FOUND, TLS_
          STARTTLS_UNAVAILABLE, PRIVATE_HOST_BLOCKED, SERVER_ERROR, TOO_MUCH_DATA, TOO_SLOW, SIGN_IN_AGAIN,
          OAUTH_APP_REJECTED, OAUTH_UNREACHABLE, OAUTH_NOT_OFFERED)
 
-# Where the CA file must be, said the same way by every hint, the form and the docs.
-CA_FILE_WHERE = ("the full path, on the CRM server, of a PEM file that the web and worker processes "
-                 "can read")
+# Where the CA certificate must be, said the same way by every hint, the form and the docs.
+CA_FILE_WHERE = ("the full path of a PEM file in the CA directory (CRM_IMAP_CA_DIR), or upload the PEM "
+                 "file")
 
 
 class AccessTokenSource(Protocol):
@@ -100,6 +101,10 @@ class ConnectionSettings:
     username: str = ""
     password: str = dataclasses.field(default="", repr=False)
     ca_file: str | None = None
+    # CA files are only read inside this directory (IMAP_CA_DIR; "" allows none). None: whoever built these
+    # settings vouches for ca_file (a script or test of its own), as account.settings_for never does.
+    ca_dir: str | None = None
+    ca_pem: str | None = dataclasses.field(default=None, repr=False)  # an uploaded CA certificate
     timeout: float = 30
     limits: ResponseLimits = dataclasses.field(default_factory=ResponseLimits)
     # time.monotonic() by which a sync run must be over (None: no run limit, e.g. the login check).
@@ -119,6 +124,7 @@ class ConnectionSettings:
         if not 0 < self.port < 65536:
             raise ValueError("The port must be between 1 and 65535, usually 993 (SSL/TLS) or 143 (STARTTLS).")
         self.ca_file = self.ca_file or None
+        self.ca_pem = self.ca_pem or None
 
 
 class ImapConnectError(Exception):
@@ -239,7 +245,7 @@ def connect(settings: ConnectionSettings) -> IMAPClient:
     """Return a logged-in IMAPClient over verified TLS; raises ImapConnectError."""
     client = None
     try:
-        context = _tls_context(settings.ca_file)
+        context = _tls_context(settings)
         client = _open(settings, context)
         if settings.security == "starttls":
             if b"STARTTLS" not in client.capabilities():
@@ -282,42 +288,55 @@ def _close_quietly(client: IMAPClient) -> None:
         pass
 
 
-_contexts: dict[tuple[str | None, float], ssl.SSLContext] = {}
+_contexts: dict[tuple[str | None, float, str | None], ssl.SSLContext] = {}
 
 
-def _tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context, cached: loading the system CA store on every login costs milliseconds."""
+def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext:
+    """A verifying TLS context, cached: loading the system CA store on every login costs milliseconds.
+
+    A CA file outside the CA directory (an inbox saved before there was one) is refused here, before it
+    is opened, in the same words as any other unusable CA file.
+    """
+    ca_file = settings.ca_file
+    if ca_file and settings.ca_dir is not None:
+        try:
+            ca_file = resolve_ca_file(ca_file, settings.ca_dir)
+        except CaCertificateRefused as exc:
+            raise _ca_file_invalid(str(exc)) from None
     stamp = os.path.getmtime(ca_file) if ca_file and os.path.isfile(ca_file) else 0.0
-    context = _contexts.get((ca_file, stamp))
+    key = (ca_file, stamp, settings.ca_pem)
+    context = _contexts.get(key)
     if context is None:
-        context = _new_tls_context(ca_file)
+        context = _new_tls_context(ca_file, settings.ca_pem, settings.ca_dir)
         if len(_contexts) < 64:
-            _contexts[(ca_file, stamp)] = context
+            _contexts[key] = context
     return context
 
 
-def _new_tls_context(ca_file: str | None) -> ssl.SSLContext:
-    if ca_file:
-        if not os.path.isfile(ca_file):
-            raise ImapConnectError(
-                CA_FILE_INVALID,
-                f"The CA certificate file {ca_file} does not exist (or this process cannot see it).",
-                f"In CA file, enter {CA_FILE_WHERE}: the certificate of the CA that signed the mail "
-                "server's certificate.",
-            )
+def _new_tls_context(ca_file: str | None, ca_pem: str | None, ca_dir: str | None) -> ssl.SSLContext:
+    if ca_file or ca_pem:
         try:
-            context = ssl.create_default_context(cafile=ca_file)
-        except ssl.SSLError as exc:
-            raise ImapConnectError(
-                CA_FILE_INVALID,
-                f"The CA certificate file {ca_file} is not a valid PEM certificate.",
-                f"In CA file, enter {CA_FILE_WHERE}: text starting with -----BEGIN CERTIFICATE----- "
-                "of the CA that signed the mail server's certificate.",
-            ) from exc
+            context = ssl.create_default_context(cafile=ca_file, cadata=ca_pem)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            # Missing, unreadable or not PEM: one message, so the check tells nothing about the server's files.
+            if not ca_file:
+                message = "The uploaded CA certificate cannot be loaded."
+            elif ca_dir is None:
+                message = "This CA file cannot be used: it is missing, unreadable or not a PEM certificate."
+            else:
+                message = path_refusal(ca_dir)
+            raise _ca_file_invalid(message) from exc
     else:
         context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _ca_file_invalid(message: str) -> ImapConnectError:
+    return ImapConnectError(
+        CA_FILE_INVALID, message,
+        f"In CA file, enter {CA_FILE_WHERE}: the certificate of the authority that signed the mail server's "
+        "certificate.")
 
 
 # Words that switch IMAP_BLOCK_PRIVATE_HOSTS off when it arrives as text (CRM_IMAP_BLOCK_PRIVATE_HOSTS=False).

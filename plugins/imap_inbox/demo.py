@@ -164,9 +164,11 @@ def _prepare_instance(path: Path) -> None:
 
 
 def demo_config(instance_path: Path, *, database_url: str | None = None, redis_url: str | None = None,
-                queue: str = "crm-demo") -> dict[str, Any]:
-    """The demo's settings: its own SQLite file and RQ queue, so it never touches a real installation's data."""
+                queue: str = "crm-demo", ca_dir: str | None = None) -> dict[str, Any]:
+    """The demo's settings: its own SQLite file and RQ queue, so it never touches a real installation's data;
+    ``ca_dir`` is where its Dovecot keeps the CA certificate the inbox trusts."""
     return {
+        "IMAP_CA_DIR": ca_dir or "",
         "SQLALCHEMY_DATABASE_URI": database_url or f"sqlite:///{instance_path / 'crm.sqlite'}",
         "REDIS_URL": redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "RQ_QUEUE": queue,
@@ -199,12 +201,12 @@ def setup_demo(
 
     instance_path = Path(instance_path).resolve()
     _prepare_instance(instance_path)
-    config = demo_config(instance_path, database_url=database_url, redis_url=redis_url, queue=queue)
-    _write_config(instance_path, config)
-
     # Dovecot's unprivileged processes must reach its files: a world-readable temporary folder.
     base_dir = Path(tempfile.mkdtemp(prefix="crm-demo-"))
     base_dir.chmod(0o755)
+    config = demo_config(instance_path, database_url=database_url, redis_url=redis_url, queue=queue,
+                         ca_dir=str(base_dir))
+    _write_config(instance_path, config)
     server = DovecotServer(base_dir=base_dir)
     try:
         server.start()

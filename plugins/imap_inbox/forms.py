@@ -7,16 +7,18 @@ POST.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 
+from flask import current_app
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from plugins.mail.mailbox_settings import MailboxField
 
+from .ca_certificates import MAX_PEM_BYTES, CaCertificateRefused, checked_ca_file, configured_ca_dir, validate_pem
 from .presets import OTHER, PRESETS, get_preset
 
 SECURITY_CHOICES = [
@@ -153,13 +155,19 @@ class InboxForm(WithMailboxSettings, FlaskForm):
         "CA file",
         description=(
             "Optional, only for private servers whose certificate is signed by your own certificate authority: "
-            "the full path, on the CRM server, of that authority's PEM file, readable by the web and worker "
-            "processes. Leave empty for public providers."
+            "the full path of that authority's PEM file in the CA directory (CRM_IMAP_CA_DIR), or upload it "
+            "below. Leave both empty for public providers."
         ),
         filters=[_strip],
         validators=[Length(max=1000)],
         render_kw={"autocomplete": "off", "spellcheck": "false"},
     )
+    ca_upload = FileField(
+        "Or upload the CA certificate",
+        description=f"A PEM file of at most {MAX_PEM_BYTES // 1024} KB, kept with the inbox; it replaces the CA file.",
+        render_kw={"accept": ".pem,.crt,.cer,application/x-pem-file"},
+    )
+    forget_ca_upload = BooleanField("Forget the uploaded CA certificate")
     owner_id = SelectField(
         "Owner",
         coerce=_optional_int,
@@ -225,16 +233,24 @@ class InboxForm(WithMailboxSettings, FlaskForm):
             raise ValidationError("This password is too long.")
 
     def validate_ca_file(self, field) -> None:
+        # Only paths inside the CA directory are opened, and every refusal reads the same: the form must not
+        # tell which files exist on the server (issue 14). The inbox's own saved path is the connection's to judge.
         path = field.data
-        if not path:
+        if not path or path == getattr(self, "stored_ca_file", None):
             return
-        if not os.path.isabs(path):
-            raise ValidationError("Enter the full path of the CA file, starting with /.")
-        if not os.path.isfile(path):
-            raise ValidationError("There is no file at this path on the CRM server.")
-        if not os.access(path, os.R_OK):
-            raise ValidationError(
-                "The CRM cannot read this file; make it readable by the web and worker processes.")
+        try:
+            checked_ca_file(path, configured_ca_dir(current_app.config))
+        except CaCertificateRefused as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_ca_upload(self, field) -> None:
+        self.uploaded_ca_pem = None
+        if not field.data:
+            return
+        try:
+            self.uploaded_ca_pem = validate_pem(field.data.stream.read(MAX_PEM_BYTES + 1))
+        except CaCertificateRefused as exc:
+            raise ValidationError(str(exc)) from None
 
     def validate_extra_folders(self, field) -> None:
         for name in parse_folders(field.data):
@@ -246,14 +262,24 @@ class InboxForm(WithMailboxSettings, FlaskForm):
     # -- what the service needs --
 
     def connection_fields(self) -> dict:
-        """Host, port, security, username and CA file as the service takes them."""
-        return {
+        """Host, port, security, username and CA certificate as the service takes them.
+
+        An upload replaces the CA file; a CA file typed (or the box ticked) replaces the upload; with
+        neither, a stored upload stays.
+        """
+        fields = {
             "host": self.host.data,
             "port": self.port.data,
             "security": self.security.data,
             "username": self.username.data,
             "ca_file": self.ca_file.data or None,
         }
+        uploaded = getattr(self, "uploaded_ca_pem", None)
+        if uploaded:
+            fields.update(ca_file=None, ca_pem=uploaded)
+        elif fields["ca_file"] or self.forget_ca_upload.data:
+            fields["ca_pem"] = None
+        return fields
 
     def inbox_fields(self) -> dict:
         """Every field except the password, as keyword arguments for the service."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from host_app.api import UTCDateTime, db
@@ -35,7 +35,8 @@ class ImapInbox(Inbox):
     # OAuth 2.0: the sign-in service (oauth_providers.PROVIDERS) and the refresh token it gave.
     oauth_provider: Mapped[str | None] = mapped_column(String(20))
     refresh_token_encrypted: Mapped[bytes | None] = mapped_column(db.LargeBinary)
-    ca_file: Mapped[str | None] = mapped_column(String(1000))
+    ca_file: Mapped[str | None] = mapped_column(String(1000))  # a PEM file in IMAP_CA_DIR (ca_certificates.py)
+    ca_pem: Mapped[str | None] = mapped_column(Text)  # or an uploaded CA certificate (PEM, not secret)
     extra_folders: Mapped[list] = mapped_column(JSON, default=list)  # more folders chosen by the admin
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive transient failures (backoff)
     # "Read the mailbox again" was asked for: the next sync forgets the stored mail first (service.request_resync).

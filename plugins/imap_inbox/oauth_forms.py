@@ -2,10 +2,12 @@
 sign-in (name, owner, and for another server its IMAP host), and the confirmation after it."""
 from __future__ import annotations
 
+from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from .ca_certificates import CaCertificateRefused, checked_ca_file, configured_ca_dir
 from .forms import SECURITY_CHOICES, WithMailboxSettings, _optional_int, _strip, host_problem
 
 
@@ -27,8 +29,9 @@ class OAuthConnectForm(WithMailboxSettings, FlaskForm):
                         description="Usually 993 (SSL/TLS) or 143 (STARTTLS).")
     security = SelectField("Security", choices=SECURITY_CHOICES, default="ssl")
     ca_file = StringField("CA file", filters=[_strip], validators=[Length(max=1000)],
-                          description="Optional: the path, on the CRM server, of the PEM certificate of a private "
-                                      "CA that signed the mail server's certificate.")
+                          description="Optional: the full path of the PEM certificate of a private CA that "
+                                      "signed the mail server's certificate, in the CA directory "
+                                      "(CRM_IMAP_CA_DIR).")
 
     def __init__(self, *args, needs_server: bool, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,6 +42,13 @@ class OAuthConnectForm(WithMailboxSettings, FlaskForm):
             problem = host_problem(field.data or "")
             if problem:
                 raise ValidationError(problem)
+
+    def validate_ca_file(self, field) -> None:
+        if self.needs_server and field.data:
+            try:
+                checked_ca_file(field.data, configured_ca_dir(current_app.config))
+            except CaCertificateRefused as exc:
+                raise ValidationError(str(exc)) from None
 
     def pending(self) -> dict:
         """What is kept in the session while the admin signs in (no secrets)."""

@@ -14,6 +14,7 @@ from plugins.mail import models as mail_models
 from plugins.mail.models import Folder, Inbox, SyncRun
 
 from .account import settings_for
+from .ca_certificates import CaCertificateRefused, checked_ca_file, configured_ca_dir, validate_pem
 from .connection import DEFAULT_PORTS, SECURITY_MODES, ConnectionSettings, check_login
 from .crypto import encrypt_password, encrypt_refresh_token
 from .jobs import cancel_queued_sync, enqueue_sync  # noqa: F401  (enqueue_sync is part of this API)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Changing one of these means "log in somewhere else": the login is tried again, and the stored password
 # is not sent there: it goes only to the server it was entered for, so the change needs it typed again.
-CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file")
+CONNECTION_FIELDS = ("host", "port", "security", "username", "ca_file", "ca_pem")
 PASSWORD_AGAIN = ("Enter the password again: you changed the server, port, security, username or CA file, and the "
                   "stored password is only ever sent to the server it was entered for.")
 # Changing one of these may point at another mailbox: stored UIDs are re-matched by Message-ID.
@@ -58,8 +59,13 @@ def _clean_folders(extra_folders: Iterable[str] | str | None) -> list[str]:
     return list(seen.values())
 
 
-def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, Any]:
-    """Check and normalize inbox fields; raises InvalidInboxSettings."""
+def _validate(values: dict[str, Any], inbox_id: int | None = None, stored_ca_file: str | None = None
+              ) -> dict[str, Any]:
+    """Check and normalize inbox fields; raises InvalidInboxSettings.
+
+    A CA file must be a PEM file inside IMAP_CA_DIR (``stored_ca_file``, the inbox's own, is left to the
+    connection: one saved before there was a CA directory makes the inbox need attention, not the form fail).
+    """
     out = dict(values)
     if "name" in out:
         out["name"] = (out["name"] or "").strip()
@@ -95,6 +101,18 @@ def _validate(values: dict[str, Any], inbox_id: int | None = None) -> dict[str, 
             raise InvalidInboxSettings("username", "The user name is too long.")
     if "ca_file" in out:
         out["ca_file"] = (out["ca_file"] or "").strip() or None
+        if out["ca_file"] and out["ca_file"] != stored_ca_file:
+            try:
+                checked_ca_file(out["ca_file"], configured_ca_dir(current_app.config))
+            except CaCertificateRefused as exc:
+                raise InvalidInboxSettings("ca_file", str(exc)) from None
+    if out.get("ca_pem"):
+        try:
+            out["ca_pem"] = validate_pem(out["ca_pem"])
+        except CaCertificateRefused as exc:
+            raise InvalidInboxSettings("ca_pem", str(exc)) from None
+    elif "ca_pem" in out:
+        out["ca_pem"] = None
     if "owner_id" in out and out["owner_id"] not in (None, "", 0):
         if db.session.get(Agent, int(out["owner_id"])) is None:
             raise InvalidInboxSettings("owner_id", "The chosen owner does not exist.")
@@ -133,6 +151,7 @@ def create_inbox(
     email: str | None = None,
     settings: Mapping[str, Any] | None = None,
     check: bool = True,
+    ca_pem: str | bytes | None = None,
 ) -> ImapInbox:
     """Try the login (unless ``check`` is False), save the inbox and enqueue its first sync at once.
 
@@ -141,7 +160,8 @@ def create_inbox(
     Raises InvalidInboxSettings for bad input and ImapConnectError when the login fails.
     """
     values = _validate(dict(name=name, host=host, port=port, security=security, username=username,
-                            owner_id=owner_id, ca_file=ca_file, extra_folders=extra_folders, email=email))
+                            owner_id=owner_id, ca_file=ca_file, ca_pem=ca_pem, extra_folders=extra_folders,
+                            email=email))
     if not password:
         raise InvalidInboxSettings("password", "Enter the password (or app password) of the mailbox.")
     if not values.get("email"):
@@ -166,6 +186,7 @@ def _settings_from(values: dict[str, Any], password: str, access_tokens: AccessT
     # An admin waits on the page for this answer, so an unreachable server must not hold it for a sync's timeout.
     return ConnectionSettings(host=values["host"], port=values["port"], security=values["security"],
                               username=values["username"], password=password, ca_file=values.get("ca_file"),
+                              ca_dir=configured_ca_dir(current_app.config), ca_pem=values.get("ca_pem"),
                               timeout=float(current_app.config.get("IMAP_CHECK_TIMEOUT", DEFAULT_CHECK_TIMEOUT)),
                               limits=ResponseLimits.from_config(current_app.config),
                               access_tokens=access_tokens)
@@ -188,6 +209,7 @@ def create_oauth_inbox(
     access_token: str | None = None,
     expires_at: float | None = None,
     check: bool = True,
+    ca_pem: str | bytes | None = None,
 ) -> ImapInbox:
     """Like create_inbox, for a mailbox signed in with OAuth 2.0 at ``provider`` (google, microsoft, oidc).
 
@@ -200,7 +222,7 @@ def create_oauth_inbox(
     preset = service.imap_server or (None, None, "ssl")
     values = _validate(dict(name=name, host=host or preset[0] or "", port=port or preset[1],
                             security=security or preset[2], username=username, owner_id=owner_id,
-                            ca_file=ca_file, extra_folders=extra_folders, email=email))
+                            ca_file=ca_file, ca_pem=ca_pem, extra_folders=extra_folders, email=email))
     refresh_token = (refresh_token or "").strip()
     if not refresh_token:
         raise InvalidInboxSettings("refresh_token", f"Sign in with {service.label} first: there is no refresh token.")
@@ -244,7 +266,7 @@ def reconnect_oauth_inbox(inbox: ImapInbox, *, signed_in_as: str, refresh_token:
     if check:
         tokens = AccessTokens(service, refresh_token, access_token=access_token, expires_at=expires_at,
                               on_new_refresh_token=kept.append)
-        values = {f: getattr(inbox, f) for f in ("host", "port", "security", "username", "ca_file")}
+        values = {f: getattr(inbox, f) for f in CONNECTION_FIELDS}
         check_login(_settings_from(values, "", access_tokens=tokens))
     inbox.refresh_token_encrypted = encrypt_refresh_token(kept[-1])
     inbox.error = inbox.error_hint = None
@@ -300,7 +322,7 @@ def update_inbox(inbox: ImapInbox, *, password: str | None = None, check: bool =
     fields = _email_following_username(inbox, fields)
     merged = {f: getattr(inbox, f) for f in ("host", "port", "security", "username")}
     merged.update(fields)
-    values = _validate(merged, inbox_id=inbox.id)
+    values = _validate(merged, inbox_id=inbox.id, stored_ca_file=inbox.ca_file)
     values = {k: v for k, v in values.items() if k in fields or k in merged}
     changed = {k for k, v in values.items() if getattr(inbox, k) != v}
     password = password or None

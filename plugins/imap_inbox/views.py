@@ -155,7 +155,7 @@ def _show_connect_error(form: InboxForm, exc: ImapConnectError) -> None:
 
 def _show_invalid_setting(form: InboxForm, exc: service.InvalidInboxSettings) -> None:
     """The service refused a value (e.g. this mailbox is already connected): say so on that field."""
-    field = getattr(form, exc.field, None)
+    field = getattr(form, {"ca_pem": "ca_upload"}.get(exc.field, exc.field), None)
     if field is None or exc.field == "email":
         field = form.username
     field.errors = list(field.errors) + [str(exc)]
@@ -236,6 +236,7 @@ def inbox_edit(inbox_id: int):
     inbox = _get_inbox(inbox_id)
     form = InboxForm.with_settings(mailbox_settings.form_fields(inbox_id=inbox.id))(obj=inbox, require_password=False)
     form.owner_id.choices = _owner_choices(inbox.owner_id)
+    form.stored_ca_file = inbox.ca_file
     if not form.is_submitted():
         form.provider.data = preset_for_host(inbox.host).key
         form.owner_id.data = inbox.owner_id
@@ -245,6 +246,7 @@ def inbox_edit(inbox_id: int):
         # Re-test the login only when something it depends on changed.
         changed = bool(form.password.data) or any(
             (getattr(inbox, name) or None) != (fields[name] or None) for name in service.CONNECTION_FIELDS
+            if name in fields
         )
         try:
             service.update_inbox(inbox, password=form.password.data or None, check=changed,

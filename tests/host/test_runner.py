@@ -46,11 +46,12 @@ def assert_plain_http_login_works(base: str, password: str) -> None:
         assert "Log out" in response.read().decode()
 
 
-def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(redis_url, tmp_path):
+def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(redis_url, tmp_path, empty_database_url):
+    # On the suite's database server too: the login, the session version and the throttle all reach the database.
     port = free_port()
     instance = tmp_path / "instance"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'crm.sqlite'}", REDIS_URL=redis_url,
+    env.update(DATABASE_URL=empty_database_url, REDIS_URL=redis_url,
                CRM_INSTANCE_PATH=str(instance), CRM_RQ_QUEUE=f"test-run-{os.getpid()}", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:

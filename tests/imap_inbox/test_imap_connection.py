@@ -123,8 +123,8 @@ def test_untrusted_certificate_is_explained_with_the_host_name_and_ca_file(mailb
     assert error.permanent
     assert "not signed by a certificate authority the CRM trusts" in error.message
     assert "exactly the one your provider gives" in error.hint
-    assert "CA file" in error.hint and "full path" in error.hint
-    assert "upload" not in error.hint.lower()
+    assert "CA file" in error.hint and "CA directory (CRM_IMAP_CA_DIR)" in error.hint
+    assert "upload the PEM file" in error.hint
 
 
 def test_without_the_private_ca_the_system_store_does_not_trust_the_server(mailbox):
@@ -151,7 +151,7 @@ def test_certificate_is_checked_against_the_host_name_not_the_address():
 
 
 @pytest.mark.parametrize("content", [None, b"not a certificate\n"])
-def test_unusable_ca_file_asks_for_a_readable_path_not_an_upload(mailbox, tmp_path, content):
+def test_an_unusable_ca_file_gets_one_message_whether_missing_or_not_pem(mailbox, tmp_path, content):
     path = tmp_path / "ca.pem"
     if content is not None:
         path.write_bytes(content)
@@ -159,10 +159,23 @@ def test_unusable_ca_file_asks_for_a_readable_path_not_an_upload(mailbox, tmp_pa
         connect(settings_for(mailbox, ca_file=str(path)))
     error = caught.value
     assert error.kind == "ca_file_invalid" and error.permanent
-    assert ("does not exist" if content is None else "not a valid PEM certificate") in error.message
-    assert "full path, on the CRM server" in error.hint
-    assert "web and worker processes" in error.hint
-    assert "upload" not in error.hint.lower()
+    assert error.message == "This CA file cannot be used: it is missing, unreadable or not a PEM certificate."
+    assert "CA directory (CRM_IMAP_CA_DIR)" in error.hint
+
+
+@pytest.mark.parametrize("where", ["outside", "missing", "not_pem", "symlink_out"])
+def test_a_ca_file_outside_the_ca_directory_is_never_opened(mailbox, tmp_path, where):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    (ca_dir / "notes.pem").write_text("not a certificate\n")
+    (ca_dir / "out.pem").symlink_to(mailbox.ca_file)
+    path = {"outside": mailbox.ca_file, "missing": str(ca_dir / "gone.pem"), "not_pem": str(ca_dir / "notes.pem"),
+            "symlink_out": str(ca_dir / "out.pem")}[where]
+    with pytest.raises(ImapConnectError) as caught:
+        connect(settings_for(mailbox, ca_file=path, ca_dir=str(ca_dir)))
+    assert caught.value.kind == "ca_file_invalid"
+    assert caught.value.message.startswith(f"This CA file cannot be used. Enter the full path of a PEM certificate "
+                                           f"inside {ca_dir}")
 
 
 def test_ssl_tls_to_the_starttls_port_says_the_port_did_not_answer_with_tls(mailbox, dovecot):

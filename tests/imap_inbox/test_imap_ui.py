@@ -212,8 +212,8 @@ def test_untrusted_certificate_is_explained(app, admin_client, mailbox, dovecot,
     page = response.text
     box = connect_error_box(page)
     assert "not signed by a certificate authority the CRM trusts" in box
-    assert "exactly the one your provider gives" in box and "full path, on the CRM server" in box
-    assert "upload" not in box.lower()
+    assert "exactly the one your provider gives" in box and "in the CA directory (CRM_IMAP_CA_DIR)" in box
+    assert "upload the PEM file" in box
     assert 'class="field has-error" id="field-ca_file"' in page
     assert 'class="field has-error" id="field-host"' in page
     assert 'class="field has-error" id="field-port"' not in page
@@ -245,23 +245,22 @@ def test_ssl_tls_on_a_port_without_tls_is_reported_on_port_and_security(app, adm
 
 
 def test_an_unusable_ca_file_is_reported_on_the_ca_file_field(app, admin_client, mailbox, owner_id, tmp_path):
+    # tmp_path is inside the suite's CA directory (host_app.testing): the file is judged, not its place.
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
     response = admin_client.post(f"{BASE}/new", data=form_data(mailbox, owner_id, ca_file=str(bad)))
 
     page = response.text
-    assert "not a valid PEM certificate" in connect_error_box(page)
-    assert "web and worker processes can read" in connect_error_box(page)
-    assert 'class="field has-error" id="field-ca_file"' in page
+    assert "This CA file cannot be used" in html.unescape(field_block(page, "ca_file"))
     assert 'class="field has-error" id="field-host"' not in page
+    assert inboxes(app) == []
 
 
-def test_the_ca_file_field_asks_for_a_path_readable_by_web_and_workers(admin_client, owner_id):
+def test_the_ca_file_field_asks_for_a_path_in_the_ca_directory_or_an_upload(admin_client, owner_id):
     page = html.unescape(admin_client.get(f"{BASE}/new").text)
     block = field_block(page, "ca_file")
-    assert 'type="file"' not in block and "upload" not in block.lower()
-    assert "the full path, on the CRM server, of that authority's PEM file" in block
-    assert "readable by the web and worker processes" in block
+    assert "the full path of that authority's PEM file in the CA directory (CRM_IMAP_CA_DIR)" in block
+    assert 'type="file"' in field_block(page, "ca_upload")
 
 
 def test_a_server_that_never_answers_fails_the_form_after_the_check_timeout(app, admin_client, mailbox, owner_id):
@@ -299,7 +298,7 @@ def test_a_server_that_never_answers_fails_the_form_after_the_check_timeout(app,
         ({"security": "plain"}, "security", "SSL/TLS or STARTTLS"),
         ({"owner_id": ""}, "owner_id", "agent"),
         ({"ca_file": "relative/ca.pem"}, "ca_file", "full path"),
-        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file", "no file"),
+        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file", "cannot be used"),
         ({"name": ""}, "name", "name"),
     ],
 )

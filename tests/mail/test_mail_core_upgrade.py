@@ -95,7 +95,7 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     config = {"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "x", "INSTANCE_PATH": str(tmp_path / "inst"),
               "REDIS_URL": redis_url, "RQ_QUEUE": f"legacy-{os.getpid()}", "IMAP_ENCRYPTION_KEYS": [TEAM_KEY],
               # The test Dovecot listens on 127.0.0.1, which the app refuses by default (as host_app.testing says).
-              "IMAP_BLOCK_PRIVATE_HOSTS": False}
+              "IMAP_BLOCK_PRIVATE_HOSTS": False, "IMAP_CA_DIR": str(Path(mailbox.ca_file).parent)}
     box = {"host": mailbox.host, "port": mailbox.port, "username": mailbox.username,
            "password": mailbox.password, "ca_file": mailbox.ca_file}
     # The old release knows no mail plugin; the installed package would offer today's.

@@ -80,6 +80,7 @@ class WorkerProcess:
             CRM_INSTANCE_PATH=self.app.instance_path,
             CRM_IMAP_ENCRYPTION_KEYS=str(config["IMAP_ENCRYPTION_KEYS"]),
             CRM_IMAP_BLOCK_PRIVATE_HOSTS=str(config.get("IMAP_BLOCK_PRIVATE_HOSTS", True)),
+            CRM_IMAP_CA_DIR=str(config.get("IMAP_CA_DIR") or ""),
             PYTHONUNBUFFERED="1",
         )
         env.update({f"CRM_{name}": str(value) for name, value in self.settings.items()})

@@ -256,3 +256,86 @@ def test_a_sync_over_its_time_limit_stops_and_the_next_one_resumes_from_the_chec
     assert second["status"] == "ok", second
     rows = stored(limited, inbox_id)
     assert len(rows) == 60 and len({row["uid"] for row in rows}) == 60
+
+
+# ---------------------------------------------------------------------------
+# The watcher's own asyncio client (plugins/imap_inbox/watcher/idle_client.py) meets the same caps
+# ---------------------------------------------------------------------------
+
+WATCH_CAPS = {"IMAP_MAX_LITERAL_BYTES": "1000000", "IMAP_MAX_LINE_BYTES": "1000000",
+              "IMAP_MAX_RESPONSE_BYTES": "4000000", "IMAP_COMMAND_SECONDS": "3",
+              "IMAP_WATCH_HEARTBEAT": "1", "IMAP_WATCH_RETRY_FIRST": "1"}
+
+
+class FloodEveryConnection:
+    """After LOGIN, answers the watcher's EXAMINE with ``head`` and then ``chunk`` again and again, on every
+    connection (the watch retries), recording how many bytes each connection managed to push."""
+
+    def __init__(self, head: bytes, chunk: bytes, *, delay: float = 0.0):
+        self.head, self.chunk, self.delay = head, chunk, delay
+        self.sent: list[int] = []
+
+    def __call__(self, conn, tag, line):
+        index = len(self.sent)
+        self.sent.append(0)
+        data = self.head
+        while self.sent[index] < OFFERED:
+            conn.send(data)  # raises once the watcher has shut the connection: the session ends
+            self.sent[index] += len(data)
+            data = self.chunk
+            if self.delay:
+                time.sleep(self.delay)
+        return True
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        kilobytes = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kilobytes / 1024
+
+
+@pytest.mark.parametrize("attack, flood, words", [
+    # Endless short untagged lines: the old client kept every one of them as part of the answer.
+    ("endless lines", FloodEveryConnection(b"", b"* 1 RECENT " + b"y" * 1000 + b"\r\n"),
+     "the server sent more data than expected (one answer was larger than"),
+    # One line of ever more literals, each within the old client's 1 MB literal check.
+    ("chained literals", FloodEveryConnection(b"* 1 FETCH (BODY[] {900000}\r\n",
+                                              b"x" * 900_000 + b" {900000}\r\n"),
+     "the server sent more data than expected (one line was longer than"),
+    ("huge literal", FloodEveryConnection(b'* LIST () "/" {2000000000}\r\n', b"x" * 65536),
+     "the server sent more data than expected (it announced a block of"),
+    # A line every 0.2 s, each well within the socket timeout: only the command's wall time stops EXAMINE.
+    ("drip", FloodEveryConnection(b"", b"* OK still looking\r\n", delay=0.2),
+     "the server answered too slowly (it took longer than 3 seconds to answer one command)"),
+])
+def test_a_hostile_server_cannot_fill_the_watchers_memory_or_hold_its_connection(crm_app_factory, dovecot, owner,
+                                                                                 tmp_path, attack, flood, words):
+    from cryptography.fernet import Fernet
+
+    from plugins.imap_inbox.models import ImapInbox
+    from plugins.imap_inbox.watcher.watch_words import describe
+    from tests.support.reliability_helpers import wait_for
+    from tests.support.watcher_helpers import WatcherProcess, watch_statuses
+
+    app = crm_app_factory(IMAP_ENCRYPTION_KEYS=Fernet.generate_key().decode(), RQ_QUEUE=f"watch-{time.time_ns()}")
+    session = functools.partial(agreeable_imap, after_login=flood)
+    with LoopbackServer(session, cert_file=dovecot.cert_file, key_file=dovecot.key_file) as server:
+        inbox_id = hostile_inbox(app, dovecot, owner, server.port)
+        watcher = WatcherProcess(app, tmp_path / "watcher.log", **WATCH_CAPS).start()
+        try:
+            def reason() -> str:
+                return watch_statuses(app, [inbox_id]).get(inbox_id, {}).get("reason") or ""
+
+            wait_for(lambda: words in reason(), 60, f"the watch to say {words!r}",
+                     details=lambda: f"status: {reason()!r}, sent: {flood.sent}\n{watcher.log_tail()}")
+            peak = peak_rss_mb(watcher.process.pid)
+            with app.app_context():
+                detail = describe([db.session.get(ImapInbox, inbox_id)])[inbox_id]["detail"]
+        finally:
+            watcher.stop()
+    # What the inbox list says about the watch, in plain words.
+    assert detail.startswith(f"the watcher is reconnecting: {words}"), detail
+    # Each connection pushed at most the caps plus what the kernel buffers on the way, never the 300 MB
+    # offered, and the watcher process never held more than a Flask app's worth of memory.
+    assert max(flood.sent) < 40_000_000, (attack, flood.sent)
+    assert peak < 250, (attack, peak)

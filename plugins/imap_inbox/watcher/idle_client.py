@@ -8,6 +8,12 @@ upgrade a connection to TLS. The handful of commands here are line-based;
 literals (``{n}``) are read whole so a server's unusual reply cannot desync
 the reader.
 
+A hostile server meets the caps a sync meets (response_limits.py): one
+literal, one line (literals included), the bytes of one command's answer and
+its wall time, never above what watching needs (:data:`WATCH_CAPS`). Past one,
+:class:`WatchCapExceeded` ends the connection; the watch says so in plain
+words and retries later, as after any dropped connection.
+
 Nothing here logs a command line: LOGIN carries the password.
 """
 from __future__ import annotations
@@ -23,12 +29,16 @@ from collections.abc import Callable
 from imapclient import exceptions as imap_exceptions
 
 from ..connection import ConnectionSettings
+from ..response_limits import ResponseLimitExceeded, ResponseLimits, _duration, _size
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _UNTAGGED_COUNT = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|RECENT)\b", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _CAPABILITY = re.compile(rb"\[?CAPABILITY ([^\]\r\n]*)", re.IGNORECASE)
 MAX_LINE = 1_000_000  # an untagged reply longer than this is not something watching needs to read
+# Watching reads a few short lines per command (EXAMINE's are the most): the caps of a sync, but never
+# above these, since a thousand connections may each be answering at once.
+WATCH_CAPS = ResponseLimits(literal_bytes=MAX_LINE, line_bytes=MAX_LINE, response_bytes=4 * MAX_LINE)
 
 # TCP keep-alive: a peer that vanished without a FIN (NAT timeout, pulled cable) is noticed by the kernel
 # after KEEPIDLE + KEEPCNT * KEEPINTVL seconds even while IDLE is silent.
@@ -49,6 +59,24 @@ class ImapClosed(ConnectionError):
     """The server closed the connection or answered something this client cannot follow."""
 
 
+class WatchCapExceeded(ResponseLimitExceeded, ImapClosed):
+    """Past a cap: a dropped connection to the watch (it retries), "too much data" to classify_error."""
+
+    def __str__(self) -> str:
+        if self.too_slow:
+            return f"the server answered too slowly ({self.reason})"
+        return f"the server sent more data than expected ({self.reason})"
+
+
+def watch_caps(limits: ResponseLimits | None) -> ResponseLimits:
+    """The stricter of ``limits`` (the configured ones) and WATCH_CAPS, cap by cap."""
+    limits = limits or ResponseLimits()
+    return ResponseLimits(literal_bytes=min(limits.literal_bytes, WATCH_CAPS.literal_bytes),
+                          line_bytes=min(limits.line_bytes, WATCH_CAPS.line_bytes),
+                          response_bytes=min(limits.response_bytes, WATCH_CAPS.response_bytes),
+                          command_seconds=limits.command_seconds)
+
+
 class CommandFailed(Exception):
     """A command got NO or BAD; ``text`` is the server's words."""
 
@@ -62,24 +90,31 @@ class CommandFailed(Exception):
 class IdleClient:
     """One IMAP connection. Open it with :meth:`open`; every wait is bounded by ``timeout`` seconds."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float,
+                 limits: ResponseLimits | None = None):
         self._reader = reader
         self._writer = writer
         self.timeout = timeout
+        self.limits = watch_caps(limits)
         self._tag = 0
         self.capabilities: frozenset[str] = frozenset()
+        self._answer_bytes = 0  # read since the last command was sent (the greeting counts as one)
+        self._answer_deadline: float | None = None  # loop time by which the answer must be complete
 
     @classmethod
     async def open(cls, settings: ConnectionSettings, address: str, context: ssl.SSLContext) -> IdleClient:
         """Connect to ``address`` (already checked), verify TLS against ``settings.host``, read the greeting."""
         implicit_tls = settings.security == "ssl"
+        limits = watch_caps(settings.limits)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, settings.port, ssl=context if implicit_tls else None,
-                                    server_hostname=settings.host if implicit_tls else None, limit=MAX_LINE),
+                                    server_hostname=settings.host if implicit_tls else None,
+                                    limit=limits.line_bytes),
             settings.timeout)
         _keep_alive(writer)
-        client = cls(reader, writer, settings.timeout)
+        client = cls(reader, writer, settings.timeout, limits)
         try:
+            client._expect_answer()
             greeting = await client._read_line()
             if not greeting.upper().startswith((b"* OK", b"* PREAUTH")):
                 raise ImapClosed(f"unexpected greeting: {greeting[:100]!r}")
@@ -149,6 +184,7 @@ class IdleClient:
         while True:
             line = await self._read_line()
             if line.startswith(b"+"):
+                self._answer_deadline = None  # idling may last as long as asked; its bytes still count
                 break
             if line.startswith(tag.encode()):
                 raise CommandFailed("IDLE", _status(line, tag), _text(line, tag))
@@ -167,6 +203,7 @@ class IdleClient:
                 raise ImapClosed(_text(line, "*"))
             self._note_change(line, on_change)
         self._send("DONE")
+        self._expect_answer()
         while True:
             line = await self._read_line()
             if line.startswith(tag.encode()):
@@ -223,34 +260,74 @@ class IdleClient:
 
     def _next_tag(self) -> str:
         self._tag += 1
+        self._expect_answer()
         return f"W{self._tag}"
+
+    def _expect_answer(self) -> None:
+        """A command was sent (or the greeting is due): its answer's byte count and clock start now."""
+        self._answer_bytes = 0
+        self._answer_deadline = asyncio.get_running_loop().time() + self.limits.command_seconds
 
     def _send(self, line: str) -> None:
         self._writer.write(line.encode() + b"\r\n")
 
     async def _read_line(self, first_wait: float | None = None) -> bytes:
-        """One response line with its literals inlined; its start waits ``first_wait`` (else ``timeout``)."""
+        """One response line with its literals inlined; its start waits ``first_wait`` (else ``timeout``).
+
+        Within the caps: raises WatchCapExceeded before a literal or a line past its cap is read whole.
+        """
+        limits = self.limits
         parts = []
+        length = 0
         wait = first_wait if first_wait is not None else self.timeout
         while True:
             try:
-                chunk = await asyncio.wait_for(self._reader.readuntil(b"\r\n"), wait)
+                chunk = await self._within_deadline(self._reader.readuntil(b"\r\n"), wait)
             except asyncio.IncompleteReadError:
                 raise ImapClosed("the server closed the connection") from None
             except asyncio.LimitOverrunError:
-                raise ImapClosed("a reply line was too long") from None
+                raise self._over(f"one line was longer than {_size(limits.line_bytes)}") from None
             parts.append(chunk)
+            length += len(chunk)
+            self._count(length, len(chunk))
             wait = self.timeout
             literal = _LITERAL.search(chunk)
             if not literal:
                 return b"".join(parts)
             size = int(literal.group(1))
-            if size > MAX_LINE:
-                raise ImapClosed("a literal was too long")
+            if size > limits.literal_bytes:
+                raise self._over(f"it announced a block of {_size(size)}; at most "
+                                 f"{_size(limits.literal_bytes)} is accepted")
+            self._count(length + size, size)
             try:
-                parts.append(await asyncio.wait_for(self._reader.readexactly(size), self.timeout))
+                parts.append(await self._within_deadline(self._reader.readexactly(size), self.timeout))
             except asyncio.IncompleteReadError:
                 raise ImapClosed("the server closed the connection") from None
+            length += size
+
+    def _count(self, line_length: int, read: int) -> None:
+        if line_length > self.limits.line_bytes:
+            raise self._over(f"one line was longer than {_size(self.limits.line_bytes)}")
+        self._answer_bytes += read
+        if self._answer_bytes > self.limits.response_bytes:
+            raise self._over(f"one answer was larger than {_size(self.limits.response_bytes)}")
+
+    async def _within_deadline(self, read, wait: float):
+        """``read``, waiting at most ``wait`` seconds and never past the command's deadline."""
+        if self._answer_deadline is None:
+            return await asyncio.wait_for(read, wait)
+        left = self._answer_deadline - asyncio.get_running_loop().time()
+        if left < wait:
+            try:
+                return await asyncio.wait_for(read, max(left, 0))
+            except TimeoutError:
+                raise self._over(f"it took longer than {_duration(self.limits.command_seconds)} to answer one "
+                                 "command", too_slow=True) from None
+        return await asyncio.wait_for(read, wait)
+
+    def _over(self, reason: str, *, too_slow: bool = False) -> WatchCapExceeded:
+        self.close()  # nothing more is read from a server past a cap
+        return WatchCapExceeded(reason, too_slow=too_slow)
 
 
 _capability_sets: dict[bytes, frozenset[str]] = {}

@@ -55,7 +55,7 @@ class Opener:
             client = None
             try:
                 address = await self._checked_address(settings)
-                client = await IdleClient.open(settings, address, _tls_context(settings.ca_file))
+                client = await IdleClient.open(settings, address, _tls_context(settings))
                 await client.login(settings.username, settings.password)
             except BaseException as exc:
                 if client is not None:
