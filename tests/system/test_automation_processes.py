@@ -1,6 +1,7 @@
 """Automations across real processes: ``manage.py worker`` and ``manage.py scheduler`` started, killed, started again.
 
 * A wait survives the death of the worker and the scheduler and fires exactly once afterwards.
+* An automation deleted during its waits leaves nothing for the worker to do when they would have been due.
 * A scheduled run whose slot comes while the previous run is still going on another worker is skipped.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from host_app.extensions import db
 from host_app.jobs import enqueue
 from host_app.models import AutomationBulkRun, AutomationRule, AutomationRun, AutomationWait, Contact
 from host_app.schedules import create_due_runs
+from host_app.testing import ADMIN_PASSWORD, log_in
 from host_app.triggers import HOURLY
 from tests.support.reliability_helpers import SchedulerProcess, WorkerProcess, wait_for
 
@@ -116,6 +118,39 @@ def test_a_wait_fires_once_after_the_worker_and_the_scheduler_were_killed_and_st
         assert db.session.scalar(db.select(db.func.count(AutomationWait.id))) == 0
         tags = {c.email: c.tags for c in db.session.scalars(db.select(Contact))}
         assert tags == {"lead@client.example": ["lead", "needs-follow-up"], "other@client.example": []}
+
+
+def test_deleting_an_automation_during_its_waits_drops_them_and_the_worker_then_does_nothing(make_app, admin,
+                                                                                             tmp_path):
+    app = make_app()
+    with app.app_context():
+        rule_id = _rule(trigger="contact_created", wait_seconds=2)
+        lead = Contact(email="lead@client.example")
+        lead.add_tag("lead")
+        db.session.add(lead)
+        db.session.commit()
+        emit("contact_created", key="created", contact_ids=[lead.id])
+        assert db.session.scalar(db.select(db.func.count(AutomationWait.id))) == 1
+        db.session.remove()
+    client = log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD)
+    assert client.post(f"/automations/{rule_id}/delete").status_code == 302
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(AutomationWait.id))) == 0
+        db.session.remove()
+    time.sleep(2.5)  # the wait would be over now
+
+    log = tmp_path / "processes.log"
+    scheduler = SchedulerProcess(app, log, AUTOMATION_TICK_SECONDS=TICK).start()
+    worker = WorkerProcess(app, log, AUTOMATION_TICK_SECONDS=TICK).start()
+    try:
+        wait_for(lambda: log.exists() and log.read_text(errors="replace").count("Job OK") >= 4, 60,
+                 "the worker to run a few ticks", details=worker.log_tail)
+    finally:
+        worker.stop()
+        scheduler.stop()
+    assert _runs(app) == []
+    with app.app_context():
+        assert db.session.scalar(db.select(Contact)).tags == ["lead"]
 
 
 # A condition that blocks until the test says so, in the worker processes: a package on disk they import.
