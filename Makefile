@@ -76,9 +76,11 @@ test-postgres: install
 demo: install system-packages
 	$(PY) -m plugins.imap_inbox.demo
 
-# The sync benchmark, then the live section (1,000 watched inboxes; see bench/README.md).
+# The sync benchmark, automations over 20,000 contacts, then the live section (1,000 watched inboxes;
+# see bench/README.md).
 bench: install system-packages
 	$(PY) -m bench --n $(N)
+	$(PY) -m bench.automations
 	$(PY) -m bench.live --inboxes $(LIVE_INBOXES)
 
 bench-live: install system-packages

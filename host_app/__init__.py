@@ -36,6 +36,8 @@ def default_config(app: Flask) -> dict:
         "RQ_QUEUE": os.environ.get("CRM_RQ_QUEUE", "crm"),
         # Scheduled automations ("Every day at 09:00") run at that time here, e.g. "Europe/Paris".
         "TIME_ZONE": os.environ.get("CRM_TIME_ZONE", "UTC"),
+        # Seconds between the scheduler's looks for due scheduled runs and due waits (CRM_AUTOMATION_TICK_SECONDS).
+        "AUTOMATION_TICK_SECONDS": 60,
         # Comma-separated plugin names; these win over the Settings > Plugins page.
         "DISABLED_PLUGINS": _env_list("CRM_DISABLED_PLUGINS"),
         "ENABLED_PLUGINS": _env_list("CRM_ENABLED_PLUGINS"),

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .models import AutomationRule, AutomationRun, AutomationWait, Contact, utcnow
+from .sql import member_of
 from .values import Action, Condition, Event, Occurrence
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,13 @@ def acted_on(rule_id: int, event_type: str, event_key: str, contact_ids: Iterabl
         AutomationRun.rule_id == rule_id,
         AutomationRun.event_type == event_type,
         AutomationRun.event_key == event_key,
-        AutomationRun.contact_id.in_(contact_ids),
+        member_of(AutomationRun.contact_id, contact_ids),
     )))
 
 
 def run_rule(rule: AutomationRule, event: Event) -> dict[str, int]:
     counts = {"fired": 0, "not_matched": 0, "failed": 0, "skipped": 0, "waiting": 0}
-    existing = set(db.session.scalars(db.select(Contact.id).where(Contact.id.in_(event.contact_ids))))
+    existing = set(db.session.scalars(db.select(Contact.id).where(member_of(Contact.id, event.contact_ids))))
     done = acted_on(rule.id, event.type, event.key, existing)
     todo = existing - done
     counts["skipped"] = len(done)

@@ -118,10 +118,11 @@ def event_types():
 
 
 @hookimpl
-def recurring_jobs():
+def recurring_jobs(app):
+    tick = int(app.config.get("AUTOMATION_TICK_SECONDS") or 60)
     return [
-        RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, 60),
-        RecurringJob("automations: check the contacts whose wait is over", run_due_waits, 60),
+        RecurringJob("automations: start the scheduled runs that are due", run_due_schedules, tick),
+        RecurringJob("automations: check the contacts whose wait is over", run_due_waits, tick),
     ]
 
 

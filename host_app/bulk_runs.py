@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import sqlalchemy as sa
 from flask import current_app
 from redis.exceptions import LockError
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +20,7 @@ from .automation_engine import RuleUnavailable, act, acted_on, actions, matching
 from .extensions import db
 from .jobs import app_job, enqueue, redis_connection
 from .models import AutomationBulkRun, AutomationRule, AutomationRun, Contact, utcnow
+from .sql import member_of
 from .triggers import MANUAL, SCHEDULED
 from .values import Audience
 
@@ -181,18 +183,21 @@ def _execute(run: AutomationBulkRun) -> dict:
 
 def _act_on_chunk(run: AutomationBulkRun, rule: AutomationRule, chunk: list[int], available: dict) -> None:
     done = acted_on(rule.id, rule.trigger, run.event_key, chunk)
-    contacts = db.session.scalars(db.select(Contact).where(Contact.id.in_([c for c in chunk if c not in done])))
+    contacts = db.session.scalars(db.select(Contact).where(member_of(Contact.id, [c for c in chunk if c not in done])))
+    now = utcnow()
+    logged = []
     for contact in contacts:
         status, detail = act(rule, contact, available)
-        db.session.add(
-            AutomationRun(rule_id=rule.id, contact_id=contact.id, event_type=rule.trigger,
-                          event_key=run.event_key, status=status, detail=detail[:2000])
-        )
+        logged.append({"rule_id": rule.id, "contact_id": contact.id, "event_type": rule.trigger,
+                       "event_key": run.event_key, "status": status, "detail": detail[:2000], "created_at": now})
         if status == "fired":
             run.acted += 1
         else:
             run.failed += 1
     try:
+        # The log rows in one statement, not an object each; in the same transaction as the actions.
+        if logged:
+            db.session.execute(sa.insert(AutomationRun), logged)
         db.session.commit()
     except IntegrityError:
         # Another worker ran the same chunk at the same time; its actions and counts stand.

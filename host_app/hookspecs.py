@@ -177,7 +177,11 @@ def automation_conditions(app):
 
     A condition has a unique ``key``, a ``label``, a WTForms parameter form,
     ``evaluate(contact, params)`` for one contact and optionally
-    ``evaluate_bulk(contact_ids, params)`` for many.
+    ``evaluate_bulk(contact_ids, params)`` for many. The engine only calls
+    ``evaluate_bulk``: with an event's contacts, with the contacts whose wait
+    is over (plus ``occurrences=`` when it declares that parameter), and with
+    a whole audience, up to every contact, in runs by hand and on a schedule;
+    so write it as one set-based query (docs/writing-condition-plugins.md).
     """
 
 

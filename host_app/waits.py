@@ -19,6 +19,7 @@ from .automation_engine import RuleUnavailable, act, actions, matching_contacts
 from .extensions import db
 from .jobs import app_job, redis_connection
 from .models import AutomationRule, AutomationRun, AutomationWait, Contact, utcnow
+from .sql import member_of
 from .values import ContactPanel, Occurrence
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,10 @@ def _check(waits: list[AutomationWait]) -> dict[str, int]:
             log.exception("automation %s: conditions failed after a wait", rule.id)
             matched, error = set(), f"conditions failed: {exc}"
         acting = sorted(matched & set(one)) if error is None else []
-        contacts = {c.id: c for c in db.session.scalars(db.select(Contact).where(Contact.id.in_(acting)))}
+        contacts = {c.id: c for c in db.session.scalars(db.select(Contact).where(member_of(Contact.id, acting)))}
         started = dict(db.session.execute(
             db.select(AutomationRun.id, AutomationRun.created_at)
-            .where(AutomationRun.id.in_([w.run_id for w in one.values()]))
+            .where(member_of(AutomationRun.id, [w.run_id for w in one.values()]))
         ).all())
         now = utcnow()
         updates = []
@@ -104,7 +105,7 @@ def _check(waits: list[AutomationWait]) -> dict[str, int]:
         # The log rows and the waits in a few statements, not one object each.
         db.session.flush()
         db.session.execute(sa.update(AutomationRun), updates)
-        db.session.execute(sa.delete(AutomationWait).where(AutomationWait.id.in_([w.id for w in one.values()]))
+        db.session.execute(sa.delete(AutomationWait).where(member_of(AutomationWait.id, [w.id for w in one.values()]))
                            .execution_options(synchronize_session=False))
         db.session.commit()
     return counts

@@ -22,7 +22,7 @@ EMAIL_SENT = "email_sent"
 
 EVENT_TYPES = [
     EventType(EMAIL_RECEIVED, "E-mail received from a contact (IMAP inbox)"),
-    EventType(EMAIL_SENT, "E-mail sent to a contact (IMAP inbox)"),
+    EventType(EMAIL_SENT, "We sent an e-mail to the contact (IMAP inbox)"),
 ]
 
 

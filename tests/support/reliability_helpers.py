@@ -63,6 +63,8 @@ def free_port() -> int:
 class WorkerProcess:
     """``manage.py worker`` in a subprocess (its own process group), configured like ``app`` through the environment."""
 
+    command = "worker"
+
     def __init__(self, app: Flask, log_path: Path, **settings: str):
         self.app = app
         self.log_path = log_path
@@ -89,7 +91,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "manage.py"), "worker"], cwd=ROOT, env=self.environment(),
+                [sys.executable, str(ROOT / "manage.py"), self.command], cwd=ROOT, env=self.environment(),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # the work horses it forks share its process group
             )
@@ -129,9 +131,15 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         try:
-            return "worker log:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return f"{self.command} log:\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no worker log)"
+
+
+class SchedulerProcess(WorkerProcess):
+    """``manage.py scheduler`` (RQ's cron scheduler with the plugins' recurring jobs), configured like ``app``."""
+
+    command = "scheduler"
 
 
 class RedisServer:

@@ -7,11 +7,13 @@ available here as in the host's own suite. Run: ``pytest`` in this folder.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from crm_condition_email_domain.condition import EmailDomainCondition, EmailDomainForm
 
-from host_app.api import Contact, db
+from host_app.api import AutomationRule, Contact, db
+from host_app.testing import run_jobs
 
 # Load only this plugin, whatever else is installed next to it.
 PLUGINS = {"email_domain": "crm_condition_email_domain"}
@@ -77,3 +79,51 @@ def test_cli_evaluates_the_condition(crm_app_factory):
                                  "--params", json.dumps({"match": "is_one_of", "domains": "acme.com"})])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"result": True}
+
+
+def add_rule(trigger: str, **fields) -> int:
+    """An automation "if the e-mail domain is acme.com, tag the contact acme", as the builder saves it."""
+    rule = AutomationRule(name="Acme", trigger=trigger, match="all",
+                          conditions=[{"key": "email_domain", "params": {"match": "is_one_of", "domains": "acme.com"}}],
+                          actions=[{"key": "add_tag", "params": {"tag": "acme"}}], **fields)
+    db.session.add(rule)
+    db.session.commit()
+    return rule.id
+
+
+def tagged() -> set[str]:
+    return {c.email for c in db.session.scalars(db.select(Contact)) if "acme" in c.tags}
+
+
+def test_a_run_by_hand_evaluates_the_condition_over_all_contacts_in_bulk(plugin_app, monkeypatch):
+    emails = [f"lead{i}@acme.com" for i in range(300)] + [f"other{i}@example.org" for i in range(200)]
+    add_contacts(*emails)
+    calls = []
+    original = EmailDomainCondition.evaluate_bulk
+
+    def counted(self, contact_ids, params):
+        ids = list(contact_ids)
+        calls.append(len(ids))
+        return original(self, ids, params)
+
+    monkeypatch.setattr(EmailDomainCondition, "evaluate_bulk", counted)
+    rule_id = add_rule("manual")
+    runner = plugin_app.test_cli_runner()
+    result = runner.invoke(args=["automations", "run", str(rule_id), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"evaluated": 500, "matched": 300, "acted": 300, "failed": 0,
+                                         "dry_run": False}
+    assert calls == [500]  # the whole audience in one call
+    assert tagged() == {e for e in emails if e.endswith("@acme.com")}
+
+
+def test_a_scheduled_run_evaluates_the_condition_in_bulk_on_a_worker(plugin_app, redis_url):
+    add_contacts("ann@acme.com", "bob@eu.acme.com", "cid@example.org")
+    add_rule("schedule_hourly", created_at=datetime.now(UTC) - timedelta(days=1))
+    # What the scheduler does every minute: the host's recurring job starts the runs that are due...
+    manager = plugin_app.extensions["plugins"]
+    jobs = {job.name: job for result in manager.hook.recurring_jobs(app=plugin_app) for job in result or []}
+    jobs["automations: start the scheduled runs that are due"].func()
+    # ... and a worker runs them.
+    assert run_jobs(plugin_app)
+    assert tagged() == {"ann@acme.com", "bob@eu.acme.com"}
