@@ -20,7 +20,7 @@ from typing import Any
 from flask import Flask
 
 from host_app.api import db
-from plugins.mail.models import ROLE_INBOX
+from plugins.mail.models import ROLE_INBOX, ROLE_SENT
 
 from ..jobs import enqueue_sync, sync_running
 from ..models import ImapFolder
@@ -117,11 +117,23 @@ class SyncTrigger:
 
     @staticmethod
     def _missed_mail(inbox_id: int, state: dict[str, Any]) -> bool:
-        """Whether INBOX differs from what the last sync saw (new UIDs, or a different message count)."""
-        folder = db.session.scalars(
-            db.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id, ImapFolder.role == ROLE_INBOX)).first()
-        if folder is None or not folder.initial_done:
+        """Whether INBOX (or Sent, when followed) differs from what the last sync saw.
+
+        New UIDs or a different message count; ``state`` has INBOX's "exists" and "uidnext", and the
+        Sent folder's as "sent_messages" and "sent_uidnext".
+        """
+        folders = {folder.role: folder for folder in db.session.scalars(
+            db.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id,
+                                        ImapFolder.role.in_((ROLE_INBOX, ROLE_SENT))))}
+        inbox = folders.get(ROLE_INBOX)
+        if inbox is None or not inbox.initial_done:
             return True
-        if "uidnext" in state and folder.uidnext != state["uidnext"]:
+        if _differs(inbox, state.get("uidnext"), state.get("exists")):
             return True
-        return "exists" in state and folder.message_count != state["exists"]
+        sent = folders.get(ROLE_SENT)
+        return sent is not None and _differs(sent, state.get("sent_uidnext"), state.get("sent_messages"))
+
+
+def _differs(folder: ImapFolder, uidnext: int | None, messages: int | None) -> bool:
+    return (uidnext is not None and folder.uidnext != uidnext) or (
+        messages is not None and folder.message_count != messages)
