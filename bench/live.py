@@ -62,7 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="messages delivered per second, all inboxes together (default 1: 86,400 a day, "
                              "about what 1,000 busy team inboxes receive)")
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of steady delivery (default 120)")
-    parser.add_argument("--workers", type=int, default=2, help="RQ workers syncing (default 2)")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="RQ workers syncing and running the follow-up jobs (default 4; see bench/README.md)")
+    parser.add_argument("--first-sync-workers", type=int, default=4,
+                        help="extra RQ workers only for the first syncs of the new inboxes, stopped before "
+                             "anything is measured (default 4: the first syncs are not what this measures)")
     parser.add_argument("--idle-seconds", type=float, default=30.0,
                         help="seconds the watchers are measured doing nothing (default 30)")
     parser.add_argument("--db", default="sqlite", choices=BACKENDS)
@@ -97,6 +101,7 @@ class LiveBench:
         self.children: list[subprocess.Popen] = []
         self.results: dict = {"meta": {"inboxes": args.inboxes, "rate_per_second": args.rate,
                                        "duration_seconds": args.duration, "workers": args.workers,
+                                       "first_sync_workers": args.first_sync_workers,
                                        "database": args.db, "cpus": os.cpu_count(),
                                        "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
                              "notes": []}
@@ -113,9 +118,9 @@ class LiveBench:
                    CRM_IMAP_BLOCK_PRIVATE_HOSTS="false", PYTHONUNBUFFERED="1")
         return env
 
-    def start(self, command: str, name: str) -> subprocess.Popen:
+    def start(self, command: str, name: str, *options: str) -> subprocess.Popen:
         log_file = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
-        child = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command], cwd=ROOT,
+        child = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *options], cwd=ROOT,
                                  env=self.environment(), stdin=subprocess.DEVNULL, stdout=log_file,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         self.children.append(child)
@@ -195,8 +200,14 @@ class LiveBench:
 
         for n in range(args.workers):
             self.start("worker", f"worker-{n}")
+        helpers = [self.start("worker", f"first-sync-worker-{n}") for n in range(args.first_sync_workers)]
         self.wait(self.queue_empty, 1800, "the first syncs")
         self.results["first_syncs_seconds"] = round(time.perf_counter() - t, 1)
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+        for helper in helpers:
+            helper.wait(30)
+            self.children.remove(helper)
 
         # One watcher brings every watch up.
         t = time.perf_counter()
@@ -222,19 +233,25 @@ class LiveBench:
             "cpu_percent_of_a_core": round(100 * (stats.cpu_seconds() - cpu) / (time.perf_counter() - start), 2),
             "rss_mb": round(stats.rss_mb(), 1)}
         self.results["latency"] = summarize(latencies)
-        self.results["enqueue_latency"] = summarize(self.enqueue_latencies)
+        self.results["stages"] = {name: summarize(values) for name, values in self.stages.items()}
         log(f"latency: {self.results['latency']}; under load: {self.results['watcher_under_load']}")
 
         self.results["takeover"] = self.takeover(first)
         return self.results
 
-    def enqueued_at(self, inbox_ids: set[int]) -> dict[int, float]:
-        """When each inbox's sync job was last enqueued (epoch seconds): one job id per inbox."""
+    def sync_jobs(self, inbox_ids: set[int]) -> dict[int, tuple[float | None, float | None, float | None]]:
+        """Each inbox's sync job as RQ has it now: (enqueued, started, ended), epoch seconds or None.
+
+        One job id per inbox, so this is the inbox's latest sync job.
+        """
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
         from host_app.api import redis_connection
         from plugins.imap_inbox.jobs import sync_job_id
+
+        def epoch(at: dt.datetime | None) -> float | None:
+            return None if at is None else (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp()
 
         found = {}
         with self.app.app_context():
@@ -243,23 +260,23 @@ class LiveBench:
                     job = Job.fetch(sync_job_id(inbox_id), connection=redis_connection())
                 except NoSuchJobError:
                     continue
-                if job.enqueued_at is not None:
-                    at = job.enqueued_at
-                    found[inbox_id] = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp()
+                found[inbox_id] = (epoch(job.enqueued_at), epoch(job.started_at), epoch(job.ended_at))
         return found
 
     def deliver(self, rate: float, duration: float, inbox_ids: list[int]) -> dict[str, float | None]:
         """APPEND at a steady rate; return {message id: seconds from delivery to stored} (None: never).
 
-        Also fills ``self.enqueue_latencies``: seconds from delivery to its inbox's sync job being
-        enqueued, the watcher's own part (when a sync was already queued for the inbox, none is).
+        Also fills ``self.stages``: for each message, where its seconds went (see ``STAGES``), from the
+        RQ timestamps of the sync job that stored it: the one that started after the delivery (or
+        was running then and still stored it).
         """
         from plugins.imap_inbox.testing import mailgen
 
         delivered: dict[str, float] = {}
         delivered_at: dict[str, tuple[int, float]] = {}  # message id -> (inbox id, epoch seconds)
         latencies: dict[str, float | None] = {}
-        self.enqueue_latencies: dict[str, float | None] = {}
+        jobs_seen: dict[str, tuple[float | None, float | None, float | None]] = {}
+        stored_at: dict[str, float] = {}  # message id -> epoch seconds it was first seen stored
         lock = threading.Lock()
         done = threading.Event()
 
@@ -267,19 +284,20 @@ class LiveBench:
             while True:
                 with lock:
                     waiting = [m for m in delivered if m not in latencies]
-                    unqueued = {m: delivered_at[m] for m in delivered if m not in self.enqueue_latencies}
+                    at_of = {m: delivered_at[m] for m in waiting}
                 if not waiting and done.is_set():
                     return
-                now = time.monotonic()
+                jobs = self.sync_jobs({inbox for inbox, _ in at_of.values()})
+                for message_id, (inbox_id, at) in at_of.items():
+                    job = jobs.get(inbox_id)
+                    # The job that can store the message: enqueued after it, or started (or not yet) after it.
+                    if job is not None and (job[1] is None or job[1] >= at or job[0] >= at):
+                        jobs_seen[message_id] = job
+                now, epoch_now = time.monotonic(), time.time()
                 for message_id in self.stored(waiting) if waiting else ():
                     with lock:
                         latencies[message_id] = now - delivered[message_id]
-                enqueued = self.enqueued_at({inbox for inbox, _ in unqueued.values()})
-                for message_id, (inbox_id, at) in unqueued.items():
-                    if enqueued.get(inbox_id, 0) >= at:
-                        self.enqueue_latencies[message_id] = enqueued[inbox_id] - at
-                    elif message_id in latencies:  # stored by a sync that was queued already
-                        self.enqueue_latencies[message_id] = None
+                        stored_at[message_id] = epoch_now
                 time.sleep(0.05)
 
         poller = threading.Thread(target=watch_database, daemon=True)
@@ -305,6 +323,7 @@ class LiveBench:
         done.set()
         poller.join(timeout=30)
         with lock:
+            self.stages = stage_times(delivered_at, jobs_seen, stored_at)
             return {m: latencies.get(m) for m in delivered}
 
     def takeover(self, first: subprocess.Popen) -> dict:
@@ -340,6 +359,33 @@ class LiveBench:
                 if child.poll() not in (None, -signal.SIGKILL):
                     raise RuntimeError(f"a child stopped (exit {child.returncode}); logs in {self.workdir}")
             time.sleep(0.5)
+
+
+STAGES = {
+    "watcher": "delivery to the sync job enqueued (IDLE notice, the watcher, enqueueing); messages whose "
+               "inbox had a sync queued already joined it and are not counted",
+    "queue": "enqueued (or delivered, if later) to a worker starting the job",
+    "sync": "the job started to the row seen stored (fork, TLS, login, both folders, commit)",
+}
+
+
+def stage_times(delivered_at: dict[str, tuple[int, float]],
+                jobs: dict[str, tuple[float | None, float | None, float | None]],
+                stored_at: dict[str, float]) -> dict[str, dict[str, float | None]]:
+    """Per stage of ``STAGES``, {message id: seconds}; None where the job's timestamps do not tell."""
+    stages: dict[str, dict[str, float | None]] = {name: {} for name in STAGES}
+    for message_id, (_, at) in delivered_at.items():
+        job = jobs.get(message_id)
+        if job is None or job[0] is None:
+            continue
+        enqueued, started, _ = job
+        if enqueued >= at:
+            stages["watcher"][message_id] = enqueued - at
+        if started is not None:
+            stages["queue"][message_id] = max(0.0, started - max(enqueued, at))
+            if message_id in stored_at:
+                stages["sync"][message_id] = max(0.0, stored_at[message_id] - max(started, at))
+    return stages
 
 
 def summarize(latencies: dict[str, float | None]) -> dict:
@@ -378,12 +424,16 @@ def markdown(results: dict) -> str:
             margin = f"{target / value:.1f}× under" if value else "far under"
         lines.append(f"| {label} | {value} | ≤ {target:g} | {margin} |")
     latency = results.get("latency", {})
-    enqueue = results.get("enqueue_latency", {})
+    stages = results.get("stages", {})
     lines += ["", f"Latency from APPEND to stored: p50 {latency.get('p50_s')} s, p95 {latency.get('p95_s')} s, "
               f"max {latency.get('max_s')} s; {latency.get('arrived')} of {latency.get('messages')} arrived.",
-              f"The watcher's part, from APPEND to the sync job enqueued: p50 {enqueue.get('p50_s')} s, "
-              f"p95 {enqueue.get('p95_s')} s, max {enqueue.get('max_s')} s ({enqueue.get('arrived')} measured; "
-              "the rest joined a sync already queued).",
+              "", "Where the seconds went (from the RQ timestamps of the sync job that stored each message):", "",
+              "| Stage | p50 s | p95 s | max s | messages |", "| --- | --- | --- | --- | --- |"]
+    for name, meaning in STAGES.items():
+        stage = stages.get(name, {})
+        lines.append(f"| {name}: {meaning} | {stage.get('p50_s')} | {stage.get('p95_s')} | {stage.get('max_s')} "
+                     f"| {stage.get('arrived', 0)} |")
+    lines += ["",
               f"Watcher under load: {results.get('watcher_under_load')}.",
               f"Takeover: {results.get('takeover')}.",
               f"First syncs of the empty inboxes: {results.get('first_syncs_seconds')} s.",

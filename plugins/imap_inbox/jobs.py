@@ -19,7 +19,7 @@ from redis.exceptions import LockError, RedisError
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from host_app.api import app_job, db, queue, redis_connection
+from host_app.api import app_job, db, member_of, queue, redis_connection
 from plugins.mail import models as mail_models
 from plugins.mail.models import Inbox
 
@@ -125,8 +125,12 @@ def _existing_job(inbox_id: int) -> Job | None:
         return None
 
 
-def enqueue_sync(inbox_id: int) -> str | None:
-    """Enqueue a sync of the inbox; returns the RQ job id, or None when one is already queued or running."""
+def enqueue_sync(inbox_id: int, show_queued: bool = True) -> str | None:
+    """Enqueue a sync of the inbox; returns the RQ job id, or None when one is already queued or running.
+
+    ``show_queued=False``: the caller shows the inbox as queued itself, for many at once
+    (:func:`mark_queued`), so a database busy with other writers holds up no enqueueing.
+    """
     inbox_id = int(inbox_id)
     try:
         job = _existing_job(inbox_id)
@@ -143,7 +147,8 @@ def enqueue_sync(inbox_id: int) -> str | None:
     except RedisError:
         log.warning("inbox %s: Redis is not reachable; the scheduler enqueues the sync later", inbox_id, exc_info=True)
         return None
-    _mark_queued(inbox_id)
+    if show_queued:
+        mark_queued([inbox_id])
     return sync_job_id(inbox_id)
 
 
@@ -156,10 +161,13 @@ def _started_job_is_dead(job: Job, inbox_id: int) -> bool:
     return utcnow() - started > timedelta(seconds=STALE_STARTED_AFTER)
 
 
-def _mark_queued(inbox_id: int) -> None:
+def mark_queued(inbox_ids: list[int]) -> None:
+    """Show the inboxes as queued (one statement and commit for all); a running sync keeps "syncing"."""
+    if not inbox_ids:
+        return
     db.session.execute(
         db.update(Inbox)
-        .where(Inbox.id == inbox_id,
+        .where(member_of(Inbox.id, [int(i) for i in inbox_ids]),
                Inbox.status.in_((mail_models.NEW, mail_models.OK, mail_models.ERROR, mail_models.NEEDS_ATTENTION)))
         .values(status=mail_models.QUEUED)
     )

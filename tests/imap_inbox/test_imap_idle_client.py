@@ -47,6 +47,26 @@ def test_idle_reports_new_and_expunged_mail_and_examine_is_read_only(mailbox):
         assert imap.search(["UNSEEN"]) == [2]
 
 
+def test_the_sent_folder_is_followed_by_notify_while_idle(mailbox):
+    mailbox.append("Sent", message(1))
+
+    async def scenario():
+        client = await opener().open(settings(mailbox))
+        try:
+            await client.examine("INBOX")
+            assert await client.follow("Sent") == {"messages": 1, "uidnext": 2}
+            assert client.follow_pushed  # Dovecot 2.3 offers NOTIFY (RFC 5465)
+            seen: list[bytes] = []
+            threading.Timer(0.5, lambda: mailbox.append("Sent", message(2))).start()
+            await client.idle(2.5, seen.append)
+            await client.check_followed("Sent", seen.append)  # asked again: nothing new, nothing reported
+            return seen
+        finally:
+            await client.logout()
+
+    assert asyncio.run(scenario()) == [b"STATUS"]
+
+
 def test_starttls_and_a_utf8_password(dovecot):
     dovecot.add_user("utf8@team.example", "pässwörd-ünïcode")
     account = ConnectionSettings(host=dovecot.host, port=dovecot.imap_port, security="starttls",
@@ -100,6 +120,19 @@ def test_the_per_server_cap_is_kept(mailbox):
         await second.logout()
 
     asyncio.run(scenario())
+
+
+def test_connections_opening_at_the_same_time_count_against_the_cap(mailbox):
+    async def scenario():
+        capped = opener(connections_per_server=1)
+        results = await asyncio.gather(*(capped.open(settings(mailbox)) for _ in range(3)), return_exceptions=True)
+        clients = [r for r in results if not isinstance(r, BaseException)]
+        for client in clients:
+            await client.logout()
+        return clients, [r for r in results if isinstance(r, BaseException)]
+
+    clients, refused = asyncio.run(scenario())
+    assert len(clients) == 1 and len(refused) == 2 and all(isinstance(r, ServerFull) for r in refused)
 
 
 def test_private_hosts_are_refused_when_blocked(mailbox):

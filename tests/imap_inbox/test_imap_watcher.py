@@ -308,3 +308,139 @@ def test_a_server_without_idle_is_polled_and_the_list_says_why(live_app, owner, 
     account.append("INBOX", message(1, subject="Found by polling"))
     wait_for(lambda: "Found by polling" in subjects(app, inbox_id), 20, "the polled sync to store the message",
              details=lambda: logs(processes))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Sent folder: pushed by NOTIFY where the server offers it, else asked for at each IDLE renewal
+# ---------------------------------------------------------------------------------------------------------
+
+# Dovecot 2.3's own list after login, less NOTIFY: a server that offers IDLE but not NOTIFY.
+WITHOUT_NOTIFY = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES "
+                  "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
+                  "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN "
+                  "CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE "
+                  "SAVEDATE LITERAL+ SPECIAL-USE")
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_notify():
+    from plugins.imap_inbox.testing.dovecot import DovecotServer
+
+    with DovecotServer(extra_config=f"imap_capability = {WITHOUT_NOTIFY}\n") as server:
+        yield server
+
+
+def sent_reply(n: int, account: Mailbox, subject: str) -> bytes:
+    return message(n, sender=f"Team <{account.username}>", to=CARLA, subject=subject)
+
+
+def test_a_reply_we_send_is_pushed_by_notify_within_seconds(live_app, owner, dovecot, processes):
+    app = live_app
+    account = new_account(dovecot)
+    inbox_id = connected(app, owner, account)
+    processes("worker")
+    processes("watcher")  # IDLE renewed every 4 minutes: only NOTIFY can bring the reply within seconds
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    assert watch_statuses(app, [inbox_id])[inbox_id]["sent_seconds"] == 0  # the server pushes Sent
+    wait_for(lambda: no_sync_waiting(app), 30, "the syncs so far to end")
+
+    account.append("Sent", sent_reply(1, account, "Sent from my phone"))
+    wait_for(lambda: "Sent from my phone" in subjects(app, inbox_id, "Sent"), 15,
+             "the reply sent elsewhere to be stored", interval=0.2, details=lambda: logs(processes))
+    assert subjects(app, inbox_id) == set()  # nothing came to INBOX: Sent alone started the sync
+
+
+def test_without_notify_a_sent_reply_comes_with_the_next_event(live_app, owner, dovecot_without_notify,
+                                                                 processes):
+    app = live_app
+    account = new_account(dovecot_without_notify)
+    inbox_id = connected(app, owner, account)
+    processes("worker")
+    processes("watcher")  # the default 4 minutes between IDLE renewals
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    assert watch_statuses(app, [inbox_id])[inbox_id]["sent_seconds"] == 240
+    wait_for(lambda: no_sync_waiting(app), 30, "the syncs so far to end")
+
+    account.append("Sent", sent_reply(1, account, "Our offer"))
+    account.append("INBOX", message(2, subject="Re: Our offer"))
+    wait_for(lambda: "Our offer" in subjects(app, inbox_id, "Sent") and "Re: Our offer" in subjects(app, inbox_id),
+             15, "the reply and the answer", details=lambda: logs(processes))
+
+
+def test_without_notify_a_sent_reply_alone_comes_at_the_next_idle_renewal(live_app, owner, dovecot_without_notify,
+                                                                          processes, admin):
+    from host_app.testing import ADMIN_PASSWORD, log_in
+
+    app = live_app
+    account = new_account(dovecot_without_notify)
+    inbox_id = connected(app, owner, account)
+    processes("worker")
+    processes("watcher", IMAP_WATCH_IDLE_SECONDS="3")  # minutes in production; seconds here
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    page = log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD).get("/settings/inboxes/").text
+    assert "mail sent from other programs is looked for every minute" in page  # 3 s, worded in minutes
+    wait_for(lambda: no_sync_waiting(app), 30, "the syncs so far to end")
+
+    account.append("Sent", sent_reply(1, account, "Sent from the phone"))
+    wait_for(lambda: "Sent from the phone" in subjects(app, inbox_id, "Sent"), 20,
+             "the reply to be found at the next IDLE renewal", details=lambda: logs(processes))
+    assert subjects(app, inbox_id) == set()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-server connection cap, and a lone watcher killed and started again
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_an_inbox_over_the_per_server_cap_is_polled_says_so_and_goes_live_when_room_frees(
+        live_app, owner, dovecot, processes, admin):
+    from host_app.testing import ADMIN_PASSWORD, log_in
+    from plugins.imap_inbox import service
+    from plugins.imap_inbox.models import ImapInbox
+
+    app = live_app
+    accounts = [new_account(dovecot) for _ in range(2)]
+    inbox_ids = [connected(app, owner, account) for account in accounts]
+    processes("worker")
+    processes("watcher", IMAP_WATCH_MAX_PER_SERVER="1", IMAP_WATCH_POLL_SECONDS="3")
+
+    def modes() -> dict[int, str]:
+        return {i: s.get("mode") for i, s in watch_statuses(app, inbox_ids).items()}
+
+    wait_for(lambda: sorted(modes().values()) == ["live", "polling"], 30, "one inbox live and one polled",
+             details=lambda: logs(processes))
+    live, polled = sorted(inbox_ids, key=lambda i: modes()[i] != "live")
+    status = watch_statuses(app, [polled])[polled]
+    assert (status["reason"], status["cap"]) == ("server_cap", 1)
+    page = log_in(app.test_client(), "admin@team.example", ADMIN_PASSWORD).get("/settings/inboxes/").text
+    assert "Polling every minute" in page
+    assert "the most connections to this server it may open (1) (IMAP_WATCH_MAX_PER_SERVER)" in page
+    assert "WARNING" in logs(processes) and "IMAP_WATCH_MAX_PER_SERVER" in logs(processes)
+
+    account_of = dict(zip(inbox_ids, accounts, strict=True))
+    account_of[polled].append("INBOX", message(1, subject="Found by polling"))
+    wait_for(lambda: "Found by polling" in subjects(app, polled), 20, "the polled inbox's new mail",
+             details=lambda: logs(processes))
+
+    with app.app_context():
+        service.set_enabled(db.session.get(ImapInbox, live), False)  # its connection frees the one slot
+    wait_for(lambda: modes().get(polled) == "live", 20, "the polled inbox to go live",
+             details=lambda: logs(processes))
+    account_of[polled].append("INBOX", message(2, subject="Pushed at last"))
+    wait_for(lambda: "Pushed at last" in subjects(app, polled), 15, "the pushed mail", details=lambda: logs(processes))
+
+
+def test_a_lone_watcher_killed_mid_idle_is_replaced_and_nothing_is_lost(live_app, owner, mailbox, processes):
+    app = live_app
+    inbox_id = connected(app, owner, mailbox)
+    processes("worker")
+    first = processes("watcher")
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+    first.kill()
+    mailbox.append("INBOX", message(1, subject="While no watcher ran"))
+    mailbox.append("Sent", sent_reply(2, mailbox, "Sent while no watcher ran"))
+    processes("watcher")
+    wait_for(lambda: "While no watcher ran" in subjects(app, inbox_id)
+             and "Sent while no watcher ran" in subjects(app, inbox_id, "Sent"), 30,
+             "the catch-up sync of the new watcher", details=lambda: logs(processes))
+    wait_until_live(app, [inbox_id], details=lambda: logs(processes))

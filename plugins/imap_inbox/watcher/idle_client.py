@@ -1,4 +1,4 @@
-"""A small asyncio IMAP client that does only what watching needs: log in, EXAMINE, IDLE, NOOP.
+"""A small asyncio IMAP client that does only what watching needs: log in, EXAMINE, IDLE, NOOP, NOTIFY, STATUS.
 
 Why not aioimaplib: the watcher must connect exactly as the sync does
 (connection.py): to an address that was resolved and checked
@@ -27,6 +27,7 @@ import ssl
 from collections.abc import Callable
 
 from imapclient import exceptions as imap_exceptions
+from imapclient import imap_utf7
 
 from ..connection import ConnectionSettings
 from ..response_limits import ResponseLimitExceeded, ResponseLimits, _duration, _size
@@ -35,6 +36,8 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _UNTAGGED_COUNT = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|RECENT)\b", re.IGNORECASE)
 _UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]", re.IGNORECASE)
 _CAPABILITY = re.compile(rb"\[?CAPABILITY ([^\]\r\n]*)", re.IGNORECASE)
+_STATUS = re.compile(rb"^\* STATUS .*\(([^()]*)\)\s*$", re.IGNORECASE | re.DOTALL)
+_STATUS_ITEM = re.compile(rb"(MESSAGES|UIDNEXT) (\d+)", re.IGNORECASE)
 MAX_LINE = 1_000_000  # an untagged reply longer than this is not something watching needs to read
 # Watching reads a few short lines per command (EXAMINE's are the most): the caps of a sync, but never
 # above these, since a thousand connections may each be answering at once.
@@ -100,6 +103,9 @@ class IdleClient:
         self.capabilities: frozenset[str] = frozenset()
         self._answer_bytes = 0  # read since the last command was sent (the greeting counts as one)
         self._answer_deadline: float | None = None  # loop time by which the answer must be complete
+        # The one other mailbox followed (the Sent folder): its last STATUS, and whether the server pushes it.
+        self._followed: dict[str, int] | None = None
+        self.follow_pushed = False
 
     @classmethod
     async def open(cls, settings: ConnectionSettings, address: str, context: ssl.SSLContext) -> IdleClient:
@@ -167,6 +173,33 @@ class IdleClient:
             if uidnext:
                 state["uidnext"] = int(uidnext.group(1))
         return state
+
+    async def follow(self, mailbox: str) -> dict[str, int]:
+        """Follow a second mailbox beside the selected one; returns its MESSAGES and UIDNEXT.
+
+        Where the server offers NOTIFY (RFC 5465) its changes are pushed while idle and reported as
+        ``on_change(b"STATUS")`` (``follow_pushed`` is then true); elsewhere :meth:`check_followed`
+        asks for them. Call after :meth:`examine`.
+        """
+        name = _quote_mailbox(mailbox)
+        self._followed = {}
+        if "NOTIFY" in self.capabilities:
+            try:
+                lines = await self.command(
+                    "NOTIFY", "SET", "STATUS", "(SELECTED (MessageNew MessageExpunge))",
+                    f"(MAILBOXES {name} (MessageNew MessageExpunge))")
+                self._followed = _status_state(lines)
+                self.follow_pushed = bool(self._followed)
+            except CommandFailed:
+                self.follow_pushed = False  # e.g. NOTIFY refused for this mailbox: asked for instead
+        if not self.follow_pushed:
+            self._followed = _status_state(await self.command("STATUS", name, "(MESSAGES UIDNEXT)"))
+        return dict(self._followed)
+
+    async def check_followed(self, mailbox: str, on_change: Callable[[bytes], None]) -> None:
+        """Ask for the followed mailbox's STATUS; a change is reported as ``on_change(b"STATUS")``."""
+        for line in await self.command("STATUS", _quote_mailbox(mailbox), "(MESSAGES UIDNEXT)"):
+            self._note_change(line, on_change)
 
     async def noop(self, on_change: Callable[[bytes], None]) -> None:
         """NOOP; mail that arrived between two IDLEs is reported in its answer, so it is passed on too."""
@@ -252,6 +285,11 @@ class IdleClient:
         count = _UNTAGGED_COUNT.match(line)
         if count and count.group(2).upper() in (b"EXISTS", b"EXPUNGE"):
             on_change(count.group(2).upper())
+        elif self._followed is not None and line[:9].upper() == b"* STATUS ":
+            state = _status_state([line])
+            if state and state != self._followed:  # servers repeat an unchanged STATUS, e.g. as IDLE starts
+                self._followed = state
+                on_change(b"STATUS")
 
     def _note_capabilities(self, line: bytes) -> None:
         found = _CAPABILITY.search(line)
@@ -345,6 +383,21 @@ def _shared_capabilities(raw: bytes) -> frozenset[str]:
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quote_mailbox(name: str) -> str:
+    """A mailbox name as IMAP spells it: modified UTF-7 (RFC 3501), quoted."""
+    return _quote(imap_utf7.encode(name).decode("ascii"))
+
+
+def _status_state(lines: list[bytes]) -> dict[str, int]:
+    """MESSAGES and UIDNEXT of the last ``* STATUS`` line among ``lines`` ({} when there is none)."""
+    state: dict[str, int] = {}
+    for line in lines:
+        found = _STATUS.match(line)
+        if found:
+            state = {key.decode().lower(): int(value) for key, value in _STATUS_ITEM.findall(found.group(1))}
+    return state
 
 
 def _status(line: bytes, tag: str) -> str:

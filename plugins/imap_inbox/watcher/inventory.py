@@ -8,7 +8,7 @@ from plugins.mail import models as mail_models
 
 from ..account import settings_for
 from ..connection import ConnectionSettings, ImapConnectError
-from ..models import ImapInbox
+from ..models import ImapFolder, ImapInbox
 
 # An inbox that needs an admin (wrong password...) or is disabled is not watched: logging in again and
 # again would only hammer the server. Saving new settings changes its status, and the watch starts again.
@@ -18,22 +18,29 @@ NOT_WATCHED = (mail_models.NEEDS_ATTENTION, mail_models.DISABLED)
 def watchable() -> dict[int, str]:
     """{inbox id: fingerprint of its connection settings} of every inbox to watch.
 
-    The fingerprint changes when the server, the user name or the (encrypted) password does, so a
-    watch runs with what is saved now; no password is decrypted here.
+    The fingerprint changes when the server, the user name, the (encrypted) password or the Sent folder
+    (found by the first sync) does, so a watch runs with what is saved now; no password is decrypted here.
     """
     rows = db.session.execute(
         db.select(ImapInbox.id, ImapInbox.host, ImapInbox.port, ImapInbox.security, ImapInbox.username,
                   ImapInbox.ca_file, ImapInbox.password_encrypted)
         .where(ImapInbox.enabled.is_(True), ImapInbox.status.notin_(NOT_WATCHED))
     ).all()
+    sent = sent_folders()
     found = {}
     for inbox_id, *fields in rows:
         digest = hashlib.sha256()
-        for field in fields:
+        for field in (*fields, sent.get(inbox_id)):
             digest.update(field if isinstance(field, bytes) else str(field).encode())
             digest.update(b"\0")
         found[inbox_id] = digest.hexdigest()[:16]
     return found
+
+
+def sent_folders() -> dict[int, str]:
+    """{inbox id: name of its Sent folder} for the inboxes whose sync found one."""
+    return dict(db.session.execute(
+        db.select(ImapFolder.inbox_id, ImapFolder.name).where(ImapFolder.role == mail_models.ROLE_SENT)).all())
 
 
 def connection_settings(inbox_ids: list[int], timeout: float) -> dict[int, ConnectionSettings]:

@@ -21,7 +21,12 @@ from .idle_client import IdleClient
 
 
 class ServerFull(Exception):
-    """This watcher already holds as many connections to the server as it may."""
+    """This watcher already holds as many connections to the server as it may (``cap``)."""
+
+    def __init__(self, server: str, cap: int):
+        super().__init__(server)
+        self.server = server
+        self.cap = cap
 
 
 @dataclass
@@ -48,22 +53,24 @@ class Opener:
         """A logged-in client; raises ServerFull, or ImapConnectError worded as for a sync."""
         server = settings.host.lower()
         if self._held[server] >= self.limits.connections_per_server:
-            raise ServerFull(server)
-        await self._pace()
-        gate = self._handshakes.setdefault(server, asyncio.Semaphore(self.limits.handshakes_per_server))
-        async with gate:
-            client = None
-            try:
+            raise ServerFull(server, self.limits.connections_per_server)
+        # The slot is taken before the first wait: connections opening at the same time count against the cap.
+        self._held[server] += 1
+        client = None
+        try:
+            await self._pace()
+            gate = self._handshakes.setdefault(server, asyncio.Semaphore(self.limits.handshakes_per_server))
+            async with gate:
                 address = await self._checked_address(settings)
                 client = await IdleClient.open(settings, address, _tls_context(settings))
                 await client.login(settings.username, settings.password)
-            except BaseException as exc:
-                if client is not None:
-                    client.close()
-                if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-                    raise
-                raise classify_error(exc, settings) from None  # the cause may quote what was sent
-        self._held[server] += 1
+        except BaseException as exc:
+            self.release(settings)
+            if client is not None:
+                client.close()
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise classify_error(exc, settings) from None  # the cause may quote what was sent
         return client
 
     def release(self, settings: ConnectionSettings) -> None:

@@ -130,9 +130,10 @@ class Watcher:
         acquired = await asyncio.to_thread(self.leases.acquire, candidates)
         if acquired:
             found = await self._in_app(inventory.connection_settings, acquired, self.settings.timeout)
+            sent = await self._in_app(inventory.sent_folders)
             for inbox_id in acquired:
                 if inbox_id in found:
-                    self._start(inbox_id, found[inbox_id], wanted[inbox_id])
+                    self._start(inbox_id, found[inbox_id], wanted[inbox_id], sent.get(inbox_id))
             gone = [i for i in acquired if i not in found]
             if gone:
                 await asyncio.to_thread(self.leases.release, gone)
@@ -148,8 +149,9 @@ class Watcher:
                 log.warning("could not write watch statuses", exc_info=True)
                 self._statuses = {**statuses, **self._statuses}
 
-    def _start(self, inbox_id: int, settings: ConnectionSettings, fingerprint: str) -> None:
-        watch = InboxWatch(inbox_id, settings, self.opener, self.timings, self.trigger.changed, self._status)
+    def _start(self, inbox_id: int, settings: ConnectionSettings, fingerprint: str, sent_folder: str | None) -> None:
+        watch = InboxWatch(inbox_id, settings, self.opener, self.timings, self.trigger.changed, self._status,
+                           sent_folder=sent_folder)
         task = asyncio.create_task(watch.run(), name=f"watch-inbox-{inbox_id}")
         self.running[inbox_id] = _Running(task, watch, fingerprint)
 

@@ -20,9 +20,9 @@ from typing import Any
 from flask import Flask
 
 from host_app.api import db
-from plugins.mail.models import ROLE_INBOX
+from plugins.mail.models import ROLE_INBOX, ROLE_SENT
 
-from ..jobs import enqueue_sync, sync_running
+from ..jobs import enqueue_sync, mark_queued, sync_running
 from ..models import ImapFolder
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ RECHECK_SECONDS = 0.25  # how soon a pending inbox is looked at again
 SETTLE_SECONDS = 1.0  # quiet wanted before a follow-up sync during a burst
 MAX_DELAY_SECONDS = 10.0  # a change never waits longer than this for its sync to be enqueued
 BURST_WINDOW_SECONDS = 10.0  # a change this soon after our last enqueue of the inbox is a follow-up
+SLOW_CYCLE_SECONDS = 1.0  # an enqueueing round slower than this is logged: it delays every change behind it
 
 
 class SyncTrigger:
@@ -79,6 +80,8 @@ class SyncTrigger:
                 since = {i: self._pending_since.get(i, 0.0) for i in pending}
             if not pending and not connected:
                 continue
+            started = time.monotonic()
+            enqueued: list[int] = []
             with self.app.app_context():
                 try:
                     for inbox_id, state in connected.items():
@@ -87,13 +90,24 @@ class SyncTrigger:
                     now = time.monotonic()
                     still = {i: why for i, why in pending.items()
                              if self._settling(i, now, last_change.get(i, 0.0), since.get(i, now))
-                             or not self._enqueue(i, why)}
+                             or not self._enqueue(i, why, enqueued)}
                 except Exception:  # noqa: BLE001 - the database or Redis is away: try again shortly
                     log.warning("could not enqueue syncs; retrying", exc_info=True)
                     db.session.rollback()
                     still = pending
+                    enqueued = []
+                try:
+                    # After the jobs are in Redis, so a database busy with the workers' commits delays only
+                    # the "Queued" shown on the inbox list, never a sync.
+                    mark_queued(enqueued)
+                except Exception:  # noqa: BLE001 - cosmetic: the sync itself sets the status it ends with
+                    log.warning("could not show %s inboxes as queued", len(enqueued), exc_info=True)
+                    db.session.rollback()
                 finally:
                     db.session.remove()
+                took = time.monotonic() - started
+                if took > SLOW_CYCLE_SECONDS:
+                    log.warning("enqueueing %s syncs took %.1fs (Redis or the database is slow)", len(enqueued), took)
             with self._lock:
                 for inbox_id, why in still.items():
                     self._pending.setdefault(inbox_id, why)
@@ -106,22 +120,35 @@ class SyncTrigger:
         follow_up = now - self._last_enqueued.get(inbox_id, -BURST_WINDOW_SECONDS) < BURST_WINDOW_SECONDS
         return follow_up and now - last_change < SETTLE_SECONDS and now - since < MAX_DELAY_SECONDS
 
-    def _enqueue(self, inbox_id: int, why: str) -> bool:
+    def _enqueue(self, inbox_id: int, why: str, enqueued: list[int]) -> bool:
         """True when the change is taken care of: a sync was enqueued, or one waiting will see it."""
-        if enqueue_sync(inbox_id):
+        if enqueue_sync(inbox_id, show_queued=False):
             self._last_enqueued[inbox_id] = time.monotonic()
             self.enqueued += 1
+            enqueued.append(inbox_id)
             log.info("inbox %s: sync enqueued (%s)", inbox_id, why)
             return True
         return not sync_running(inbox_id)
 
     @staticmethod
     def _missed_mail(inbox_id: int, state: dict[str, Any]) -> bool:
-        """Whether INBOX differs from what the last sync saw (new UIDs, or a different message count)."""
-        folder = db.session.scalars(
-            db.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id, ImapFolder.role == ROLE_INBOX)).first()
-        if folder is None or not folder.initial_done:
+        """Whether INBOX (or Sent, when followed) differs from what the last sync saw.
+
+        New UIDs or a different message count; ``state`` has INBOX's "exists" and "uidnext", and the
+        Sent folder's as "sent_messages" and "sent_uidnext".
+        """
+        folders = {folder.role: folder for folder in db.session.scalars(
+            db.select(ImapFolder).where(ImapFolder.inbox_id == inbox_id,
+                                        ImapFolder.role.in_((ROLE_INBOX, ROLE_SENT))))}
+        inbox = folders.get(ROLE_INBOX)
+        if inbox is None or not inbox.initial_done:
             return True
-        if "uidnext" in state and folder.uidnext != state["uidnext"]:
+        if _differs(inbox, state.get("uidnext"), state.get("exists")):
             return True
-        return "exists" in state and folder.message_count != state["exists"]
+        sent = folders.get(ROLE_SENT)
+        return sent is not None and _differs(sent, state.get("sent_uidnext"), state.get("sent_messages"))
+
+
+def _differs(folder: ImapFolder, uidnext: int | None, messages: int | None) -> bool:
+    return (uidnext is not None and folder.uidnext != uidnext) or (
+        messages is not None and folder.message_count != messages)

@@ -11,7 +11,8 @@ from . import watch_status
 
 _REASONS = {
     "no_idle": "the server does not support IDLE (push)",
-    "server_cap": "this watcher has as many connections to the server as it may open",
+    "server_cap": "the watcher holds the most connections to this server it may open{cap} "
+                  "(IMAP_WATCH_MAX_PER_SERVER); it goes live when one frees up",
 }
 
 
@@ -40,9 +41,15 @@ def describe(inboxes: list[Any]) -> dict[int, dict[str, Any]]:
                       else "no watcher is running (manage.py watch), so new mail waits for the scheduled sync")
         elif status["mode"] == "live":
             mode, label, detail = "live", "Live", "new mail arrives within seconds"
+            sent_seconds = status.get("sent_seconds")
+            if sent_seconds == 0:
+                detail += ", and mail sent from other programs too"
+            elif sent_seconds:
+                detail += f"; mail sent from other programs is looked for {_every(sent_seconds)}"
         elif status["mode"] == "polling":
             mode, label = "polling", f"Polling {_every(status.get('poll_seconds') or 300)}"
-            detail = _REASONS.get(status.get("reason"), "the server cannot push new mail")
+            cap = f" ({status['cap']:,})" if status.get("cap") else ""
+            detail = _REASONS.get(status.get("reason"), "the server cannot push new mail").format(cap=cap)
         else:  # connecting, retrying, failed: the scheduled sync still runs meanwhile
             mode, label = "reconnecting", hourly
             detail = "the watcher is reconnecting" + (f": {status['reason']}" if status.get("reason") else "")
