@@ -5,7 +5,8 @@
   worker like ``TEST_REDIS_URL``).
 * ``live_server``: ``app`` served by werkzeug on 127.0.0.1 (a free port, background thread), plus an RQ
   worker subprocess (``manage.py worker``) on the same database, Redis queue and encryption key.
-* ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800),
+* ``browser`` (one Chromium for the browser tests), ``page`` (a fresh context per test, 1280x800 unless the
+  test parametrizes ``context_options``),
   ``admin_page`` (logged in as the admin); page helpers are in helpers.py.
 * ``screenshot(name)``: a PNG of the page; into docs/screenshots/ when ``UPDATE_SCREENSHOTS=1``,
   else into the test's temporary folder (so a normal run never dirties the working tree).
@@ -190,11 +191,18 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server, request, tmp_path):
+def context_options() -> dict:
+    """Options of ``page``'s browser context beyond the defaults; a test parametrizes it (e.g. a phone's screen)."""
+    return {}
+
+
+@pytest.fixture
+def page(browser, live_server, request, tmp_path, context_options):
     """A new browser context (no cookies) and page on the live server; JS errors fail the test."""
-    context = browser.new_context(
-        viewport=VIEWPORT, base_url=live_server.url, locale="en-US", timezone_id="UTC", color_scheme="light"
-    )
+    context = browser.new_context(**{
+        "viewport": VIEWPORT, "base_url": live_server.url, "locale": "en-US", "timezone_id": "UTC",
+        "color_scheme": "light", **context_options,
+    })
     context.set_default_timeout(TIMEOUT_MS)
     context.set_default_navigation_timeout(TIMEOUT_MS)
     tab = context.new_page()

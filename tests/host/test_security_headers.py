@@ -1,6 +1,9 @@
 """Security headers on every page and the flags of the login cookies in production configuration."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from host_app.testing import ADMIN_PASSWORD, make_agent
 
 
@@ -35,7 +38,20 @@ def test_every_page_carries_the_security_headers(admin_client):
         csp = response.headers["Content-Security-Policy"]
         directives = {part.split()[0]: part.split()[1:] for part in csp.split("; ")}
         assert directives["script-src"] == ["'self'"], csp
+        assert directives["style-src"] == ["'self'"], csp  # no 'unsafe-inline': the pages need no inline style
         assert directives["frame-ancestors"] == ["'none'"] and directives["object-src"] == ["'none'"], csp
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_no_template_carries_an_inline_style():
+    """The policy allows no inline style: a style="..." or <style> in any template (host or plugin), even in a
+    branch the browser walk does not reach, would be blocked in the browser."""
+    root = Path(__file__).resolve().parents[2]
+    templates = [*root.glob("host_app/templates/**/*.html"), *root.glob("plugins/*/templates/**/*.html")]
+    assert len(templates) > 20
+    inline = re.compile(r"<style\b|\sstyle\s*=", re.IGNORECASE)
+    found = [f"{path.relative_to(root)}:{n}" for path in templates
+             for n, line in enumerate(path.read_text().splitlines(), 1) if inline.search(line)]
+    assert found == []
