@@ -190,3 +190,22 @@ def test_upgrade_indexes_the_mail_already_stored(empty_database_url, redis_url, 
         _assert_index_intact()
         db.session.remove()
         db.engine.dispose()
+
+
+def test_a_narrow_search_looks_past_the_best_matches_of_others(app, admin, monkeypatch):
+    """The index's best matches come first; when too few of them are the contact's (or on a timeline at
+    all), the search looks further instead of answering with less than there is."""
+    monkeypatch.setattr(search, "FIRST_CANDIDATES", 1)
+    with app.app_context():
+        rows = MailRows()
+        box = rows.inbox("team@team.example", owner_id=admin)
+        db.session.add_all([Contact(email="carla@customer.example"), Contact(email="dan@buyer.example")])
+        db.session.commit()
+        for n in range(5):  # the best matches: "crates" in the subject, from a stranger and from Carla
+            rows.received(box, STRANGER, subject=f"crates crates {n}", preview="crates")
+            rows.received(box, CARLA, subject=f"crates {n}", preview="crates")
+        rows.received(box, DAN, subject="Hello", preview="the crates arrived")
+        dan = db.session.scalar(sa.select(Contact).where(Contact.email == "dan@buyer.example"))
+        assert _subjects(search.search_messages("crates", contact=dan)) == ["Hello"]
+        found = _subjects(search.search_messages("crates", limit=6))
+        assert found[:5] == [f"crates {n}" for n in range(4, -1, -1)] and found[5] == "Hello"
