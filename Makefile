@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 N ?= 2000
 LIVE_INBOXES ?= 1000
+SEARCH_MESSAGES ?= 100000
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
 APT_TEST_PACKAGES := dovecot-imapd chromium redis-server
 # The real OpenID provider the OAuth 2.0 mailbox tests start (tests/support/oauth_server.py), from npm.
@@ -22,7 +23,7 @@ TEST_WORKERS ?= 3
 POSTGRES_REDIS_PASS ?= 1
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-.PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live node-packages lint clean
+.PHONY: install run test test-sqlite test-postgres services system-packages demo bench bench-live bench-search node-packages lint clean
 
 install: $(STAMP)
 
@@ -76,15 +77,19 @@ test-postgres: install
 demo: install system-packages
 	$(PY) -m plugins.imap_inbox.demo
 
-# The sync benchmark, automations over 20,000 contacts, then the live section (1,000 watched inboxes;
-# see bench/README.md).
+# The sync benchmark, automations over 20,000 contacts, the live section (1,000 watched inboxes), then
+# e-mail search (see bench/README.md).
 bench: install system-packages
 	$(PY) -m bench --n $(N)
 	$(PY) -m bench.automations
 	$(PY) -m bench.live --inboxes $(LIVE_INBOXES)
+	$(PY) -m bench.search --messages $(SEARCH_MESSAGES)
 
 bench-live: install system-packages
 	$(PY) -m bench.live --inboxes $(LIVE_INBOXES)
+
+bench-search: install
+	$(PY) -m bench.search --messages $(SEARCH_MESSAGES)
 
 lint: install
 	$(VENV)/bin/ruff check host_app plugins tests bench

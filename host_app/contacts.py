@@ -33,9 +33,12 @@ def find_contact(email: str) -> Contact | None:
 
 def search_contacts(query: str = "", tag: str = ""):
     stmt = db.select(Contact)
-    if query:
+    if query.strip():
         like = f"%{query.strip().lower()}%"
-        stmt = stmt.where(or_(Contact.email.like(like), func.lower(Contact.name).like(like)))
+        found_by_plugins = [contact_id for ids in current_app.extensions["plugins"].hook.contact_search_matches(
+            app=current_app, query=query) for contact_id in (ids or [])]
+        stmt = stmt.where(or_(Contact.email.like(like), func.lower(Contact.name).like(like),
+                              Contact.id.in_(found_by_plugins)))
     if tag:
         stmt = stmt.where(Contact.id.in_(db.select(ContactTag.contact_id).where(ContactTag.tag == tag)))
     return stmt.order_by(Contact.name == "", func.lower(Contact.name), Contact.email)

@@ -140,6 +140,18 @@ def timeline_entries(app, contact, before, limit):
 
 
 @hookspec
+def contact_search_matches(app, query):
+    """Return ids of contacts that the contacts list's search ``query`` finds in the plugin's own data: ``list[int]``.
+
+    Called when the contacts list is searched (the page and ``manage.py
+    contacts list --search``), beside the host's own match on name and
+    e-mail; the list shows the contacts either finds. ``query`` is what the
+    user typed, unparsed. Return at most a few thousand ids, best matches
+    first (the mail core: contacts with an e-mail containing every word).
+    """
+
+
+@hookspec
 def contact_providers(app):
     """Return sources of people the CRM may turn into contacts: ``list[ContactProvider]``.
 

@@ -170,14 +170,21 @@ def _empty_database(url: str) -> None:
     if engine.dialect.name == "postgresql":
         _empty_postgres_database(engine)
         return
+    with engine.connect() as conn:
+        # Full-text indexes (FTS5 virtual tables) and their shadow tables are not emptied row by row: the
+        # triggers that keep them in step with their content table do that, and 'delete-all' makes sure.
+        fts_tables = conn.scalars(sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%fts5%'")).all()
     meta = sa.MetaData()
-    meta.reflect(engine)
+    meta.reflect(engine, only=lambda name, _meta: not any(name == v or name.startswith(v + "_") for v in fts_tables))
     tables = [t for t in meta.sorted_tables if not t.name.startswith("alembic_version")]
     with engine.begin() as conn:
         for table in reversed(tables):
             conn.execute(table.delete())
         if any(t.name == "sqlite_sequence" for t in meta.sorted_tables):
             conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+        for name in fts_tables:
+            conn.execute(sa.text(f"INSERT INTO \"{name}\" (\"{name}\") VALUES ('delete-all')"))
 
 
 def _empty_postgres_database(engine: sa.Engine) -> None:

@@ -1,4 +1,5 @@
-"""``manage.py messages show ID``: one stored e-mail in full (headers, text, attachments), read from its mailbox."""
+"""``manage.py messages``: ``show ID``, one stored e-mail in full (headers, text, attachments) read from its mailbox;
+``search WORDS``, the stored e-mails containing them."""
 from __future__ import annotations
 
 import html
@@ -7,9 +8,9 @@ import click
 import nh3
 from flask.cli import AppGroup
 
-from host_app.api import db, echo_json
+from host_app.api import Contact, db, echo_json, normalize_email
 
-from . import rendering
+from . import rendering, search
 from .conversations import thread_ids
 from .models import Inbox, Message, MessageAddress
 from .source import MessageGone, SourceUnavailable, message_source
@@ -75,3 +76,29 @@ def show_command(message_id, as_json):
     click.echo(details["problem"] or details["text"] or "(no text)")
     for attachment in details["attachments"]:
         click.echo(f"Attachment: {attachment['name']} ({attachment['type']}, {attachment['size']} bytes)")
+
+
+@messages_cli.command("search")
+@click.argument("words", nargs=-1, required=True)
+@click.option("--contact", "contact_email", default="", help="Only this contact's e-mails (their address).")
+@click.option("--limit", default=search.DEFAULT_LIMIT, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True)
+def search_command(words, contact_email, limit, as_json):
+    """E-mails on contacts' timelines containing every word (stemmed: "invoices" finds "invoice"), best first."""
+    query = " ".join(words)
+    if not search.words(query):
+        raise click.ClickException("give at least one word to search for (letters or digits)")
+    contact = None
+    if contact_email:
+        contact = db.session.scalar(db.select(Contact).where(Contact.email == normalize_email(contact_email)))
+        if contact is None:
+            raise click.ClickException(f"no contact with the e-mail address {contact_email}")
+    hits = search.search_messages(query, contact=contact, limit=limit)
+    if as_json:
+        echo_json([hit.as_json() for hit in hits])
+        return
+    if not hits:
+        click.echo("No e-mail contains all of these words.", err=True)
+    for hit in hits:
+        direction = "received" if hit.direction == "in" else "sent"
+        click.echo(f"{hit.message_id}\t{hit.date:%Y-%m-%d %H:%M}\t{direction}\t{search.plain(hit.subject)}")

@@ -8,6 +8,8 @@ from . import (
     hookspecs,
     models,  # noqa: F401  (registers the plugin's tables)
     people,
+    search,
+    search_views,
     timeline,
 )
 from .cli import messages_cli
@@ -25,6 +27,16 @@ def timeline_entries(app, contact, before, limit):
 
 
 @hookimpl
+def contact_search_matches(app, query):
+    return search.contact_ids_matching(query)
+
+
+@hookimpl
+def contact_panels(app, contact):
+    return [search_views.contact_search_panel(contact)]
+
+
+@hookimpl
 def contact_providers(app):
     return [people.MailboxProvider()]
 
@@ -36,7 +48,7 @@ def automation_audiences(app):
 
 @hookimpl
 def register_blueprints(app):
-    return [bp]
+    return [bp, search_views.bp]
 
 
 @hookimpl

@@ -39,7 +39,7 @@ class MailRows:
         uid = next(self._uids)
         sender = _split(from_)
         msg = Message(inbox_id=inbox.id, folder_id=folder.id, uid=uid, message_id=f"m{uid}@test",
-                      dedup_key=f"m{uid}@test", direction=direction, subject=f"message {uid}",
+                      dedup_key=f"m{uid}@test", direction=direction, subject=columns.pop("subject", f"message {uid}"),
                       from_email=sender[0], from_name=sender[1], date=date, automated=automated, **columns)
         roles = [("from", from_)] + [("to", a) for a in to] + [("cc", a) for a in cc]
         seen = set()

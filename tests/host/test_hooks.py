@@ -216,6 +216,32 @@ def test_hook_timeline_entries(crm_app_factory):
         assert page.index("call 5") < page.index("note 2") < page.index("note 0")
 
 
+def test_hook_contact_search_matches(crm_app_factory):
+    """The contacts list shows the contacts a plugin finds for the query beside the host's name/e-mail matches."""
+    source = """
+        from host_app import hookimpl
+        from host_app.api import Contact, db
+        @hookimpl
+        def contact_search_matches(app, query):
+            if query != "ordered pallets":
+                return []
+            return list(db.session.scalars(db.select(Contact.id).where(Contact.email == "found@example.org")))
+    """
+    with throwaway_plugin("finder", source) as plugins:
+        app = crm_app_factory(plugins=plugins)
+        with app.app_context():
+            db.session.add_all([Contact(email="found@example.org"), Contact(email="other@example.org"),
+                                Contact(email="pallets@example.org", name="Ordered pallets")])
+            db.session.commit()
+        client = _admin(app)
+        page = client.get("/contacts/?q=ordered+pallets").get_data(as_text=True)
+        assert "found@example.org" in page and "pallets@example.org" in page and "other@example.org" not in page
+        page = client.get("/contacts/?q=other").get_data(as_text=True)
+        assert "other@example.org" in page and "found@example.org" not in page
+        result = app.test_cli_runner().invoke(args=["contacts", "list", "--search", "ordered pallets"])
+        assert "found@example.org" in result.output and "other@example.org" not in result.output
+
+
 def test_hook_contact_providers(crm_app_factory):
     from host_app.api import ContactProvider
 
