@@ -147,15 +147,16 @@ def list_attachments(inbox_id: int, run_id: int, upto: int) -> dict[str, Any]:
                 for offset in range(0, len(uids), BATCH):
                     batch = uids[offset:offset + BATCH]
                     answers = client.fetch(batch, [b"BODYSTRUCTURE"])
+                    found: dict[int, list[dict]] = {}
                     for uid, items in answers.items():
                         message_pk = ids_by_uid.get(uid)
                         structure = items.get(b"BODYSTRUCTURE")
                         if message_pk is None or structure is None:
                             continue  # deleted on the server since the sync: the next sync removes it
                         looked_at += 1
-                        found = attachments_of(structure)
-                        listed += len(found)
-                        store_listed(message_pk, found)
+                        found[message_pk] = attachments_of(structure)
+                        listed += len(found[message_pk])
+                    store_listed(found)
                     db.session.commit()
         except MessageGone:
             continue  # the folder is gone or was renumbered: its next sync stores it anew

@@ -85,9 +85,11 @@ def listed_attachment(section: str, content_type: str, params: Sequence[tuple[st
             "encoding": (encoding or "").strip().lower()[:50]}
 
 
-def store_listed(message_pk: int, attachments: Sequence[dict]) -> None:
-    """Keep a message's listed attachments; listing it again changes nothing. The caller commits."""
-    bulk_insert_or_ignore(MessageAttachment.__table__, [{"message_pk": message_pk, **a} for a in attachments])
+def store_listed(listed: dict[int, Sequence[dict]]) -> None:
+    """Keep the listed attachments of messages (by message id), in one statement; listing a message again
+    changes nothing. The caller commits."""
+    bulk_insert_or_ignore(MessageAttachment.__table__,
+                          [{"message_pk": message_pk, **a} for message_pk, found in listed.items() for a in found])
 
 
 def listed_for(message_ids: Sequence[int]) -> dict[int, list[MessageAttachment]]:

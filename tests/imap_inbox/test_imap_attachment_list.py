@@ -156,7 +156,8 @@ def test_a_listed_attachment_downloads_without_reading_the_whole_message(app, li
         app.extensions["plugins"].pm.unregister(name="source-reads")
 
 
-def test_a_message_deleted_on_the_server_after_sync_says_so_and_keeps_its_list(app, listed, agent_client, mailbox):
+def test_a_message_deleted_on_the_server_after_sync_says_so_and_keeps_its_list(app, listed, agent_client, mailbox,
+                                                                                runner):
     _, ids = listed
     client = mailbox.client()
     client.select_folder("INBOX")
@@ -169,6 +170,9 @@ def test_a_message_deleted_on_the_server_after_sync_says_so_and_keeps_its_list(a
     download = agent_client.get(f"/mail/messages/{message_id}/attachments/2")
     assert download.status_code == 404
     assert "no longer in the mailbox on the server" in download.get_data(as_text=True)
+    shown = json.loads(runner.invoke(args=["messages", "show", str(message_id), "--json"]).output)
+    assert "deleted there after it was synced" in shown["problem"] and shown["text"] is None
+    assert [(a["section"], a["name"], a["type"]) for a in shown["attachments"]] == NESTED_ATTACHMENTS
 
 
 def test_attachment_urls_guessed_for_mail_off_every_timeline_are_not_found(app, listed, agent_client, admin_client):
