@@ -30,12 +30,13 @@ from .values import (
     RecurringJob,
     SettingsPage,
     TimelineEntry,
+    TimelineFilter,
 )
 
 __all__ = [
     # Value types of the hooks
     "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence", "Person",
-    "RecurringJob", "SettingsPage", "TimelineEntry",
+    "RecurringJob", "SettingsPage", "TimelineEntry", "TimelineFilter",
     # The database
     "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore",
     # The host's models

@@ -13,7 +13,7 @@ from wtforms.validators import DataRequired, Email, Length, Optional
 
 from .extensions import db
 from .models import Agent, Contact, ContactTag, normalize_email
-from .values import TimelineEntry
+from .values import TimelineEntry, TimelineFilter
 
 bp = Blueprint("contacts", __name__, url_prefix="/contacts")
 
@@ -44,13 +44,68 @@ def search_contacts(query: str = "", tag: str = ""):
     return stmt.order_by(Contact.name == "", func.lower(Contact.name), Contact.email)
 
 
-def timeline(contact: Contact, before: datetime | None = None, limit: int = 30) -> list[TimelineEntry]:
-    """Entries from every loaded timeline source, merged newest first, each shown once."""
+DIRECTION_FILTER = TimelineFilter("direction", "Show", (("in", "Received"), ("out", "Sent")))
+
+
+def timeline_filters(contact: Contact) -> list[TimelineFilter]:
+    """The choices above the contact's timeline: direction, then the plugins' (e.g. the inbox)."""
     hook = current_app.extensions["plugins"].hook
+    return [DIRECTION_FILTER] + [f for result in hook.timeline_filters(app=current_app, contact=contact)
+                                 for f in (result or [])]
+
+
+def chosen_filters(available: list[TimelineFilter], args) -> dict[str, str]:
+    """The filters of ``args`` (query parameters) whose value is one of their choices."""
+    chosen = {}
+    for option in available:
+        value = args.get(option.name, "")
+        if value in {v for v, _ in option.choices}:
+            chosen[option.name] = value
+    return chosen
+
+
+def _matches(entry: TimelineEntry, filters: dict[str, str]) -> bool:
+    for name, value in filters.items():
+        have = entry.direction if name == "direction" else entry.details.get(name)
+        if str(have if have is not None else "") != value:
+            return False
+    return True
+
+
+FILTER_ROUNDS = 10  # asks of the plugins per page when filters leave out what a plugin sent
+
+
+def timeline(contact: Contact, before: datetime | None = None, limit: int = 30,
+             filters: dict[str, str] | None = None) -> list[TimelineEntry]:
+    """Entries from every loaded timeline source, merged newest first, each shown once.
+
+    Each plugin sends its newest ``limit`` entries; everything of the merge down to the oldest of those from a
+    plugin that sent a full page is complete. When ``filters`` leave fewer than ``limit`` there (a plugin that
+    does not filter), the plugins are asked again below that point, so a filtered page is still full.
+    """
+    hook = current_app.extensions["plugins"].hook
+    filters = filters or {}
     merged: dict[str, TimelineEntry] = {}
-    for entries in hook.timeline_entries(app=current_app, contact=contact, before=before, limit=limit):
-        for entry in entries or []:
-            merged.setdefault(entry.key, entry)
+    cursor = before
+    for _ in range(FILTER_ROUNDS):
+        complete_until = None  # entries at this date or newer are all known
+        for entries in hook.timeline_entries(app=current_app, contact=contact, before=cursor, limit=limit,
+                                             filters=dict(filters)):
+            entries = list(entries or [])
+            if len(entries) >= limit > 0:
+                oldest = min(e.date for e in entries)
+                complete_until = oldest if complete_until is None else max(complete_until, oldest)
+            for entry in entries:
+                if _matches(entry, filters):
+                    merged.setdefault(entry.key, entry)
+        if complete_until is None:
+            break
+        known = [e for e in merged.values() if e.date >= complete_until]
+        if len(known) >= limit or not filters:
+            break
+        if cursor is not None and complete_until >= cursor:
+            break  # no progress (a plugin ignoring ``before``)
+        cursor = complete_until
     return sorted(merged.values(), key=lambda e: e.date, reverse=True)[:limit]
 
 
@@ -137,12 +192,25 @@ def contact_detail(contact_id: int):
         except ValueError:
             abort(400, "The 'before' parameter must be an ISO 8601 date.")
     limit = current_app.config["TIMELINE_PER_PAGE"]
-    entries = timeline(contact, before=before, limit=limit)
-    next_before = entries[-1].date.isoformat() if len(entries) == limit else None
+    available = timeline_filters(contact)
+    filters = chosen_filters(available, request.args)
+    # One entry more than shown: it says whether the last conversation goes on on the next page.
+    entries = timeline(contact, before=before, limit=limit + 1, filters=filters)
+    peek = entries[limit] if len(entries) > limit else None
+    entries = entries[:limit]
+    next_before = entries[-1].date.isoformat() if peek is not None else None
+    threads = threaded(entries)
+    # A conversation cut by the page boundary: its older messages open the next page ("continued"), where its
+    # newest message, already shown here in full, is not repeated.
+    continues_below = bool(threads and peek is not None and peek.thread and peek.thread == threads[-1][-1].thread)
+    continued_above = request.args.get("continued", "")
     hook = current_app.extensions["plugins"].hook
     panels = [p for result in hook.contact_panels(app=current_app, contact=contact) for p in (result or [])]
     return render_template(
-        "contacts/detail.html", contact=contact, threads=threaded(entries), next_before=next_before, panels=panels
+        "contacts/detail.html", contact=contact, threads=threads, next_before=next_before, panels=panels,
+        filters=filters, available_filters=available, continues_below=continues_below,
+        continued_above=continued_above,
+        next_continued=threads[-1][-1].thread if continues_below else None,
     )
 
 

@@ -129,13 +129,24 @@ def contact_panels(app, contact):
 
 
 @hookspec
-def timeline_entries(app, contact, before, limit):
+def timeline_entries(app, contact, before, limit, filters):
     """Return up to ``limit`` timeline entries of ``contact`` older than ``before``.
 
     ``before`` is a timezone-aware ``datetime`` or ``None`` for the newest
     page. Returns ``list[TimelineEntry]``, newest first. The host merges the
     answers of every enabled plugin, newest first, and pages through them
-    by date.
+    by date. ``filters`` maps the chosen ``timeline_filters`` (``direction``:
+    ``"in"`` or ``"out"``, and the plugins' own) to their values; leave out
+    what does not match so a page stays full (the host drops it anyway).
+    """
+
+
+@hookspec
+def timeline_filters(app, contact):
+    """Return choices shown above ``contact``'s timeline: ``list[TimelineFilter]``.
+
+    The host always offers ``direction`` (all / received / sent). A filter's
+    ``name`` is a key of the ``details`` of the entries it selects.
     """
 
 

@@ -49,6 +49,19 @@ class TimelineEntry:
     url: str = ""  # where the entry opens in full (e.g. the whole e-mail), if anywhere
     author: str = ""  # who wrote it (an e-mail's sender), when that is not the contact page's own person
     thread: str = ""  # entries with the same thread (one conversation) show together, older ones as one line
+    attachments: int = 0  # how many files it carries (a paperclip and the count on the page)
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineFilter:
+    """A choice above a contact's timeline (``timeline_filters``): the query parameter ``name`` takes one of
+    ``choices`` (``(value, label)`` pairs); "" shows everything. The host passes the chosen values to
+    ``timeline_entries`` as ``filters`` and keeps them on the "Older" link; an entry that does not match
+    (``details[name]`` as text) is left out."""
+
+    name: str
+    label: str
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ _SECTION_RE = re.compile(r"^[1-9][0-9]{0,3}(\.[1-9][0-9]{0,3}){0,20}$")
 
 
 @contextlib.contextmanager
-def _examined(settings: ConnectionSettings, folder_name: str, uidvalidity: int | None) -> Iterator[IMAPClient]:
+def examined_folder(settings: ConnectionSettings, folder_name: str, uidvalidity: int | None) -> Iterator[IMAPClient]:
     """A connection with the message's folder open read-only; server trouble becomes SourceUnavailable."""
     try:
         client = connect(settings)
@@ -86,7 +86,7 @@ def fetch_source(message: Message) -> bytes | None:
     where = _where(message)
     if where is None:
         return None
-    with _examined(*where) as client:
+    with examined_folder(*where) as client:
         typ, data = client._imap.uid("FETCH", str(int(message.uid)), "(UID BODY.PEEK[])")
         if typ != "OK":
             raise SourceUnavailable("The mail server refused to send this e-mail; try again later.")
@@ -107,7 +107,7 @@ def stream_part(message: Message, section: str) -> Iterator[bytes] | None:
 
 
 def _slices(where, uid: int, section: str) -> Iterator[bytes]:
-    with _examined(*where) as client:
+    with examined_folder(*where) as client:
         offset = 0
         while True:
             typ, data = client._imap.uid("FETCH", str(uid), f"(UID BODY.PEEK[{section}]<{offset}.{PART_SLICE_BYTES}>)")

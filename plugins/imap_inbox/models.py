@@ -42,6 +42,9 @@ class ImapInbox(Inbox):
     # "Read the mailbox again" was asked for: the next sync forgets the stored mail first (service.request_resync).
     resync_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     next_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # Attachments are listed (BODYSTRUCTURE) by a follow-up job of each sync, not by the sync itself: every
+    # stored message up to this id was looked at (attachment_listing.py).
+    attachments_listed_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __mapper_args__ = {"polymorphic_identity": TRANSPORT}
 

@@ -7,6 +7,7 @@ from host_app.api import RecurringJob, SettingsPage
 from . import (
     models,  # noqa: F401  (registers the plugin's tables)
     )
+from .attachment_listing import on_mailbox_synced
 from .cli import inboxes_group
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
@@ -47,6 +48,12 @@ def background_commands(app):
 @hookimpl
 def event_types(app):
     return list(EVENT_TYPES)
+
+
+@hookimpl
+def mailbox_synced(app, inbox_id, run_id):
+    # Attachments are listed after the sync, so the metadata sync stays as fast (attachment_listing.py).
+    on_mailbox_synced(inbox_id, run_id)
 
 
 @hookimpl

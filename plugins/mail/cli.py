@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from host_app.api import Contact, db, echo_json, normalize_email
 
 from . import rendering, search
+from .attachments import listed_for
 from .conversations import thread_ids
 from .models import Inbox, Message, MessageAddress
 from .source import MessageGone, SourceUnavailable, message_source
@@ -36,10 +37,14 @@ def message_details(message: Message) -> dict:
         "thread_id": thread_ids([message])[message.id], "preview": message.preview,
         "text": None, "attachments": [], "problem": None,
     }
+    # Listed without a download (attachments.py): shown even when the mailbox cannot give the message now.
+    details["attachments"] = [{"name": a.filename, "type": a.content_type, "size": a.size, "section": a.section}
+                              for a in listed_for([message.id]).get(message.id, [])]
     try:
         rendered = rendering.render(message_source(message))
     except MessageGone:
-        details["problem"] = "The e-mail is no longer in the mailbox on the server; only its stored headers remain."
+        details["problem"] = ("The e-mail is no longer in the mailbox on the server (deleted there after it was "
+                              "synced); only what was stored here remains.")
         return details
     except SourceUnavailable as exc:
         details["problem"] = str(exc)

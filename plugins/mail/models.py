@@ -193,6 +193,22 @@ class MessageAddress(db.Model):
     date: Mapped[datetime | None] = mapped_column(UTCDateTime())  # copied from the message (keyset paging)
 
 
+class MessageAttachment(db.Model):
+    """One attachment of a message, as its transport listed it without downloading the message (IMAP:
+    BODYSTRUCTURE). ``size`` is the decoded size the user's file will have, estimated from the encoded size."""
+
+    __tablename__ = "mail_message_attachment"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("mail_message.id", ondelete="CASCADE"), primary_key=True
+    )
+    section: Mapped[str] = mapped_column(String(100), primary_key=True)  # IMAP section number ("2", "1.3")
+    filename: Mapped[str] = mapped_column(String(300))  # decoded (RFC 2231 / 2047) and made safe
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    encoding: Mapped[str] = mapped_column(String(50), default="")  # its Content-Transfer-Encoding
+
+
 class SyncRun(db.Model):
     """One sync of one inbox: when, what it did, how it ended (inbox health history)."""
 

@@ -22,8 +22,13 @@ def add_hookspecs(pluginmanager):
 
 
 @hookimpl
-def timeline_entries(app, contact, before, limit):
-    return timeline.timeline_entries(contact, before, limit)
+def timeline_entries(app, contact, before, limit, filters):
+    return timeline.timeline_entries(contact, before, limit, filters)
+
+
+@hookimpl
+def timeline_filters(app, contact):
+    return [timeline.inbox_filter()]
 
 
 @hookimpl

@@ -127,7 +127,7 @@ def safe_filename(name: str, fallback: str = "attachment") -> str:
     return name or fallback
 
 
-def _is_attachment(part: EmailMessage) -> bool:
+def is_attachment(part: EmailMessage) -> bool:
     disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
     if disposition == "attachment":
         return True
@@ -183,7 +183,7 @@ def render(raw: bytes, *, show_images: bool = False) -> RenderedMessage:
             content_id = (part.get("Content-ID") or "").strip().strip("<>")
             if content_id and content_type.startswith("image/"):
                 inline_images.setdefault(content_id, part)
-            if content_type == "message/rfc822" or _is_attachment(part):
+            if content_type == "message/rfc822" or is_attachment(part):
                 fallback = f"part-{section}" + (".eml" if content_type == "message/rfc822" else "")
                 encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
                 result.attachments.append(Attachment(section, safe_filename(filename_of(part), fallback),

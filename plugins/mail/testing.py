@@ -48,7 +48,7 @@ class MailRows:
             if (role, email) in seen:
                 continue
             seen.add((role, email))
-            msg.addresses.append(MessageAddress(role=role, email=email, name=name, inbox_id=inbox.id))
+            msg.addresses.append(MessageAddress(role=role, email=email, name=name, inbox_id=inbox.id, date=date))
         db.session.add(msg)
         db.session.commit()
         return msg

@@ -65,9 +65,15 @@ def message_view(message_id: int):
     raw, problem = _read(message)
     rendered = rendering.render(raw, show_images=_show_images()) if raw is not None else None
     text = Markup(rendering.linkify(rendered.text)) if rendered is not None and rendered.text else None
+    # The list the transport made without downloading (attachments.py) shows even when the server cannot
+    # give the message now; a message not listed yet shows what its source says.
+    listed = attachments.listed_for([message.id]).get(message.id)
+    if listed is None:
+        listed = rendered.attachments if rendered is not None else []
     return render_template(
         "mail/message.html", message=message, inbox=inbox, recipients=recipients, rendered=rendered,
         text=text, problem=problem, show_images=_show_images(), is_admin=current_user.is_admin,
+        attachments=listed,
     )
 
 
@@ -96,10 +102,13 @@ def message_body(message_id: int):
 @login_required
 def attachment_download(message_id: int, section: str):
     message = _readable_or_404(message_id)
-    raw, problem = _read(message)
-    if raw is None:
-        return render_template("mail/unavailable.html", message=message, problem=problem), 404
-    listed = {a.section: a for a in rendering.render(raw).attachments}
+    # Listed at sync time: the part is streamed without reading the whole message first.
+    listed = {a.section: a for a in attachments.listed_for([message.id]).get(message.id, [])}
+    if not listed:
+        raw, problem = _read(message)
+        if raw is None:
+            return render_template("mail/unavailable.html", message=message, problem=problem), 404
+        listed = {a.section: a for a in rendering.render(raw).attachments}
     attachment = listed.get(section)
     if attachment is None:
         abort(404)

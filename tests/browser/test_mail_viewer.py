@@ -2,6 +2,7 @@
 runs and no remote image loads until "Show images"."""
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import re
 import threading
@@ -11,6 +12,8 @@ from playwright.sync_api import expect
 
 from host_app.extensions import db
 from host_app.models import Contact
+from plugins.imap_inbox.testing import mailgen
+from tests.support.attachment_samples import NESTED_ATTACHMENTS, nested_message
 from tests.support.imap_helpers import connect_inbox, make_owner, sync
 from tests.support.mail_samples import CARLA, PIXEL_GIF, html_message, text_message
 
@@ -98,3 +101,43 @@ def test_read_an_html_email_without_scripts_or_tracking_until_show_images(page, 
     link = page.locator(".mail-text").get_by_role("link", name="https://customer.example/track?id=9")
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     assert "\n\n" in page.locator(".mail-text").inner_text()
+
+
+def test_filter_the_timeline_and_open_an_attachment_list(page, live_server, mailbox):
+    """Received and sent mail on one timeline: the filter shows one direction, the paperclip says how many
+    files an e-mail has, and its page lists them from the stored list; one downloads under its safe name."""
+    app = live_server.app
+    app.config["TIMELINE_PER_PAGE"] = 2
+    mailbox.append("INBOX", nested_message())
+    mailbox.append("INBOX", text_message())
+    mailbox.write("Sent", [mailgen.make_message(mailbox.username, [CARLA], f"Our answer {n}",
+                                                message_id=f"<answer{n}@team.example>",
+                                                date=dt.datetime(2024, 5, 10 + n, 9, tzinfo=dt.UTC))
+                           for n in (1, 2)])
+    inbox_id = connect_inbox(app, mailbox, make_owner(app))
+    with app.app_context():
+        contact = Contact(email=CARLA, name="Carla Customer")
+        db.session.add(contact)
+        db.session.commit()
+        contact_id = contact.id
+    assert sync(app, inbox_id)["status"] == "ok"
+    live_server.worker.wait_until_idle()  # the follow-up jobs, the attachment listing among them
+
+    log_in(page)
+    page.goto(f"/contacts/{contact_id}")
+    titles = page.locator(".timeline .entry-title")
+    expect(titles).to_have_text([re.compile("Our answer 2"), re.compile("Our answer 1")])
+    page.get_by_label("Show").select_option("in")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"direction=in"))
+    expect(titles).to_have_text([re.compile("Quarterly figures"), re.compile("Plain order")])
+    expect(page.locator(".badge.out")).to_have_count(0)
+    paperclip = page.get_by_label("3 attachments")
+    expect(paperclip).to_be_visible()
+    page.get_by_role("link", name="Quarterly figures").click()
+    attachments = page.get_by_role("region", name="Attachments")
+    expect(attachments.get_by_role("heading")).to_have_text("Attachments (3)")
+    expect(attachments.get_by_role("link")).to_have_text([name for _, name, _ in NESTED_ATTACHMENTS])
+    with page.expect_download() as download:
+        attachments.get_by_role("link", name="passwd.txt").click()
+    assert download.value.suggested_filename == "passwd.txt"

@@ -74,7 +74,7 @@ def test_documented_example_runs(hook, crm_app_factory):
             db.session.add(contact)
             db.session.commit()
             kwargs = {"app": app, "cli": click.Group("cli"), "contact": contact, "contacts": [contact],
-                      "before": None, "limit": 10, "event": Event("invoice_paid", "1", (contact.id,)),
+                      "before": None, "limit": 10, "filters": {}, "event": Event("invoice_paid", "1", (contact.id,)),
                       # add_hookspecs ran on registering; the second call gets a manager of its own.
                       "pluginmanager": pluggy.PluginManager(hookspecs.PROJECT_NAME),
                       "inbox_id": 1, "run_id": 1, "status": "ok", "new_messages": 1, "removed_messages": 0,

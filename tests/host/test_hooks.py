@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 from host_app.extensions import db
@@ -240,6 +241,79 @@ def test_hook_contact_search_matches(crm_app_factory):
         assert "other@example.org" in page and "found@example.org" not in page
         result = app.test_cli_runner().invoke(args=["contacts", "list", "--search", "ordered pallets"])
         assert "found@example.org" in result.output and "other@example.org" not in result.output
+
+
+_FILTERED_SOURCE = """
+    from datetime import datetime, timedelta, timezone
+    from host_app import hookimpl
+    from host_app.api import TimelineEntry, TimelineFilter
+    BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ENTRIES = [TimelineEntry(date=BASE + timedelta(days=d), kind="call", title=f"call {d}", key=f"call:{d}",
+                             direction="in" if d % 2 else "out", details={"channel": "phone" if d < 6 else "visit"},
+                             thread="t-old" if d < 3 else f"t{d}", attachments=2 if d == 7 else 0)
+               for d in range(8)]
+    @hookimpl
+    def timeline_filters(contact):
+        return [TimelineFilter("channel", "Channel", (("phone", "Phone calls"), ("visit", "Visits")))]
+    @hookimpl
+    def timeline_entries(contact, before, limit, filters):
+        # Deliberately ignores the direction: the host leaves out what does not match anyway.
+        entries = [e for e in ENTRIES if (before is None or e.date < before)
+                   and filters.get("channel") in (None, e.details["channel"])]
+        return sorted(entries, key=lambda e: e.date, reverse=True)[:limit]
+"""
+
+
+def test_hook_timeline_filters(crm_app_factory):
+    """The plugin's choices show above the timeline; chosen ones reach timeline_entries and stay on "Older"."""
+    with throwaway_plugin("calls", _FILTERED_SOURCE) as plugins:
+        app = crm_app_factory(plugins=plugins, TIMELINE_PER_PAGE=2)
+        with app.app_context():
+            contact = Contact(email="t@example.org")
+            db.session.add(contact)
+            db.session.commit()
+            contact_id = contact.id
+        client = _admin(app)
+        page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
+        assert '<select name="channel">' in page and '<option value="phone" >Phone calls</option>' in page
+        assert '<select name="direction">' in page
+        assert "call 7" in page and "call 6" in page and "call 5" not in page
+        assert 'aria-label="2 attachments"' in page  # call 7's paperclip
+
+        page = client.get(f"/contacts/{contact_id}?channel=phone&direction=in").get_data(as_text=True)
+        assert '<option value="phone" selected>' in page
+        assert "call 5" in page and "call 3" in page and "call 7" not in page and "call 4" not in page
+        older = re.search(r'href="([^"]*before=[^"]*)">Older', page).group(1).replace("&amp;", "&")
+        assert "channel=phone" in older and "direction=in" in older
+        page = client.get(older).get_data(as_text=True)
+        assert "call 1" in page and "call 3" not in page and "call 2" not in page and "Older" not in page
+
+        # Unknown values are no filter at all, never an error.
+        page = client.get(f"/contacts/{contact_id}?channel=nonsense&direction=sideways")
+        assert page.status_code == 200 and "call 7" in page.get_data(as_text=True)
+
+
+def test_a_conversation_cut_by_the_page_boundary_goes_on_marked_on_the_next_page(crm_app_factory):
+    with throwaway_plugin("calls", _FILTERED_SOURCE) as plugins:
+        app = crm_app_factory(plugins=plugins, TIMELINE_PER_PAGE=6)
+        with app.app_context():
+            contact = Contact(email="t@example.org")
+            db.session.add(contact)
+            db.session.commit()
+            contact_id = contact.id
+        client = _admin(app)
+        # Page 1: calls 7..2; call 2 starts the thread t-old, whose calls 1 and 0 are on page 2.
+        page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
+        assert "call 2" in page and "call 1" not in page
+        assert "Older messages of this conversation continue on the next page." in page
+        older = re.search(r'href="([^"]*before=[^"]*)">Older', page).group(1).replace("&amp;", "&")
+        assert "continued=t-old" in older
+        page = client.get(older).get_data(as_text=True)
+        assert "continued from the newer page" in page
+        # Both of its messages there are one line each: the thread's newest was shown in full on page 1.
+        assert re.search(r'<div class="thread thread-continued".*?entry-collapsed.*?call 1.*?entry-collapsed.*?call 0',
+                         page, re.S)
+        assert "continue on the next page" not in page
 
 
 def test_hook_contact_providers(crm_app_factory):

@@ -79,3 +79,54 @@ def test_the_command_line_timeline_names_each_entrys_thread(app, runner):
     assert entries["Offer"]["thread_id"] == entries["Re: Offer"]["thread_id"] == entries["AW:  offer"]["thread_id"]
     assert entries["Lunch?"]["thread_id"] != entries["Offer"]["thread_id"]
     assert entries["Re: Offer"]["from"] == CARLA[1] and entries["Offer"]["to"] == [CARLA[1]]
+
+
+def test_a_thread_is_the_same_on_every_page_of_the_timeline(app):
+    """ "AW:  offer" names no message: on a page without "Offer" it still joins Offer's thread, found on the
+    older pages by its subject, and the JSON's thread_id is the same wherever each message is shown."""
+    contact_id, ids = _conversations(app)
+    from plugins.mail.timeline import timeline_entries
+
+    with app.app_context():
+        contact = db.session.get(Contact, contact_id)
+        whole = {e.details["thread_id"] for e in timeline_entries(contact, None, 10) if e.title != "Lunch?"}
+        assert len(whole) == 1
+        paged, before = [], None
+        while True:
+            page = timeline_entries(contact, before, 1)  # one message per page: every thread is cut
+            if not page:
+                break
+            paged += page
+            before = page[-1].date
+        by_title = {e.title: e.details["thread_id"] for e in paged}
+        assert by_title["AW:  offer"] == by_title["Re: Offer"] == by_title["Offer"] == whole.pop()
+        assert by_title["Lunch?"] != by_title["Offer"]
+
+
+def test_the_timeline_filters_received_sent_and_by_inbox(app, agent_client):
+    with app.app_context():
+        rows = MailRows()
+        first = rows.inbox("team@team.example", name="Secret desk name")
+        second = rows.inbox("sales@team.example")
+        rows.received(first, CARLA, date=_day(1)).subject = "From Carla to team"
+        rows.sent(first, CARLA[1], date=_day(2)).subject = "Team to Carla"
+        rows.received(second, CARLA, date=_day(3)).subject = "From Carla to sales"
+        contact = Contact(email=CARLA[1], name="Carla Customer")
+        db.session.add(contact)
+        db.session.commit()
+        contact_id, second_id = contact.id, second.id
+
+    def titles(query):
+        page = agent_client.get(f"/contacts/{contact_id}{query}")
+        assert page.status_code == 200
+        return re.findall(r'<a href="/mail/messages/\d+">([^<]+)</a>', page.get_data(as_text=True))
+
+    assert titles("") == ["From Carla to sales", "Team to Carla", "From Carla to team"]
+    assert titles("?direction=in") == ["From Carla to sales", "From Carla to team"]
+    assert titles("?direction=out") == ["Team to Carla"]
+    assert titles(f"?inbox_id={second_id}") == ["From Carla to sales"]
+    assert titles(f"?inbox_id={second_id}&direction=out") == []
+    page = agent_client.get(f"/contacts/{contact_id}").get_data(as_text=True)
+    # Each inbox by its address and whose it is; its name is for admins only and never on timelines.
+    assert f'<option value="{second_id}" >sales@team.example (Team inbox)</option>' in page
+    assert "Secret desk name" not in page

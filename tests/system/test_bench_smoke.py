@@ -80,7 +80,8 @@ def test_sync_import_timeline_and_condition_facts(bench_run):
     assert data["initial_sync"]["peak_rss_mb"] > 0
     assert "sync" in data["initial_sync"]["peak_rss_mb_by_step"]
     # The sync job only enqueued the readers' work; their follow-up jobs ran after it, each timed.
-    follow_ups = {"contacts_import.import_after_sync", "reply_condition.match_after_sync"}
+    follow_ups = {"contacts_import.import_after_sync", "reply_condition.match_after_sync",
+                  "imap_inbox.list_attachments"}
     for phase in ("initial_sync", "incremental_sync"):
         jobs = data[phase]["follow_ups"]
         assert set(jobs) == follow_ups and all(job["status"] == "finished" for job in jobs.values()), jobs
