@@ -173,7 +173,7 @@ def _assert_index_intact():
 def test_upgrade_indexes_the_mail_already_stored(empty_database_url, redis_url, tmp_path):
     app = create_app(_all_plugins_config(empty_database_url, tmp_path / "instance", REDIS_URL=redis_url))
     migrating.upgrade(app)
-    migrating.downgrade(app, "mail", "b382522dd026")  # the release before search
+    migrating.downgrade(app, "mail", "4c7d2e9a1b30")  # the release before search
     with app.app_context():
         rows = MailRows()
         box = rows.inbox("team@team.example")

@@ -3,7 +3,7 @@
 Existing inboxes start at 0: their next sync's follow-up lists the attachments of the mail already stored.
 
 Revision ID: 8e1f4a6c2d57
-Revises: 7b3e9c2d4a61
+Revises: 4c7e1a9b2d35
 Create Date: 2026-12-04 16:00:00
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '8e1f4a6c2d57'
-down_revision = '7b3e9c2d4a61'
+down_revision = '4c7e1a9b2d35'
 branch_labels = None
 depends_on = None
 

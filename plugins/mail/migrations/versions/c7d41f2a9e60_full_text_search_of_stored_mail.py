@@ -15,14 +15,14 @@ Words are stemmed as English (PostgreSQL's 'english' configuration, SQLite's
 porter tokenizer), accents ignored on SQLite (remove_diacritics).
 
 Revision ID: c7d41f2a9e60
-Revises: b382522dd026
+Revises: 4c7d2e9a1b30
 Create Date: 2026-12-04 15:40:00
 """
 from alembic import op
 
 
 revision = 'c7d41f2a9e60'
-down_revision = 'b382522dd026'
+down_revision = '4c7d2e9a1b30'
 branch_labels = None
 depends_on = None
 
