@@ -81,6 +81,10 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
             Visit(f"/mail/messages/{d.text_message_id}", (("link", "https://customer.example/track?id=9"),)),
             Visit(f"/mail/messages/{d.long_message_id}"),
         ],
+        "/mail/search": [
+            Visit("/mail/search?q=invoice", (("button", "Search"), ("link", "Invoice 4711"))),
+            Visit(f"/mail/search?q=invoice&contact={d.contact_id}", (("button", "Search"),)),
+        ],
         "/automations/": [Visit("/automations/", (("link", "New automation"), ("link", "Run log"),
                                                   ("link", "Run now")))],
         "/automations/new": [Visit("/automations/new", (("button", "Add condition"), ("button", "Save automation")))],
