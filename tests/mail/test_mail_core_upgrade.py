@@ -127,6 +127,11 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
         tables = set(sa.inspect(connection).get_table_names())
     assert after == before
     assert {"imap_message", "imap_message_address", "imap_sync_run"}.isdisjoint(tables)
+    # Attachments are listed from the next sync on: the mail already stored is looked at from id 0.
+    assert "mail_message_attachment" in tables
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT id, attachments_listed_id FROM imap_inbox")).all() == [
+            (legacy["inbox_id"], 0)]
 
     # The password still decrypts, the checkpoint holds: only the newcomer is fetched.
     mailbox.write("INBOX", [message(12, to=mailbox.username, subject="Newcomer")])
