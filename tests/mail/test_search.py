@@ -193,8 +193,8 @@ def test_upgrade_indexes_the_mail_already_stored(empty_database_url, redis_url, 
 
 
 def test_a_narrow_search_looks_past_the_best_matches_of_others(app, admin, monkeypatch):
-    """The index's best matches come first; when too few of them are the contact's (or on a timeline at
-    all), the search looks further instead of answering with less than there is."""
+    """The index's best matches come first; when too few of them are on a timeline, the search looks
+    further instead of answering with less than there is (and one contact's search ranks all at once)."""
     monkeypatch.setattr(search, "FIRST_CANDIDATES", 1)
     with app.app_context():
         rows = MailRows()
