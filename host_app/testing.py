@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from flask import Flask
 from werkzeug.security import generate_password_hash
 
-from . import create_app, migrating
+from . import create_app, migrating, models
 from .extensions import db
 from .jobs import make_worker
 
@@ -284,7 +284,6 @@ def _session_password_hash(password: str) -> str:
 
 
 def make_agent(app: Flask, email: str, password: str, admin: bool = False, name: str | None = None):
-    from . import models
     from .auth import create_agent
 
     with app.app_context(), mock.patch.object(models, "generate_password_hash", _session_password_hash):
