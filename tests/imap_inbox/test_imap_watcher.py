@@ -302,7 +302,8 @@ def test_a_server_without_idle_is_polled_and_the_list_says_why(live_app, owner, 
     inbox_id = connected(app, owner, account)
     processes("worker")
     processes("watcher", IMAP_WATCH_POLL_SECONDS="3")
-    wait_for(lambda: watch_statuses(app, [inbox_id]).get(inbox_id, {}).get("mode") == "polling", 20,
+    # As long as wait_until_live allows: a watcher starting on a loaded machine needs it.
+    wait_for(lambda: watch_statuses(app, [inbox_id]).get(inbox_id, {}).get("mode") == "polling", 30,
              "the inbox to be polled", details=lambda: logs(processes))
     assert watch_statuses(app, [inbox_id])[inbox_id]["reason"] == "no_idle"
     account.append("INBOX", message(1, subject="Found by polling"))
