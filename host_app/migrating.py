@@ -123,6 +123,16 @@ def _owner(app: Flask, name: str) -> MigrationOwner:
     raise LookupError(f"no migrations for {name!r}: not the host and not a loaded plugin with migrations")
 
 
+def database_only(obj, name: str | None, type_: str, reflected: bool) -> bool:
+    """A column or index that its model's table names in ``info["database_only"]``: made and kept by the
+    owner's migrations alone (a PostgreSQL generated column, say), with no model attribute to compare."""
+    table = getattr(obj, "table", None)
+    if not reflected or type_ not in ("column", "index") or table is None:
+        return False
+    model_table = db.metadata.tables.get(table.name)
+    return model_table is not None and name in model_table.info.get("database_only", ())
+
+
 def run_env() -> None:
     """Body of every owner's ``env.py``: run its revisions against the app's database."""
     owner: MigrationOwner = context.config.attributes["owner"]
@@ -134,7 +144,7 @@ def run_env() -> None:
                 # belongs to someone else: never drop it.
                 return False
             return owner.owns_table(obj)
-        return True
+        return not database_only(obj, name, type_, reflected)
 
     with db.engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"

@@ -135,7 +135,10 @@ class Message(db.Model):
         # Ids only grow, even after the newest messages are deleted: other plugins keep their place with
         # "the last id I have seen" (reply_condition, contacts_import). SQLite would hand the highest id out
         # again without AUTOINCREMENT; PostgreSQL's sequences never do.
-        {"sqlite_autoincrement": True},
+        # The full-text index (plugins/mail/search.py) has no model attribute: on PostgreSQL it is a generated
+        # tsvector column and its GIN index, which SQLite cannot declare. Its migration makes and keeps them.
+        {"sqlite_autoincrement": True,
+         "info": {"database_only": ("search_vector", "ix_mail_message_search_vector")}},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
