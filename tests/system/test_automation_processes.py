@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 from redis import Redis
 
+from host_app import waits
 from host_app.bulk_runs import JOB_TIMEOUT, run_bulk_job
 from host_app.events import emit
 from host_app.extensions import db
@@ -103,7 +104,8 @@ def test_a_wait_fires_once_after_the_worker_and_the_scheduler_were_killed_and_st
     scheduler = SchedulerProcess(app, log, AUTOMATION_TICK_SECONDS=TICK).start()
     worker = WorkerProcess(app, log, AUTOMATION_TICK_SECONDS=TICK).start()
     try:
-        wait_for(lambda: "waiting" not in {status for _, status, _ in _runs(app)}, 60,
+        # A worker killed while it held the waits' lock holds them back until the lock expires.
+        wait_for(lambda: "waiting" not in {status for _, status, _ in _runs(app)}, waits.LOCK_TIMEOUT + 60,
                  "the restarted worker to check the due waits", details=worker.log_tail)
         time.sleep(3)  # three more ticks, each of which could fire the wait again
     finally:
