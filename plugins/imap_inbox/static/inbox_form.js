@@ -70,6 +70,12 @@
 
   provider.addEventListener("change", applyPreset);
   security.addEventListener("change", followSecurity);
-  showHint(presets[provider.value]);
-  showSignIn();
+  // A provider picked before this deferred script ran (a quick hand, or the browser restoring the form)
+  // still fills an empty server; a server already there is never overwritten on load.
+  if (host.value === "") {
+    applyPreset();
+  } else {
+    showHint(presets[provider.value]);
+    showSignIn();
+  }
 })();
