@@ -162,6 +162,31 @@ def test_the_index_follows_deletes_and_changes(app, admin):
         _assert_index_intact()
 
 
+def test_mail_stored_in_bulk_is_indexed(app, admin, monkeypatch):
+    """The sync's path: many rows per INSERT statement (a few per test here), every one of them indexed."""
+    monkeypatch.setattr(store, "ROWS_PER_STATEMENT", 7)
+    with app.app_context():
+        box = MailRows().inbox("team@team.example", owner_id=admin)
+        db.session.add(Contact(email=CARLA[1]))
+        db.session.commit()
+        date = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+        rows = [dict(inbox_id=box.id, folder_id=box.folders[0].id, uid=n, message_id=f"b{n}@customer.example",
+                     dedup_key=f"b{n}@customer.example", direction="in", subject=f"Pallet {n}",
+                     from_email=CARLA[1], from_name=CARLA[0], date=date, internal_date=date, size=100, flags="",
+                     in_reply_to=None, references=None, auto_submitted=None, precedence=None, list_id=None,
+                     list_unsubscribe=False, x_autoreply=False, content_type="text/plain", automated=False,
+                     preview=f"warehouse code w{n}x", parse_error=None, created_at=date)
+                for n in range(1, 24)]  # three statements of 7 rows and one of 2
+        addresses = [[dict(role="from", email=CARLA[1], name=CARLA[0], inbox_id=box.id, date=date)] for _ in rows]
+        ids = store.insert_messages(rows, addresses)
+        db.session.commit()
+        assert len(set(ids)) == 23
+        assert len(search.search_messages("pallet", limit=100)) == 23
+        assert _subjects(search.search_messages("w1x")) == ["Pallet 1"]
+        assert _subjects(search.search_messages("w23x")) == ["Pallet 23"]
+        _assert_index_intact()
+
+
 def _assert_index_intact():
     connection = db.session.connection()
     if connection.dialect.name == "sqlite":
