@@ -247,19 +247,18 @@ def _job_label(job) -> str:
 def _run_follow_ups(app: Flask, sampler: RssSampler) -> dict[str, dict]:
     """Run the jobs the sync enqueued (the readers' follow-ups), one at a time in this process, each timed.
 
-    A ``SimpleWorker`` in burst mode, as ``manage.py worker`` runs them (it forks a work horse per job; here
-    the job's own time and memory are what is measured). By label: seconds, CPU seconds and the job's status.
+    A ``SimpleWorker`` (the host's, which stops promptly) in burst mode, as ``manage.py worker`` runs them (it
+    forks a work horse per job; here the job's own time and memory are what is measured). By label: seconds,
+    CPU seconds and the job's status.
     """
-    from rq import SimpleWorker
-
-    from host_app.jobs import queue, redis_connection
+    from host_app.jobs import AppSimpleWorker, queue, redis_connection
 
     jobs = queue(app)
     if not jobs.count and not jobs.deferred_job_registry.count:  # a no-op sync enqueues nothing
         return {}
     timings: dict[str, dict] = {}
 
-    class TimedWorker(SimpleWorker):
+    class TimedWorker(AppSimpleWorker):
         def perform_job(self, job, queue, execution):
             label = _job_label(job)
             mark(f"follow-up {label}")

@@ -66,7 +66,33 @@ def app_job(func: Callable) -> Callable:
     return wrapper
 
 
-class AppWorker(Worker):
+class _PromptStop:
+    """RQ's worker with a command channel that stops within a second, not a minute.
+
+    RQ listens for commands (``send_shutdown_command`` ...) on a Redis pub/sub channel, read by a thread
+    that waits up to ``sleep_time`` seconds for each message; RQ passes 60. When the worker stops (a burst
+    run ending, a warm shutdown) it unsubscribes, then tells the thread to end and waits for it. If the
+    answer to the unsubscribe reaches the thread before it is told to end, the thread waits again, for a
+    whole ``sleep_time``, which then ends only after a minute: a stopping worker hung for 60 s now and
+    then (seen in the test suite's burst workers, on a loaded machine often). Everything but the wait
+    is RQ's own ``subscribe``.
+    """
+
+    PUBSUB_WAIT_SECONDS = 1
+
+    def subscribe(self):
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=self.PUBSUB_WAIT_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler)
+
+
+class AppSimpleWorker(_PromptStop, SimpleWorker):
+    """RQ's worker that runs each job in the worker's own process (the test suite's burst runs)."""
+
+
+class AppWorker(_PromptStop, Worker):
     """A forking RQ worker that gives each work horse fresh database connections."""
 
     def main_work_horse(self, job, queue):  # runs in the forked child
@@ -78,7 +104,7 @@ class AppWorker(Worker):
 
 
 def make_worker(app: Flask, simple: bool = False, name: str | None = None) -> Worker:
-    cls = SimpleWorker if simple else AppWorker
+    cls = AppSimpleWorker if simple else AppWorker
     return cls([queue(app)], connection=redis_connection(app), name=name)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import os
+import sys
 import traceback
 from collections.abc import Iterable
 from importlib.metadata import entry_points
@@ -81,8 +83,32 @@ class PluginInfo:
 
 
 def discover() -> dict[str, str]:
-    """Return ``{plugin name: package module name}`` for every installed plugin."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Return ``{plugin name: package module name}`` for every installed plugin.
+
+    Reading the entry points scans every installed distribution's metadata (a hundredth of a second), which
+    a process making many apps (the test suite: one or more per test) paid each time. The answer is kept
+    until ``sys.path`` or one of its folders changes: installing or removing a package changes the folder
+    its metadata lives in.
+    """
+    global _discovered
+    installed = _import_path_state()
+    if _discovered is None or _discovered[0] != installed:
+        _discovered = (installed, {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return dict(_discovered[1])
+
+
+_discovered: tuple[tuple, dict[str, str]] | None = None
+
+
+def _import_path_state() -> tuple:
+    """Each ``sys.path`` entry with its modification time (None where it is not a folder)."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, None))
+    return tuple(state)
 
 
 def disabled_at_start(saved: dict[str, bool], forced_off: Iterable[str], forced_on: Iterable[str]) -> set[str]:

@@ -39,17 +39,37 @@ def pytest_collection_modifyitems(config, items):
         selected.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-    # The folders holding minute-long tests first (a stable sort: modules stay whole, in their order), so
-    # pytest-xdist hands those out while the many short tests can still fill the other workers.
-    items[:] = sorted(selected, key=_folder_rank)
+    # The longest modules first, then the folders holding minute-long tests (a stable sort: modules stay
+    # whole, in their order), so pytest-xdist hands those out while the many short tests can still fill the
+    # other workers, and no long module starts near the end and runs on alone.
+    items[:] = sorted(selected, key=_rank)
 
 
+# Modules that took two minutes or more of one worker in a `make test` on a loaded machine (2026-12-04,
+# --durations), longest first: started last, any of them would set when its pass ends.
+SLOWEST_MODULES_FIRST = (
+    "system/test_faults.py",
+    "system/test_security.py",
+    "system/test_reliability.py",
+    "imap_inbox/test_imap_watcher.py",
+    "contacts_import/test_contacts_import_e2e.py",
+    "contacts_import/test_contacts_import.py",
+    "browser/test_every_page.py",
+    "browser/test_oauth_story.py",
+    "imap_inbox/test_imap_ui.py",
+    "system/test_bench_smoke.py",
+    "browser/test_automation_follow_up.py",
+)
 SLOW_FOLDERS_FIRST = ("system", "browser")
 
 
-def _folder_rank(item) -> int:
+def _rank(item) -> int:
+    module = f"{item.path.parent.name}/{item.path.name}"
+    if module in SLOWEST_MODULES_FIRST:
+        return SLOWEST_MODULES_FIRST.index(module)
     folder = item.path.parent.name
-    return SLOW_FOLDERS_FIRST.index(folder) if folder in SLOW_FOLDERS_FIRST else len(SLOW_FOLDERS_FIRST)
+    rank = SLOW_FOLDERS_FIRST.index(folder) if folder in SLOW_FOLDERS_FIRST else len(SLOW_FOLDERS_FIRST)
+    return len(SLOWEST_MODULES_FIRST) + rank
 
 
 @pytest.fixture(scope="session", autouse=True)

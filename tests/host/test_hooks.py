@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+
+from flask.testing import FlaskClient
 
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
@@ -264,16 +268,23 @@ _FILTERED_SOURCE = """
 """
 
 
-def test_hook_timeline_filters(crm_app_factory):
-    """The plugin's choices show above the timeline; chosen ones reach timeline_entries and stay on "Older"."""
+@contextmanager
+def _calls_timeline(crm_app_factory, per_page: int) -> Iterator[tuple[FlaskClient, int]]:
+    """An admin's client on an app with the calls plugin above (``per_page`` timeline entries a page), and
+    the id of a contact whose timeline shows those calls."""
     with throwaway_plugin("calls", _FILTERED_SOURCE) as plugins:
-        app = crm_app_factory(plugins=plugins, TIMELINE_PER_PAGE=2)
+        app = crm_app_factory(plugins=plugins, TIMELINE_PER_PAGE=per_page)
         with app.app_context():
             contact = Contact(email="t@example.org")
             db.session.add(contact)
             db.session.commit()
             contact_id = contact.id
-        client = _admin(app)
+        yield _admin(app), contact_id
+
+
+def test_hook_timeline_filters(crm_app_factory):
+    """The plugin's choices show above the timeline; chosen ones reach timeline_entries and stay on "Older"."""
+    with _calls_timeline(crm_app_factory, per_page=2) as (client, contact_id):
         page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
         assert '<select name="channel">' in page and '<option value="phone" >Phone calls</option>' in page
         assert '<select name="direction">' in page
@@ -294,14 +305,7 @@ def test_hook_timeline_filters(crm_app_factory):
 
 
 def test_a_conversation_cut_by_the_page_boundary_goes_on_marked_on_the_next_page(crm_app_factory):
-    with throwaway_plugin("calls", _FILTERED_SOURCE) as plugins:
-        app = crm_app_factory(plugins=plugins, TIMELINE_PER_PAGE=6)
-        with app.app_context():
-            contact = Contact(email="t@example.org")
-            db.session.add(contact)
-            db.session.commit()
-            contact_id = contact.id
-        client = _admin(app)
+    with _calls_timeline(crm_app_factory, per_page=6) as (client, contact_id):
         # Page 1: calls 7..2; call 2 starts the thread t-old, whose calls 1 and 0 are on page 2.
         page = client.get(f"/contacts/{contact_id}").get_data(as_text=True)
         assert "call 2" in page and "call 1" not in page

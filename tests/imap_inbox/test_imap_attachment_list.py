@@ -17,8 +17,8 @@ from plugins.imap_inbox.models import ImapInbox
 from plugins.mail import rendering
 from plugins.mail.models import Message, MessageAttachment
 from tests.support.attachment_samples import NESTED_ATTACHMENTS, nested_message
-from tests.support.imap_helpers import connect_inbox, sync, sync_and_follow_up
-from tests.support.mail_samples import CARLA, base_message, big_attachment_message, text_message
+from tests.support.imap_helpers import connect_inbox, sync, sync_and_follow_up, sync_carla_and_a_stranger
+from tests.support.mail_samples import CARLA, big_attachment_message, text_message
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -27,19 +27,9 @@ TEN_MB = 10 * 1024 * 1024
 def listed(app, mailbox, owner):
     """Three e-mails of Carla's (nested multiparts, an attachment named with folders, plain text) and a
     stranger's with a file, synced with the follow-up jobs on a real worker."""
-    for raw in (nested_message(), big_attachment_message(os.urandom(300_000)), text_message()):
-        mailbox.append("INBOX", raw)
-    stranger = base_message("Not for you", "stranger1@elsewhere.example", 4, sender="Eve <eve@elsewhere.example>")
-    stranger.set_content("nobody here is a contact of ours")
-    stranger.add_attachment(b"secret", maintype="application", subtype="octet-stream", filename="secret.bin")
-    mailbox.append("INBOX", stranger.as_bytes())
-    inbox_id = connect_inbox(app, mailbox, owner, name="Secret Sales Desk")
-    assert sync_and_follow_up(app, inbox_id)["status"] == "ok"
-    with app.app_context():
-        db.session.add(Contact(email=CARLA, name="Carla Customer"))
-        db.session.commit()
-        ids = dict(db.session.execute(sa.select(Message.message_id, Message.id)).all())
-    return inbox_id, ids
+    return sync_carla_and_a_stranger(
+        app, mailbox, owner, (nested_message(), big_attachment_message(os.urandom(300_000)), text_message()),
+        stranger_file=b"secret", follow_up=True)
 
 
 def _listed(app, message_id: int) -> list[tuple]:

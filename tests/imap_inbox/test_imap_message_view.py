@@ -12,24 +12,13 @@ import sqlalchemy as sa
 from host_app.extensions import db
 from host_app.models import Contact
 from plugins.mail.models import Message
-from tests.support.imap_helpers import connect_inbox, sync
-from tests.support.mail_samples import CARLA, base_message, broken_charset_message, html_message, text_message
+from tests.support.imap_helpers import sync_carla_and_a_stranger
+from tests.support.mail_samples import CARLA, broken_charset_message, html_message, text_message
 
 
 @pytest.fixture
 def synced(app, mailbox, owner):
-    for raw in (html_message(), text_message(), broken_charset_message()):
-        mailbox.append("INBOX", raw)
-    stranger = base_message("Not for you", "stranger1@elsewhere.example", 4, sender="Eve <eve@elsewhere.example>")
-    stranger.set_content("nobody here is a contact of ours")
-    mailbox.append("INBOX", stranger.as_bytes())
-    inbox_id = connect_inbox(app, mailbox, owner, name="Secret Sales Desk")
-    assert sync(app, inbox_id)["status"] == "ok"
-    with app.app_context():
-        db.session.add(Contact(email=CARLA, name="Carla Customer"))
-        db.session.commit()
-        ids = dict(db.session.execute(sa.select(Message.message_id, Message.id)).all())
-    return inbox_id, ids
+    return sync_carla_and_a_stranger(app, mailbox, owner, (html_message(), text_message(), broken_charset_message()))
 
 
 def test_hook_fetch_message_source(app, synced, mailbox):

@@ -92,3 +92,29 @@ def server_snapshot(mailbox, folders=("INBOX", "Sent")) -> dict:
             flags = imap.get_flags(imap.search("ALL"))
             snapshot[folder] = (status, {uid: sorted(f) for uid, f in flags.items()})
     return snapshot
+
+
+def sync_carla_and_a_stranger(app, mailbox, owner_id: int, carla_messages, *, stranger_file: bytes | None = None,
+                              follow_up: bool = False) -> tuple[int, dict[str, int]]:
+    """The opening of the message-page tests: Carla's e-mails (``carla_messages``, raw) and one from a stranger
+    who is no contact (with ``stranger_file`` attached as secret.bin when given) in the mailbox, synced into
+    "Secret Sales Desk" (and the sync's follow-up jobs run when ``follow_up``), Carla then made a contact.
+    Returns the inbox id and ``{Message-ID: stored message id}``."""
+    from host_app.models import Contact
+    from plugins.mail.models import Message
+    from tests.support.mail_samples import CARLA, base_message
+
+    for raw in carla_messages:
+        mailbox.append("INBOX", raw)
+    stranger = base_message("Not for you", "stranger1@elsewhere.example", 4, sender="Eve <eve@elsewhere.example>")
+    stranger.set_content("nobody here is a contact of ours")
+    if stranger_file is not None:
+        stranger.add_attachment(stranger_file, maintype="application", subtype="octet-stream", filename="secret.bin")
+    mailbox.append("INBOX", stranger.as_bytes())
+    inbox_id = connect_inbox(app, mailbox, owner_id, name="Secret Sales Desk")
+    assert (sync_and_follow_up if follow_up else sync)(app, inbox_id)["status"] == "ok"
+    with app.app_context():
+        db.session.add(Contact(email=CARLA, name="Carla Customer"))
+        db.session.commit()
+        ids = dict(db.session.execute(sa.select(Message.message_id, Message.id)).all())
+    return inbox_id, ids

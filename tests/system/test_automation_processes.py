@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import textwrap
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
-
-import pytest
-from cryptography.fernet import Fernet
-from redis import Redis
 
 from host_app import waits
 from host_app.bulk_runs import JOB_TIMEOUT, run_bulk_job
@@ -26,22 +21,8 @@ from host_app.testing import ADMIN_PASSWORD, log_in
 from host_app.triggers import HOURLY
 from tests.support.reliability_helpers import SchedulerProcess, WorkerProcess, wait_for
 
-ENCRYPTION_KEY = Fernet.generate_key().decode()
 WAIT_SECONDS = 10  # long enough for two ticks on a loaded machine before the processes are killed
 TICK = "1"  # the scheduler looks for due waits every second (CRM_AUTOMATION_TICK_SECONDS)
-
-
-@pytest.fixture
-def make_app(crm_app_factory, private_redis):
-    Redis.from_url(private_redis.url()).flushdb()
-
-    def make(**config):
-        values = dict(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"automations-{uuid.uuid4().hex[:8]}",
-                      REDIS_URL=private_redis.url())
-        values.update(config)
-        return crm_app_factory(**values)
-
-    return make
 
 
 def _rule(**fields) -> int:

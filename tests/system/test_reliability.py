@@ -17,7 +17,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 from redis import Redis
 
 from host_app.extensions import db
@@ -37,26 +36,11 @@ from tests.support.mailbox import Mailbox
 from tests.support.reliability_helpers import RedisServer, WorkerProcess, wait_for
 from tests.support.sync_dump import canonical_dump, consistency_problems, diff_dumps, inbox_row, orphan_addresses
 
-ENCRYPTION_KEY = Fernet.generate_key().decode()
 BIG_BATCH = 250
 _accounts = itertools.count(1)
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def make_app(crm_app_factory, private_redis):
-    """``make(**config)``: the app on the test database and a private Redis, sharing an encryption key."""
-    Redis.from_url(private_redis.url()).flushdb()
-
-    def make(**config):
-        values = dict(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"reliability-{uuid.uuid4().hex[:8]}",
-                      REDIS_URL=private_redis.url())
-        values.update(config)
-        return crm_app_factory(**values)
-
-    return make
 
 
 def new_account(server) -> Mailbox:
