@@ -95,41 +95,6 @@ def session_redis_url() -> str:
     return worker_redis_url(TEST_REDIS_URL)
 
 
-def _share_url_builders() -> None:
-    """Let every app of the session reuse the URL builders werkzeug compiled for the same route.
-
-    Each ``create_app`` binds its ~90 routes, and werkzeug compiles two builder functions for each (a
-    Python AST put through ``compile``): more than half of the cost of making an app, which most tests do
-    once or more. A builder is a pure function of the route (its pattern, parts and default names; the
-    rule it builds for is passed in when called), so an identical route gets the function compiled
-    before. A route whose default fills one of its own variables has that default turned into text by
-    its converter inside the function: compiled afresh, as werkzeug does. URLs are built exactly as
-    without this; only the compiling is saved.
-    """
-    from werkzeug.routing.rules import Rule
-
-    compile_builder = getattr(Rule, "_compile_builder", None)
-    if compile_builder is None or getattr(compile_builder, "shared_by_tests", False):
-        return  # another werkzeug (nothing to share) or already done
-    builders: dict[tuple, Callable] = {}
-
-    def shared_compile_builder(self, append_unknown: bool = True):
-        defaults = self.defaults or {}
-        if any(is_dynamic and part in defaults for is_dynamic, part in self._trace):
-            return compile_builder(self, append_unknown)
-        key = (self.rule, append_unknown, tuple(self._trace), tuple(defaults))
-        builder = builders.get(key)
-        if builder is None:
-            builder = builders[key] = compile_builder(self, append_unknown)
-        return builder
-
-    shared_compile_builder.shared_by_tests = True
-    Rule._compile_builder = shared_compile_builder
-
-
-_share_url_builders()
-
-
 def _all_plugins_config(url: str, instance: Path, **extra) -> dict:
     config = {
         "TESTING": True,
