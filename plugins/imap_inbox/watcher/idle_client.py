@@ -49,9 +49,12 @@ KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 20, 3
 
 
 # asyncio gives every TLS connection a 256 KiB receive buffer (SSLProtocol.max_size), sized for bulk
-# transfers: 250 MB at a thousand idle connections. A TLS record holds at most 16 KiB, so a buffer of
-# one record loses nothing for the few lines a watch reads. Only the watcher process calls this.
-TLS_READ_BUFFER = 16 * 1024 + 256
+# transfers: 250 MB at a thousand idle connections. The buffer is only the chunk handed from the socket to
+# the TLS layer, which keeps what it has not decrypted yet (its MemoryBIO), so its size bounds how much is
+# read per wake-up, not how long a record or an answer may be. A watch reads a few hundred bytes per
+# command: 2 KiB holds such an answer in one read and costs 2 MB at a thousand connections, where one TLS
+# record's worth (16 KiB) cost 17 MB (measured in bench/README.md, live section). Only the watcher calls this.
+TLS_READ_BUFFER = 2 * 1024
 
 
 def use_small_tls_buffers() -> None:
