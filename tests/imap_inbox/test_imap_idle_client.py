@@ -8,6 +8,7 @@ import time
 import pytest
 
 from plugins.imap_inbox.connection import ConnectionSettings, ImapConnectError
+from plugins.imap_inbox.watcher.idle_client import TLS_READ_BUFFER, use_small_tls_buffers
 from plugins.imap_inbox.watcher.opening import Opener, OpeningLimits, ServerFull
 from tests.support.imap_helpers import message
 
@@ -65,6 +66,27 @@ def test_the_sent_folder_is_followed_by_notify_while_idle(mailbox):
             await client.logout()
 
     assert asyncio.run(scenario()) == [b"STATUS"]
+
+
+def test_with_the_watchers_small_tls_buffer_an_answer_many_times_longer_is_read_whole(mailbox, monkeypatch):
+    """The watcher reads at most TLS_READ_BUFFER bytes per wake-up; records and answers may be far longer."""
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)
+    use_small_tls_buffers()
+    body = "".join(f"line {n:05d} of a long message\r\n" for n in range(2000))  # 62 KB: 4 TLS records
+    assert len(body) > 25 * TLS_READ_BUFFER
+    mailbox.append("INBOX", message(1, body=body))
+
+    async def scenario():
+        client = await opener().open(settings(mailbox))
+        try:
+            assert (await client.examine("INBOX"))["exists"] == 1
+            return await client.command("FETCH", "1", "(BODY.PEEK[TEXT])")
+        finally:
+            await client.logout()
+
+    answer = b"".join(asyncio.run(scenario()))
+    assert b"line 00000 of a long message" in answer and b"line 01999 of a long message" in answer
+    assert answer.count(b"of a long message") == 2000
 
 
 def test_starttls_and_a_utf8_password(dovecot):

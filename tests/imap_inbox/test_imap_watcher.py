@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
+from redis import Redis
 
 from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
+from plugins.imap_inbox.watcher.leases import Leases
 from plugins.mail.models import SyncRun
 from tests.support.imap_helpers import connect_inbox, message, stored, sync
 from tests.support.mailbox import Mailbox
@@ -235,6 +237,25 @@ def test_two_watchers_never_share_an_inbox_and_a_killed_ones_are_taken_over_with
     wait_for(lambda: "During the takeover" in subjects(app, victims_inboxes[0]), 20,
              "the mail delivered during the takeover", details=lambda: logs(processes))
     assert_one_connection_per_inbox(dovecot, accounts)
+
+
+def test_a_lease_is_taken_from_a_member_gone_from_the_member_set_and_never_from_a_live_one(redis_url):
+    """A killed watcher's leases are taken once it misses its heartbeats, long before they would expire."""
+    redis = Redis.from_url(redis_url)
+    space = f"imap_inbox:lease-test-{uuid.uuid4().hex[:8]}:watch"
+    first, second = (Leases(redis, space, member, member_ttl=1.5, lease_ttl=60) for member in ("first", "second"))
+    first.heartbeat()
+    second.heartbeat()
+    assert first.acquire([1, 2]) == [1, 2]
+    assert second.acquire([1, 2, 3]) == [3]  # the first is alive: its leases stay its own
+    assert first.acquire([1]) == [1]  # its own lease, taken again
+    time.sleep(2)
+    assert second.heartbeat() == ["second"]  # the first missed its heartbeats: gone
+    assert second.acquire([1, 2]) == [1, 2]  # its leases had 58 s left
+    assert first.renew([1, 2]) == set()  # back after a stall, the first finds them lost and ends those watches
+    assert first.heartbeat() == ["first", "second"]
+    assert first.acquire([1, 2, 3]) == []  # the second is alive
+    assert {first.holder(i) for i in (1, 2, 3)} == {"second"}
 
 
 def _member_of(pids: dict[str, int], process: WatcherProcess) -> str:

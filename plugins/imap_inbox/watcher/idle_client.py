@@ -49,9 +49,12 @@ KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 20, 3
 
 
 # asyncio gives every TLS connection a 256 KiB receive buffer (SSLProtocol.max_size), sized for bulk
-# transfers: 250 MB at a thousand idle connections. A TLS record holds at most 16 KiB, so a buffer of
-# one record loses nothing for the few lines a watch reads. Only the watcher process calls this.
-TLS_READ_BUFFER = 16 * 1024 + 256
+# transfers: 250 MB at a thousand idle connections. The buffer is only the chunk handed from the socket to
+# the TLS layer, which keeps what it has not decrypted yet (its MemoryBIO), so its size bounds how much is
+# read per wake-up, not how long a record or an answer may be. A watch reads a few hundred bytes per
+# command: 2 KiB holds such an answer in one read and costs 2 MB at a thousand connections, where one TLS
+# record's worth (16 KiB) cost 17 MB (measured in bench/README.md, live section). Only the watcher calls this.
+TLS_READ_BUFFER = 2 * 1024
 
 
 def use_small_tls_buffers() -> None:
@@ -351,17 +354,22 @@ class IdleClient:
             raise self._over(f"one answer was larger than {_size(self.limits.response_bytes)}")
 
     async def _within_deadline(self, read, wait: float):
-        """``read``, waiting at most ``wait`` seconds and never past the command's deadline."""
-        if self._answer_deadline is None:
-            return await asyncio.wait_for(read, wait)
-        left = self._answer_deadline - asyncio.get_running_loop().time()
-        if left < wait:
-            try:
-                return await asyncio.wait_for(read, max(left, 0))
-            except TimeoutError:
-                raise self._over(f"it took longer than {_duration(self.limits.command_seconds)} to answer one "
-                                 "command", too_slow=True) from None
-        return await asyncio.wait_for(read, wait)
+        """``read``, waiting at most ``wait`` seconds and never past the command's deadline.
+
+        asyncio.timeout rather than wait_for: wait_for wraps ``read`` in a task of its own, which a thousand
+        idle connections would each keep for as long as they idle.
+        """
+        if self._answer_deadline is not None:
+            left = self._answer_deadline - asyncio.get_running_loop().time()
+            if left < wait:
+                try:
+                    async with asyncio.timeout(max(left, 0)):
+                        return await read
+                except TimeoutError:
+                    raise self._over(f"it took longer than {_duration(self.limits.command_seconds)} to answer "
+                                     "one command", too_slow=True) from None
+        async with asyncio.timeout(wait):
+            return await read
 
     def _over(self, reason: str, *, too_slow: bool = False) -> WatchCapExceeded:
         self.close()  # nothing more is read from a server past a cap

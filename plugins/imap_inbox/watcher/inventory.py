@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 
 from host_app.api import db
 from plugins.mail import models as mail_models
@@ -53,7 +54,13 @@ def connection_settings(inbox_ids: list[int], timeout: float) -> dict[int, Conne
         chunk = inbox_ids[start:start + 500]
         for inbox in db.session.scalars(db.select(ImapInbox).where(ImapInbox.id.in_(chunk))):
             if inbox.enabled:
-                found[inbox.id] = settings_for(inbox, timeout=timeout)
+                settings = settings_for(inbox, timeout=timeout)
+                # Held for as long as the watch runs: inboxes on one server with one uploaded CA share one
+                # copy of each (a PEM is about a kilobyte a watch otherwise).
+                settings.host = sys.intern(settings.host)
+                if settings.ca_pem:
+                    settings.ca_pem = sys.intern(settings.ca_pem)
+                found[inbox.id] = settings
     return found
 
 

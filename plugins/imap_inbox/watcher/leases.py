@@ -1,13 +1,15 @@
 """Sharing inboxes among watchers through Redis: live members, rendezvous hashing, and a lease per inbox.
 
-* Every watcher heartbeats into a sorted set (member id -> time); a member not
-  heard from for ``member_ttl`` seconds is gone.
+* Every watcher heartbeats into a sorted set (member id -> time) about once a
+  second; a member not heard from for ``member_ttl`` seconds is gone.
 * Each inbox belongs to the live member with the highest hash of
   (member, inbox) (rendezvous hashing): a member joining or leaving moves
   only its own share.
 * Owning is proven by a lease, a Redis key with a TTL set only if absent and
   renewed by its holder: never two watchers on one inbox. A killed watcher's
-  leases expire after ``lease_ttl`` seconds and the others take them.
+  leases are taken by the others once it is gone from the member set
+  (``member_ttl``), or at the latest when they expire (``lease_ttl``); a live
+  member's lease is never taken.
 """
 from __future__ import annotations
 
@@ -31,6 +33,25 @@ end
 return renewed
 """
 
+# Take each lease that is free, ours, or held by a member gone from the member set (KEYS[1]; ARGV[3] is the
+# oldest heartbeat of a live member): a SIGKILLed watcher's inboxes need not wait for its leases to expire.
+_ACQUIRE = """
+local taken = {}
+for i = 2, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  local free = not holder or holder == ARGV[1]
+  if not free then
+    local seen = redis.call('ZSCORE', KEYS[1], holder)
+    free = not seen or tonumber(seen) < tonumber(ARGV[3])
+  end
+  if free then
+    redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
+    taken[#taken + 1] = i - 1
+  end
+end
+return taken
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -51,7 +72,7 @@ def rendezvous_owner(inbox_id: int, members: Iterable[str]) -> str | None:
 
 
 class Leases:
-    def __init__(self, redis: Redis, namespace: str, member_id: str, *, member_ttl: float = 10,
+    def __init__(self, redis: Redis, namespace: str, member_id: str, *, member_ttl: float = 6,
                  lease_ttl: int = 12):
         self.redis = redis
         self.namespace = namespace
@@ -59,6 +80,7 @@ class Leases:
         self.member_ttl = member_ttl
         self.lease_ttl = lease_ttl
         self._renew = redis.register_script(_RENEW)
+        self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
 
     @property
@@ -82,13 +104,15 @@ class Leases:
         self.redis.zrem(self.members_key, self.member_id)
 
     def acquire(self, inbox_ids: list[int]) -> list[int]:
-        """Take the leases that are free; returns the inboxes now ours."""
-        if not inbox_ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for inbox_id in inbox_ids:
-            pipe.set(self.lease_key(inbox_id), self.member_id, nx=True, ex=self.lease_ttl)
-        return [i for i, ok in zip(inbox_ids, pipe.execute(), strict=True) if ok]
+        """Take the leases that are free (or whose holder is gone); returns the inboxes now ours."""
+        taken: list[int] = []
+        cutoff = time.time() - self.member_ttl
+        for start in range(0, len(inbox_ids), 500):
+            chunk = inbox_ids[start:start + 500]
+            positions = self._acquire(keys=[self.members_key, *(self.lease_key(i) for i in chunk)],
+                                      args=[self.member_id, self.lease_ttl, cutoff])
+            taken.extend(chunk[int(position) - 1] for position in positions)
+        return taken
 
     def renew(self, inbox_ids: list[int]) -> set[int]:
         """Extend our leases; returns the inboxes still ours (a lease that expired may be someone else's now)."""

@@ -3,8 +3,12 @@
 Every ``heartbeat`` seconds it reads the inboxes to watch, says it is alive,
 works out its share (leases.py), stops the watches no longer its own (or whose
 settings changed), renews its leases and starts watches on the inboxes it
-could lease. The database and Redis are only touched from threads, never on
-the event loop, so a slow query cannot stall a thousand connections.
+could lease. Between cycles it says it is alive every second (MEMBER_BEAT) and
+runs a cycle at once when a watcher joined or left, and a second after one
+that left some of its share to lease later, so a killed watcher's inboxes are
+taken over a few seconds after it is gone, not a lease TTL later. The database
+and Redis are only touched from threads, never on the event loop, so a slow
+query cannot stall a thousand connections.
 """
 from __future__ import annotations
 
@@ -37,11 +41,13 @@ class WatcherSettings:
     heartbeat: float = 3.0
     lease_ttl: int = 12
     member_ttl: float = watch_status.MEMBER_TTL
+    member_beat: float = watch_status.MEMBER_BEAT
     timeout: float = 30.0
 
     @classmethod
     def from_config(cls, config: dict) -> tuple[WatcherSettings, WatchTimings, OpeningLimits]:
-        settings = cls(heartbeat=float(config.get("IMAP_WATCH_HEARTBEAT", 3)),
+        heartbeat = float(config.get("IMAP_WATCH_HEARTBEAT", 3))
+        settings = cls(heartbeat=heartbeat, member_beat=min(watch_status.MEMBER_BEAT, heartbeat),
                        lease_ttl=int(config.get("IMAP_WATCH_LEASE_TTL", 12)),
                        timeout=float(config.get("IMAP_TIMEOUT", 30)))
         timings = WatchTimings(idle_seconds=float(config.get("IMAP_WATCH_IDLE_SECONDS", 240)),
@@ -77,6 +83,8 @@ class Watcher:
         self._statuses: dict[int, dict[str, Any]] = {}  # changed since the last write to Redis
         self._last_status: dict[int, dict[str, Any]] = {}
         self._stopping: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # set to run the next cycle now (membership changed, or stop)
+        self._members: list[str] = []
 
     def run(self) -> None:
         use_small_tls_buffers()
@@ -84,32 +92,42 @@ class Watcher:
 
     async def main(self) -> None:
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._stopping.set)
+                loop.add_signal_handler(sig, self.stop)
         self.trigger.start()
         flusher = asyncio.create_task(self._flush_statuses_forever(), name="watch-status-flusher")
+        beater = asyncio.create_task(self._beat_forever(), name="watch-member-beat")
         log.info("watcher %s started", self.member_id)
         try:
             while not self._stopping.is_set():
+                pending = False
                 try:
-                    await self.cycle()
+                    pending = await self.cycle()
                 except Exception:  # noqa: BLE001 - Redis or the database away: keep the watches, try again
                     log.warning("watcher cycle failed; retrying", exc_info=True)
+                # Some of our share was still leased by another watcher (it is handing it over, or its leases
+                # are about to be taken): look again in a beat rather than a heartbeat.
+                wait = self.settings.member_beat if pending else self.settings.heartbeat
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat)
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                self._wake.clear()
         finally:
             flusher.cancel()
+            beater.cancel()
             await self._shutdown()
 
     def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
+            self._wake.set()
 
-    async def cycle(self) -> None:
+    async def cycle(self) -> bool:
+        """One round; returns whether some of our share could not be leased yet."""
         wanted = await self._in_app(inventory.watchable)
-        members = await asyncio.to_thread(self.leases.heartbeat)
+        members = self._members = await asyncio.to_thread(self.leases.heartbeat)
         mine = {i for i in wanted if rendezvous_owner(i, members) == self.member_id}
         for inbox_id in [i for i in self.failed if i not in wanted]:
             del self.failed[inbox_id]  # needs attention now (or deleted): once saved again, watch again
@@ -137,6 +155,19 @@ class Watcher:
             gone = [i for i in acquired if i not in found]
             if gone:
                 await asyncio.to_thread(self.leases.release, gone)
+        return len(acquired) < len(candidates)
+
+    async def _beat_forever(self) -> None:
+        """Say we are alive every beat; a watcher joining or leaving runs the next cycle at once."""
+        while True:
+            await asyncio.sleep(self.settings.member_beat)
+            try:
+                members = await asyncio.to_thread(self.leases.heartbeat)
+            except Exception:  # noqa: BLE001 - Redis away: the cycle says so and retries
+                continue
+            if members != self._members:
+                self._members = members
+                self._wake.set()
 
     async def _flush_statuses_forever(self) -> None:
         """Status changes reach the inbox list within a second (the heartbeat refreshes them too)."""

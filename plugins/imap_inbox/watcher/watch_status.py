@@ -16,7 +16,11 @@ from redis.exceptions import RedisError
 
 from host_app.api import redis_connection
 
-MEMBER_TTL = 10  # seconds without a heartbeat after which a watcher counts as gone
+# Seconds without a heartbeat after which a watcher counts as gone, its inboxes are taken over and what it
+# wrote is no longer believed. Watchers say they are alive every MEMBER_BEAT seconds, so five beats in a row
+# must be missed (a stalled process, not merely a loaded machine) before a live watcher is taken for dead.
+MEMBER_TTL = 6
+MEMBER_BEAT = 1.0
 
 
 def namespace() -> str:
