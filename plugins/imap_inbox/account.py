@@ -31,7 +31,8 @@ def settings_for(inbox: ImapInbox, password: str | None = None, timeout: float |
                                    permanent=True) from None
         access_tokens = AccessTokens(
             provider, decrypt_refresh_token(inbox.refresh_token_encrypted),
-            on_new_refresh_token=_keeper_of_refresh_tokens(inbox.id), timeout=timeout,
+            on_new_refresh_token=_keeper_of_refresh_tokens(inbox.id),
+            load_refresh_token=_stored_refresh_token(inbox.id), timeout=timeout,
         )
         password = None
     elif not password:
@@ -59,3 +60,14 @@ def _keeper_of_refresh_tokens(inbox_id: int):
             connection.execute(db.update(ImapInbox.__table__).where(ImapInbox.__table__.c.id == inbox_id)
                                .values(refresh_token_encrypted=encrypt_refresh_token(refresh_token)))
     return keep
+
+
+def _stored_refresh_token(inbox_id: int):
+    """Reads the refresh token stored now (in the caller's app context), for a token source that outlives one
+    sync: a service that rotates refresh tokens may no longer take the one it had."""
+    def load() -> str | None:
+        with db.engine.connect() as connection:
+            stored = connection.execute(db.select(ImapInbox.__table__.c.refresh_token_encrypted)
+                                        .where(ImapInbox.__table__.c.id == inbox_id)).scalar()
+        return decrypt_refresh_token(stored) if stored else None
+    return load

@@ -22,6 +22,7 @@ import re
 import socket
 import ssl
 import sys
+from collections.abc import Iterable
 from typing import Protocol
 
 from flask import current_app, has_app_context
@@ -464,19 +465,12 @@ def _oauth_login(client: IMAPClient, settings: ConnectionSettings) -> None:
 
     A token that looked valid but is refused (revoked early, clocks apart) is refreshed once and tried again.
     """
-    capabilities = client.capabilities()
-    if b"AUTH=OAUTHBEARER" in capabilities:
+    if oauth_mechanism([c.decode("ascii", "replace") for c in client.capabilities()], settings.host) == OAUTHBEARER:
         def authenticate(token: str) -> None:
             client.oauthbearer_login(settings.username, token)
-    elif b"AUTH=XOAUTH2" in capabilities:
+    else:
         def authenticate(token: str) -> None:
             client.oauth2_login(settings.username, token)
-    else:
-        raise ImapConnectError(
-            OAUTH_NOT_OFFERED,
-            f"The server {settings.host} does not offer signing in with OAuth 2.0 (no XOAUTH2 or OAUTHBEARER).",
-            "Check the IMAP server name and port, or connect this mailbox with a password instead.",
-        )
     tokens = settings.access_tokens
     token = tokens.current()
     try:
@@ -485,6 +479,24 @@ def _oauth_login(client: IMAPClient, settings: ConnectionSettings) -> None:
         if tokens.fresh or isinstance(exc.__context__, _CONNECTION_LOST):
             raise
         authenticate(tokens.refresh())
+
+
+OAUTHBEARER, XOAUTH2 = "OAUTHBEARER", "XOAUTH2"
+
+
+def oauth_mechanism(capabilities: Iterable[str], host: str) -> str:
+    """The SASL mechanism an OAuth 2.0 mailbox signs in with (the sync and the watcher alike): OAUTHBEARER
+    (RFC 7628) when the server offers it, else XOAUTH2 (Google's and Microsoft's); neither is a plain refusal."""
+    offered = {capability.upper() for capability in capabilities}
+    if f"AUTH={OAUTHBEARER}" in offered:
+        return OAUTHBEARER
+    if f"AUTH={XOAUTH2}" in offered:
+        return XOAUTH2
+    raise ImapConnectError(
+        OAUTH_NOT_OFFERED,
+        f"The server {host} does not offer signing in with OAuth 2.0 (no XOAUTH2 or OAUTHBEARER).",
+        "Check the IMAP server name and port, or connect this mailbox with a password instead.",
+    )
 
 
 def _without_secrets(exc: BaseException) -> BaseException | None:

@@ -92,6 +92,7 @@ class AccessTokens:
         access_token: str | None = None,
         expires_at: float | None = None,
         on_new_refresh_token: Callable[[str], None] | None = None,
+        load_refresh_token: Callable[[], str | None] | None = None,
         timeout: float = 30,
     ) -> None:
         self.provider = provider
@@ -100,6 +101,7 @@ class AccessTokens:
         self._expires_at = expires_at
         self._lifetime = (expires_at - time.time()) if expires_at else None
         self._on_new_refresh_token = on_new_refresh_token
+        self._load_refresh_token = load_refresh_token
         self.timeout = timeout
         # The token last handed out came straight from the service: if the server refuses it, a refresh won't help.
         self.fresh = False
@@ -122,6 +124,9 @@ class AccessTokens:
 
     def refresh(self) -> str:
         """A new access token from the refresh token; raises ImapConnectError (never with a token in it)."""
+        if self._load_refresh_token is not None:
+            # A long-lived holder (the watcher) may be older than the refresh token a sync was given since.
+            self._refresh_token = self._load_refresh_token() or self._refresh_token
         try:
             token = oauth_session(self.provider).refresh_token(
                 token_endpoint(self.provider), refresh_token=self._refresh_token,

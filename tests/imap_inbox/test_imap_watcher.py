@@ -20,6 +20,7 @@ from host_app.extensions import db
 from host_app.models import AutomationRule, AutomationRun, Contact
 from plugins.imap_inbox.watcher.leases import Leases
 from plugins.mail.models import SyncRun
+from tests.imap_inbox.test_imap_oauth import connect_oauth, dovecot_logins, oauth_config
 from tests.support.imap_helpers import connect_inbox, message, stored, sync
 from tests.support.mailbox import Mailbox
 from tests.support.reliability_helpers import WorkerProcess, wait_for
@@ -466,3 +467,32 @@ def test_a_lone_watcher_killed_mid_idle_is_replaced_and_nothing_is_lost(live_app
              and "Sent while no watcher ran" in subjects(app, inbox_id, "Sent"), 30,
              "the catch-up sync of the new watcher", details=lambda: logs(processes))
     wait_until_live(app, [inbox_id], details=lambda: logs(processes))
+
+
+def test_a_mailbox_signed_in_with_oauth_is_watched_with_its_access_token(crm_app_factory, oidc_provider,
+                                                                          oauth_mailbox, owner, tmp_path):
+    """The watcher signs in as the sync does (SASL with an access token from the stored refresh token): a
+    mailbox connected with "Sign in with ..." is live and pushes new mail, instead of being refused a LOGIN."""
+    oauth = oauth_config(oidc_provider)
+    app = crm_app_factory(IMAP_ENCRYPTION_KEYS=ENCRYPTION_KEY, RQ_QUEUE=f"watch-{uuid.uuid4().hex[:8]}", **oauth)
+    inbox_id = connect_oauth(app, oauth_mailbox, owner)
+    assert sync(app, inbox_id)["status"] == "ok"
+    logins_before = len(dovecot_logins(oauth_mailbox.server, oauth_mailbox.username))
+    started = []
+    try:
+        started.append(WorkerProcess(app, tmp_path / "worker.log", **oauth).start())
+        started.append(WatcherProcess(app, tmp_path / "watcher.log", **FAST, **oauth).start())
+        details = lambda: "\n".join(p.log_tail() for p in started)  # noqa: E731
+        wait_until_live(app, [inbox_id], details=details)
+        oauth_mailbox.append("INBOX", message(1, subject="Pushed to a signed-in mailbox"))
+        wait_for(lambda: "Pushed to a signed-in mailbox" in subjects(app, inbox_id), 20,
+                 "the pushed e-mail stored", details=details)
+    finally:
+        for process in started:
+            process.stop()
+    with app.app_context():
+        from plugins.imap_inbox.models import ImapInbox
+
+        assert db.session.get(ImapInbox, inbox_id).status != "needs_attention"
+    logins = dovecot_logins(oauth_mailbox.server, oauth_mailbox.username)[logins_before:]
+    assert len(logins) >= 2 and all("method=OAUTHBEARER" in line for line in logins)  # the watch and the sync

@@ -14,7 +14,7 @@ its wall time, never above what watching needs (:data:`WATCH_CAPS`). Past one,
 :class:`WatchCapExceeded` ends the connection; the watch says so in plain
 words and retries later, as after any dropped connection.
 
-Nothing here logs a command line: LOGIN carries the password.
+Nothing here logs a command line: LOGIN and AUTHENTICATE carry the password or the access token.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from imapclient import exceptions as imap_exceptions
 from imapclient import imap_utf7
 
-from ..connection import ConnectionSettings
+from ..connection import OAUTHBEARER, AccessTokenSource, ConnectionSettings, oauth_mechanism
 from ..response_limits import ResponseLimitExceeded, ResponseLimits, _duration, _size
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
@@ -165,6 +165,39 @@ class IdleClient:
         if not any(c.startswith("IDLE") for c in self.capabilities) or len(self.capabilities) < 2:
             await self.command("CAPABILITY")  # many servers announce more once logged in
 
+    async def login_oauth(self, settings: ConnectionSettings, blocking: Callable) -> None:
+        """Sign in with the inbox's OAuth 2.0 access token, with the mechanism the sync would use.
+
+        ``blocking`` runs the token source's HTTP calls off the event loop (``await blocking(func)``). A kept
+        token the server refuses is refreshed once and tried again, as the sync does; a refusal raises
+        imapclient's LoginError, worded by connection.classify_error as for a sync (sign in again...).
+        """
+        if not self.capabilities:
+            await self.command("CAPABILITY")
+        mechanism = oauth_mechanism(self.capabilities, settings.host)
+        tokens: AccessTokenSource = settings.access_tokens
+        token = await blocking(tokens.current)
+        try:
+            await self._authenticate(mechanism, settings.username, token)
+        except imap_exceptions.LoginError:
+            if tokens.fresh:
+                raise
+            await self._authenticate(mechanism, settings.username, await blocking(tokens.refresh))
+        if not any(c.startswith("IDLE") for c in self.capabilities) or len(self.capabilities) < 2:
+            await self.command("CAPABILITY")
+
+    async def _authenticate(self, mechanism: str, username: str, token: str) -> None:
+        if mechanism == OAUTHBEARER:  # RFC 7628 3.1; a refusal's error challenge is answered with ^A
+            gs2_header = "n,a=" + username.replace("=", "=3D").replace(",", "=2C") + ","
+            response, after_error = f"{gs2_header}\x01auth=Bearer {token}\x01\x01", "AQ=="
+        else:  # XOAUTH2: Google's and Microsoft's; its error challenge is answered with an empty line
+            response, after_error = f"user={username}\x01auth=Bearer {token}\x01\x01", ""
+        try:
+            await self.command("AUTHENTICATE", mechanism, continuation=base64.b64encode(response.encode()).decode(),
+                               error_challenge=after_error)
+        except CommandFailed as exc:
+            raise imap_exceptions.LoginError(exc.text) from None
+
     async def examine(self, mailbox: str = "INBOX") -> dict[str, int]:
         """Open ``mailbox`` read-only; returns its EXISTS and UIDNEXT as far as the server told."""
         state: dict[str, int] = {}
@@ -260,8 +293,13 @@ class IdleClient:
     def close(self) -> None:
         self._writer.close()
 
-    async def command(self, name: str, *args: str, continuation: str | None = None) -> list[bytes]:
-        """Send a command, return its untagged lines; NO/BAD raise CommandFailed."""
+    async def command(self, name: str, *args: str, continuation: str | None = None,
+                      error_challenge: str | None = None) -> list[bytes]:
+        """Send a command, return its untagged lines; NO/BAD raise CommandFailed.
+
+        ``continuation`` answers the server's first continuation request; ``error_challenge`` answers one
+        more (a SASL mechanism's error report, after which the server says NO).
+        """
         tag = self._next_tag()
         self._send(" ".join((tag, name, *args)))
         untagged: list[bytes] = []
@@ -269,7 +307,9 @@ class IdleClient:
             line = await self._read_line()
             if line.startswith(b"+"):
                 if continuation is None:
-                    raise ImapClosed(f"{name}: unexpected continuation request")
+                    if error_challenge is None:
+                        raise ImapClosed(f"{name}: unexpected continuation request")
+                    continuation, error_challenge = error_challenge, None
                 self._send(continuation)
                 continuation = None
                 continue

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 
 from host_app.api import db
@@ -11,6 +12,8 @@ from ..account import settings_for
 from ..connection import ConnectionSettings, ImapConnectError
 from ..models import ImapFolder, ImapInbox
 
+log = logging.getLogger(__name__)
+
 # An inbox that needs an admin (wrong password...) or is disabled is not watched: logging in again and
 # again would only hammer the server. Saving new settings changes its status, and the watch starts again.
 NOT_WATCHED = (mail_models.NEEDS_ATTENTION, mail_models.DISABLED)
@@ -19,12 +22,14 @@ NOT_WATCHED = (mail_models.NEEDS_ATTENTION, mail_models.DISABLED)
 def watchable() -> dict[int, str]:
     """{inbox id: fingerprint of its connection settings} of every inbox to watch.
 
-    The fingerprint changes when the server, the user name, the (encrypted) password or the Sent folder
-    (found by the first sync) does, so a watch runs with what is saved now; no password is decrypted here.
+    The fingerprint changes when the server, the user name, the (encrypted) password, the sign-in method
+    or the Sent folder (found by the first sync) does, so a watch runs with what is saved now; no password
+    is decrypted here. A refresh token the service rotated is not in it: a watch reads the stored one
+    whenever it renews its access token (account.settings_for).
     """
     rows = db.session.execute(
         db.select(ImapInbox.id, ImapInbox.host, ImapInbox.port, ImapInbox.security, ImapInbox.username,
-                  ImapInbox.ca_file, ImapInbox.password_encrypted)
+                  ImapInbox.ca_file, ImapInbox.password_encrypted, ImapInbox.auth, ImapInbox.oauth_provider)
         .where(ImapInbox.enabled.is_(True), ImapInbox.status.notin_(NOT_WATCHED))
     ).all()
     sent = sent_folders()
@@ -54,7 +59,11 @@ def connection_settings(inbox_ids: list[int], timeout: float) -> dict[int, Conne
         chunk = inbox_ids[start:start + 500]
         for inbox in db.session.scalars(db.select(ImapInbox).where(ImapInbox.id.in_(chunk))):
             if inbox.enabled:
-                settings = settings_for(inbox, timeout=timeout)
+                try:
+                    settings = settings_for(inbox, timeout=timeout)
+                except ImapConnectError as exc:  # its sign-in service is no longer set up: its sync says so
+                    log.warning("inbox %s is not watched: %s", inbox.id, exc.message)
+                    continue
                 # Held for as long as the watch runs: inboxes on one server with one uploaded CA share one
                 # copy of each (a PEM is about a kilobyte a watch otherwise).
                 settings.host = sys.intern(settings.host)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..connection import (
@@ -39,9 +40,12 @@ class OpeningLimits:
 class Opener:
     """Hands out connections, pacing them so a thousand inboxes do not all knock at the same second."""
 
-    def __init__(self, limits: OpeningLimits, block_private_hosts: bool):
+    def __init__(self, limits: OpeningLimits, block_private_hosts: bool, blocking: Callable | None = None):
         self.limits = limits
         self.block_private_hosts = block_private_hosts
+        # How blocking calls (an OAuth 2.0 token refresh: HTTP, and the rotated refresh token stored) run:
+        # ``await blocking(func)``; the watcher passes a thread with the app's context.
+        self.blocking = blocking or asyncio.to_thread
         self._handshakes: dict[str, asyncio.Semaphore] = {}
         self._held: collections.Counter[str] = collections.Counter()
         self._next_slot = 0.0
@@ -63,7 +67,10 @@ class Opener:
             async with gate:
                 address = await self._checked_address(settings)
                 client = await IdleClient.open(settings, address, _tls_context(settings))
-                await client.login(settings.username, settings.password)
+                if settings.access_tokens is not None:
+                    await client.login_oauth(settings, self.blocking)
+                else:
+                    await client.login(settings.username, settings.password)
         except BaseException as exc:
             self.release(settings)
             if client is not None:

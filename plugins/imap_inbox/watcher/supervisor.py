@@ -73,7 +73,7 @@ class Watcher:
         with app.app_context():
             self.namespace = watch_status.namespace()
             self.redis = redis_connection()
-            self.opener = Opener(limits, block_private_hosts=_block_private_hosts())
+            self.opener = Opener(limits, block_private_hosts=_block_private_hosts(), blocking=self._in_app)
         self.member_id = member_id or new_member_id()
         self.leases = Leases(self.redis, self.namespace, self.member_id, member_ttl=self.settings.member_ttl,
                              lease_ttl=self.settings.lease_ttl)
