@@ -234,10 +234,11 @@ def test_a_sync_over_its_time_limit_stops_and_the_next_one_resumes_from_the_chec
     from plugins.imap_inbox import service
     from plugins.imap_inbox.models import ImapInbox
 
-    mailbox.write("INBOX", [message(n) for n in range(1, 61)])
-    # A slow link: 60 messages in batches of 5 take far longer than the run's 3 seconds.
+    mailbox.write("INBOX", [message(n) for n in range(1, 121)])
+    # A slow link: 120 messages in batches of 5 need 15 s or more at 4 kB/s, far longer than the run's 6 seconds,
+    # which leave a loaded machine (two test passes at once) time for the login and a first batch or two.
     with FaultProxy(mailbox.host, mailbox.port, down_rate=4_000) as slow_link:
-        limited = crm_app_factory(IMAP_SYNC_SECONDS=3, IMAP_FETCH_BATCH=5)
+        limited = crm_app_factory(IMAP_SYNC_SECONDS=6, IMAP_FETCH_BATCH=5)
         with limited.app_context():
             inbox_id = service.create_inbox(name="Slow", host=slow_link.host, port=slow_link.port, security="ssl",
                                             username=mailbox.username, password=mailbox.password,
@@ -248,14 +249,14 @@ def test_a_sync_over_its_time_limit_stops_and_the_next_one_resumes_from_the_chec
         assert first["status"] == "failed" and first["error_kind"] == "too_slow", first
         assert took < 20
         with limited.app_context():
-            assert "the sync ran longer than its limit of 3 seconds" in db.session.get(ImapInbox, inbox_id).error
+            assert "the sync ran longer than its limit of 6 seconds" in db.session.get(ImapInbox, inbox_id).error
         kept = len(stored(limited, inbox_id))
-        assert 0 < kept < 60  # whole batches were committed before the limit
+        assert 0 < kept < 120  # whole batches were committed before the limit
 
         second = sync(crm_app_factory(IMAP_FETCH_BATCH=5), inbox_id)
     assert second["status"] == "ok", second
     rows = stored(limited, inbox_id)
-    assert len(rows) == 60 and len({row["uid"] for row in rows}) == 60
+    assert len(rows) == 120 and len({row["uid"] for row in rows}) == 120
 
 
 # ---------------------------------------------------------------------------
