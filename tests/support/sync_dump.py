@@ -91,6 +91,8 @@ def folder_states(inbox_id: int) -> dict[str, dict]:
             "message_count": folder.message_count,
             "stored_uids": sorted(uid for uid in stored if uid > 0),
             "parked": sum(1 for uid in stored if uid <= 0),
+            # Messages the server hung up on, skipped by the last run and fetched again by the next.
+            "skipped_uids": sorted(int(uid) for uid in (folder.unreadable or {})),
         }
     return states
 
