@@ -167,10 +167,12 @@ def _child_main(spec_path: str, result_path: str) -> None:
     kwargs = spec["kwargs"]
     if spec["app_config"] is not None:
         from host_app import create_app
+        from host_app.jobs import start_work_horse
 
         app = create_app(spec["app_config"])
         with app.app_context():
             _apply_sqlite_pragmas(spec["app_config"].get("BENCH_SQLITE_PRAGMAS"))
+            start_work_horse()  # the phase's jobs run as in an RQ work horse forked from a worker
             baseline = current_rss_mb()
             result = func(app, **kwargs)
     else:

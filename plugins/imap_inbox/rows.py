@@ -14,6 +14,7 @@ sync then builds the remaining batches itself.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 from collections.abc import Iterable
@@ -55,8 +56,11 @@ class RowBuilder:
         self._pool: ProcessPoolExecutor | None = None
         if parallel and "fork" in multiprocessing.get_all_start_methods():
             # fork: the helper starts in milliseconds with the parser already imported, and only
-            # ever computes (no connection, no lock of this process is touched in it).
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+            # ever computes (no connection, no lock of this process is touched in it). What it inherits
+            # is frozen, as in a work horse (host_app.jobs.start_work_horse): its collections then walk
+            # only the rows it builds.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                                             initializer=gc.freeze)
 
     @property
     def parallel(self) -> bool:
