@@ -6,6 +6,7 @@ timings for the report.
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import resource
@@ -54,6 +55,27 @@ def _sync_func() -> Callable[[int], dict] | None:
     except ImportError:
         return None
     return sync_inbox
+
+
+class GcTimer:
+    """Seconds this process spends in Python's cycle collector while open (``gc.callbacks``), all threads."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 class RssSampler:
@@ -284,7 +306,7 @@ def _timed_sync(app: Flask, inbox_id: int, trace_memory: str | None = None) -> d
     """
     sync_inbox = _sync_func()
     tracer = MemoryTracer(trace_memory) if trace_memory else None
-    with RssSampler(tracer) as sampler:
+    with RssSampler(tracer) as sampler, GcTimer() as collector:
         timer = ListenerTimer(app, sampler)
         mark("sync started")
         cpu = _cpu_seconds()
@@ -294,7 +316,7 @@ def _timed_sync(app: Flask, inbox_id: int, trace_memory: str | None = None) -> d
         else:
             summary = sync_inbox(inbox_id)
         sync_seconds = time.perf_counter() - started
-        sync_cpu = _cpu_seconds() - cpu
+        sync_cpu, sync_gc = _cpu_seconds() - cpu, collector.seconds
         mark("sync finished")
         follow_ups = _run_follow_ups(app, sampler)
         seconds = time.perf_counter() - started
@@ -303,6 +325,7 @@ def _timed_sync(app: Flask, inbox_id: int, trace_memory: str | None = None) -> d
         tracer.write()
     return {"seconds": seconds, "cpu_seconds": round(cpu, 3), "sync_seconds": sync_seconds,
             "sync_cpu_seconds": round(sync_cpu, 3), "follow_ups": follow_ups,
+            "sync_gc_seconds": round(sync_gc, 3), "gc_seconds": round(collector.seconds, 3),
             "summary": summary if isinstance(summary, dict) else {"result": summary},
             "listener_seconds": timer.report(), "peak_rss_mb_by_step": sampler.report(),
             "rss_mb_by_messages_stored": sampler.by_progress}

@@ -219,6 +219,8 @@ def markdown(results: dict, databases: list[str]) -> str:
         per_db("follow-up jobs", lambda d: _follow_ups(d, "initial_sync")),
         per_db("CPU: sync process / Dovecot", lambda d: f"{_s(_get(d, 'initial_sync', 'cpu_seconds'))} / "
                f"{_s(_get(d, 'initial_sync', 'server_cpu_seconds'))}"),
+        per_db("CPU of the sync job alone / of which Python's cycle collector", lambda d: (
+            f"{_s(_get(d, 'initial_sync', 'sync_cpu_seconds'))} / {_s(_get(d, 'initial_sync', 'sync_gc_seconds'))}")),
         per_db("peak RSS (child process)", lambda d: _num(_get(d, "initial_sync", "peak_rss_mb"), 0, "MB")),
         per_db("row-building helper process: peak RSS / CPU", lambda d: (
             f"{_num(_get(d, 'initial_sync', 'helper_peak_rss_mb'), 0, 'MB')} / "
