@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# Where `make run` and `make demo` serve: `make run PORT=8000` when 5000 is taken.
+HOST ?= 127.0.0.1
+PORT ?= 5000
 N ?= 2000
 LIVE_INBOXES ?= 1000
 SEARCH_MESSAGES ?= 100000
@@ -52,7 +55,7 @@ $(OIDC_PROVIDER_DIR)/node_modules/.installed: $(OIDC_PROVIDER_DIR)/package-lock.
 
 run: install
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || $(MAKE) APT_TEST_PACKAGES=redis-server system-packages
-	$(PY) manage.py run
+	@$(PY) manage.py run --host $(HOST) --port $(PORT)
 
 # Every test on SQLite and, at the same time, on PostgreSQL the tests that reach the database: the
 # others are marked dialect_independent at collection (tests/conftest.py) and have nothing to learn
@@ -75,7 +78,7 @@ test-postgres: install
 	else echo "PostgreSQL is not running on 127.0.0.1:5432: start it (see tests/support/services.py)"; exit 1; fi
 
 demo: install system-packages
-	$(PY) -m plugins.imap_inbox.demo
+	@$(PY) -m plugins.imap_inbox.demo --host $(HOST) --port $(PORT)
 
 # The sync benchmark, automations over 20,000 contacts, the live section (1,000 watched inboxes), then
 # e-mail search (see bench/README.md).

@@ -15,7 +15,7 @@ from .instance import instance_secret
 from .jobs import app_job, enqueue, queue, redis_connection
 from .migrating import upgrade as upgrade_database
 from .models import Agent, AutomationRule, Contact, normalize_email, utcnow
-from .runner import ensure_redis, start_background, stop_children
+from .runner import ensure_port_free, ensure_redis, start_background, stop_children
 from .sql import UTCDateTime, bulk_insert_or_ignore, insert_or_ignore, member_of
 from .values import (
     Action,
@@ -48,5 +48,5 @@ __all__ = [
     # Web and command line
     "admin_required", "echo_json",
     # The instance and its processes
-    "instance_secret", "upgrade_database", "ensure_redis", "start_background", "stop_children",
+    "instance_secret", "upgrade_database", "ensure_port_free", "ensure_redis", "start_background", "stop_children",
 ]

@@ -12,7 +12,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from .extensions import db
-from .models import Agent, Contact, ContactTag, normalize_email
+from .models import ADDED_BY_HAND, Agent, Contact, ContactTag, normalize_email
 from .values import TimelineEntry, TimelineFilter
 
 bp = Blueprint("contacts", __name__, url_prefix="/contacts")
@@ -142,7 +142,7 @@ def contact_new():
         if find_contact(form.email.data):
             form.email.errors.append("A contact with this e-mail already exists.")
         else:
-            contact = Contact(email=normalize_email(form.email.data), name=form.name.data or "", source="manual")
+            contact = Contact(email=normalize_email(form.email.data), name=form.name.data or "", source=ADDED_BY_HAND)
             _apply_form(contact, form)
             db.session.add(contact)
             db.session.commit()

@@ -13,6 +13,9 @@ from .extensions import db
 from .sql import UTCDateTime
 
 
+ADDED_BY_HAND = "added by hand"  # a contact's source when an agent added it (the others are the importers' words)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -85,7 +88,7 @@ class Contact(db.Model):
     name: Mapped[str] = mapped_column(String(300), default="")
     # Set when an agent edits the name, so importers never overwrite it.
     name_edited: Mapped[bool] = mapped_column(Boolean, default=False)
-    source: Mapped[str] = mapped_column(String(200), default="manual")
+    source: Mapped[str] = mapped_column(String(200), default=ADDED_BY_HAND)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("agent.id", ondelete="SET NULL"), index=True)
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

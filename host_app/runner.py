@@ -1,6 +1,7 @@
 """``manage.py run``: database, Redis, web server, worker and scheduler in one command."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -38,6 +39,16 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def ensure_port_free(host: str, port: int, how_to_pick: str = "make run PORT=8000") -> None:
+    """Stop before anything starts, and before an address is printed, when another program holds the port."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        reason = "another program is listening there" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise click.ClickException(f"port {port} on {host} is not free ({reason}). Pick another: {how_to_pick}.")
+
+
 def ensure_redis(children: list[subprocess.Popen]) -> None:
     """Start a throw-away local redis-server when REDIS_URL is unset and nothing listens on 6379."""
     if os.environ.get("REDIS_URL") or port_open("127.0.0.1", 6379):
@@ -73,11 +84,17 @@ def start_background(children: list[subprocess.Popen], env: dict[str, str] | Non
     """A worker, the scheduler and the plugins' background commands (``manage.py worker`` ...) as children."""
     manage = str(Path(__file__).resolve().parent.parent / "manage.py")
     for command in ("worker", "scheduler", *extra):
-        children.append(subprocess.Popen([sys.executable, manage, command], env=env))
+        # A process group of their own: Ctrl-C in the terminal reaches only this process, which stops them in
+        # order (stop_children); interrupted mid-import or mid-job, each would print a traceback.
+        children.append(subprocess.Popen([sys.executable, manage, command], env=env, process_group=0))
 
 
 def stop_children(children: list[subprocess.Popen]) -> None:
-    """SIGTERM every child still running, give each 10 s to finish its job, then kill it."""
+    """SIGTERM every child still running, give each 10 s to finish its job, then kill it.
+
+    A second Ctrl-C meanwhile is ignored: the children are being stopped already.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -117,6 +134,7 @@ def run_command(host: str, port: int, no_worker: bool):
     app = current_app._get_current_object()
     if host in LOOPBACK_HOSTS:
         allow_cookies_over_http(app)  # http://127.0.0.1 has no TLS; nobody else can reach it
+    ensure_port_free(host, port)
     children: list[subprocess.Popen] = []
     try:
         migrating.upgrade(app)
@@ -132,5 +150,10 @@ def run_command(host: str, port: int, no_worker: bool):
             click.echo("  Log in with your agent account (python manage.py agents create --help).")
         click.echo()
         run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=_QuietServerHeader)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how this command stops, also while it is still starting
     finally:
+        if children:
+            click.echo("Stopping the worker, the scheduler and the background commands ...")
         stop_children(children)
+    click.echo("Stopped.")

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask
 from werkzeug.serving import run_simple
 
@@ -36,6 +37,7 @@ from host_app.api import (
     AutomationRule,
     create_agent,
     db,
+    ensure_port_free,
     ensure_redis,
     event_types,
     start_background,
@@ -56,6 +58,9 @@ MAILBOX_NAME = "Northwind Sales"
 ADMIN_EMAIL = "admin@northwind.example"
 AGENT = ("sam@northwind.example", "Sam Seller")
 INBOX_NAME = "Northwind sales mailbox"
+# A second mailbox on the same Dovecot, left unconnected: for trying "Connect via IMAP" by hand.
+SPARE_MAILBOX = "support@northwind.example"
+SPARE_MAILBOX_NAME = "Northwind Support"
 
 
 @dataclasses.dataclass
@@ -73,6 +78,8 @@ class Demo:
     agent_password: str = dataclasses.field(repr=False)
     base_dir: Path
     messages: int
+    spare_mailbox: str = SPARE_MAILBOX
+    spare_password: str = dataclasses.field(default="", repr=False)
 
     def stop(self) -> None:
         """Stop Dovecot and remove its temporary folder (the CRM's instance folder stays)."""
@@ -150,6 +157,16 @@ def sample_mailbox(owner: str, now: dt.datetime, *, n_inbox: int, n_sent: int,
     return folders
 
 
+def spare_mailbox(now: dt.datetime, n_inbox: int = 40, n_sent: int = 15) -> dict[str, list[bytes]]:
+    """The unconnected mailbox's few weeks of generated mail, by folder."""
+    folders: dict[str, list[bytes]] = {"INBOX": [], "Sent": []}
+    for folder, raw in mailgen.generate_mailbox(n_inbox, n_sent, owner=SPARE_MAILBOX, correspondents=15, seed=7,
+                                                owner_name=SPARE_MAILBOX_NAME,
+                                                start=now - dt.timedelta(days=30), end=now - dt.timedelta(days=1)):
+        folders[folder].append(raw)
+    return folders
+
+
 # --------------------------------------------------------------------------- the CRM
 
 
@@ -216,6 +233,10 @@ def setup_demo(
                                  correspondents=correspondents)
         for folder, messages in folders.items():
             server.write_maildir(MAILBOX, folder, messages)
+        spare_password = secrets.token_urlsafe(12)
+        server.add_user(SPARE_MAILBOX, spare_password)
+        for folder, messages in spare_mailbox(dt.datetime.now(dt.UTC)).items():
+            server.write_maildir(SPARE_MAILBOX, folder, messages)
 
         app = create_app({**config, "INSTANCE_PATH": str(instance_path), **(extra_config or {})})
         upgrade_database(app)
@@ -238,7 +259,7 @@ def setup_demo(
     return Demo(server=server, app=app, config=config, instance_path=instance_path, inbox_id=inbox_id,
                 admin_email=ADMIN_EMAIL, admin_password=admin_password, agent_email=AGENT[0],
                 agent_password=agent_password, base_dir=base_dir,
-                messages=sum(len(m) for m in folders.values()))
+                messages=sum(len(m) for m in folders.values()), spare_password=spare_password)
 
 
 def _sample_automation() -> None:
@@ -265,6 +286,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=420, help="generated messages (about 70%% received)")
     args = parser.parse_args(argv)
 
+    try:
+        ensure_port_free(args.host, args.port, "make demo PORT=8000")
+    except click.ClickException as exc:
+        raise SystemExit(f"Error: {exc.message}") from None
     children: list[subprocess.Popen] = []
     demo: Demo | None = None
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
@@ -284,6 +309,13 @@ def main(argv: list[str] | None = None) -> None:
 
   The mailbox {MAILBOX} ({demo.messages} messages) is connected as "{INBOX_NAME}" and syncing now:
   Settings > Connected inboxes shows the progress; Contacts fill up within a minute.
+  Try "Connect via IMAP" yourself (Settings > Connected inboxes) with a second mailbox on the same server:
+    Host      {demo.server.host}        Port      {demo.server.imaps_port} (SSL/TLS)
+    Username  {demo.spare_mailbox}
+    Password  {demo.spare_password}
+    CA file   {demo.server.ca_file}
+              (the demo server's own certificate authority: paste this path into the form's CA file field)
+
   Data: {demo.instance_path} (made again on every run). Ctrl-C stops the demo and its mail server.
 """, flush=True)
         run_simple(args.host, args.port, demo.app, threaded=True, use_reloader=False)

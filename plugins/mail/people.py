@@ -130,7 +130,8 @@ def _merge(rows) -> Iterator[Person]:
 
 
 def source_label(inbox: Inbox) -> str:
-    """What agents see as the contact's source: never the inbox's admin-only name."""
+    """What agents read as the source of a contact made from ``inbox``: words that stay true after the inbox
+    is deleted, and never the inbox's admin-only name."""
     if inbox.owner is not None:
-        return f"imap_inbox:{inbox.id} (mailbox of {inbox.owner.name})"
-    return f"imap_inbox:{inbox.id} ({inbox.email})"
+        return f"from {inbox.owner.name or inbox.owner.email}'s mailbox"
+    return f"from the mailbox {inbox.email}"

@@ -87,7 +87,7 @@ def test_the_provider_is_offered_through_the_hook(rows, app):
     providers = importer.providers()
     assert isinstance(providers["imap_inbox"], MailboxProvider)
     label = dict(providers["imap_inbox"].sources())[rows.box.id]
-    assert label == f"imap_inbox:{rows.box.id} (mailbox of Ada Admin)" and "Admin-only" not in label
+    assert label == "from Ada Admin's mailbox" and "Admin-only" not in label
 
 
 def test_people_aggregate_names_dates_and_directions(rows):
@@ -203,7 +203,7 @@ def test_contacts_get_source_owner_and_are_created_once(rows, runner):
     assert (first["created"], again["created"], again["already_contacts"]) == (1, 0, 1)
     listed = json.loads(runner.invoke(args=["contacts", "list", "--json"]).output)
     assert listed == [{"email": "bob@customer.example", "name": "Bob", "owner": "admin@team.example",
-                       "source": f"imap_inbox:{box.id} (mailbox of Ada Admin)", "tags": [], "attributes": {}}]
+                       "source": "from Ada Admin's mailbox", "tags": [], "attributes": {}}]
 
 
 def test_hand_edited_names_stay_and_empty_names_are_filled(rows):

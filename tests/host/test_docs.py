@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import types
 from datetime import UTC, datetime
 
@@ -88,3 +89,45 @@ def test_documented_example_runs(hook, crm_app_factory):
                 assert result is None or isinstance(result, list | tuple | bytes)
     finally:
         manager.pm.unregister(name=module.__name__)
+
+
+# --------------------------------------------------------------------------- the README's commands
+
+README = (ROOT / "README.md").read_text()
+MANAGE_PY_OWN = {"run", "shell", "routes"}  # added by manage.py itself, beside the app's commands
+
+
+def _readme_command_lines() -> list[str]:
+    """Each ``manage.py`` command of the README's shell blocks, continuation lines joined, comment dropped."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if "manage.py" in line:
+                commands.append(line.split("  #")[0].split(" > ")[0].strip())
+    return commands
+
+
+def test_readme_commands_run_from_a_fresh_shell():
+    # No virtual environment is active in a fresh shell: the README names the interpreter that has the CRM.
+    commands = _readme_command_lines()
+    assert len(commands) >= 20
+    assert [c for c in commands if not c.startswith(".venv/bin/python manage.py ")] == []
+    assert "make run PORT=8000" in README
+
+
+def test_readme_commands_and_their_options_exist(app):
+    ctx = click.Context(app.cli)
+    for line in _readme_command_lines():
+        words = shlex.split(line)[2:]  # after ".venv/bin/python manage.py"
+        command = app.cli
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            name = words.pop(0)
+            found = command.get_command(ctx, name)
+            if found is None and command is app.cli and name in MANAGE_PY_OWN:
+                found = click.Command(name)
+            assert found is not None, f"README: `{line}`: there is no command {name!r}"
+            command = found
+        options = {opt for param in command.params for opt in param.opts}
+        for word in words:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"README: `{line}`: {command.name} has no option {word}"

@@ -83,6 +83,9 @@ def test_contacts_are_unique_per_normalized_address(admin_client, app):
     assert "A contact with this e-mail already exists." in dup.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalars(db.select(Contact.email)).all() == ["ann@example.org"]
+        contact_id = db.session.scalar(db.select(Contact.id))
+    # Its source reads in words on the page (never a code such as "manual").
+    assert "<dt>Source</dt><dd>added by hand</dd>" in admin_client.get(f"/contacts/{contact_id}").get_data(as_text=True)
 
 
 def test_contact_search_paging_and_tags(admin_client, app):

@@ -5,6 +5,8 @@ import http.cookiejar
 import os
 import re
 import signal
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -55,8 +57,10 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
                CRM_INSTANCE_PATH=str(instance), CRM_RQ_QUEUE=f"test-run-{os.getpid()}", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
+        # A session of its own, as a terminal gives: Ctrl-C below goes to its whole process group.
         run = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "run", "--port", str(port)], cwd=ROOT,
-                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                               env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     children: list[int] = []
     try:
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/login"), 60, "the web server",
@@ -82,7 +86,7 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
                  details=lambda: str(background()))
         children = list(background().values())
     finally:
-        run.send_signal(signal.SIGINT)  # Ctrl+C in the terminal
+        os.killpg(run.pid, signal.SIGINT)  # Ctrl+C in the terminal: every process of the foreground group
         try:
             run.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -91,3 +95,22 @@ def test_run_serves_the_app_with_a_worker_and_a_scheduler_and_stops_them_all(red
     wait_for(lambda: not any(is_alive(pid) for pid in children), 20,
              "the worker, the scheduler and the watcher to stop")
     assert children
+    # Stopped quietly: no traceback from it or from its children, and it says so.
+    output = log_path.read_text(errors="replace")
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output and "Aborted" not in output, output
+    assert output.rstrip().endswith("Stopped."), output[-2000:]
+
+
+def test_run_says_when_its_port_is_taken_before_it_starts_anything(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path}/crm.sqlite", CRM_INSTANCE_PATH=str(tmp_path / "instance"))
+    with socket.create_server(("127.0.0.1", port)):  # another program listening there
+        done = subprocess.run([sys.executable, str(ROOT / "manage.py"), "run", "--port", str(port)], cwd=ROOT,
+                              env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} on 127.0.0.1 is not free (another program is listening there)" in done.stderr
+    assert "make run PORT=8000" in done.stderr and "running at" not in done.stdout
+    assert "Traceback" not in done.stderr
+    with sqlite3.connect(tmp_path / "crm.sqlite") as database:  # nothing started, not even the upgrade
+        assert database.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []

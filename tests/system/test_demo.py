@@ -10,7 +10,7 @@ from host_app.testing import log_in
 
 def test_demo_setup_syncs_the_sample_mailbox_onto_timelines(crm_app_factory, redis_url, tmp_path):
     from host_app.jobs import make_worker
-    from plugins.imap_inbox.demo import AGENT, INBOX_NAME, setup_demo
+    from plugins.imap_inbox.demo import AGENT, INBOX_NAME, SPARE_MAILBOX, setup_demo
     from plugins.imap_inbox.models import ImapInbox
     from plugins.mail.models import Message
 
@@ -45,9 +45,34 @@ def test_demo_setup_syncs_the_sample_mailbox_onto_timelines(crm_app_factory, red
         assert f'<span class="source">{AGENT[1]}</span>' in page and INBOX_NAME not in page
         admin = log_in(app.test_client(), demo.admin_email, demo.admin_password)
         assert INBOX_NAME in admin.get("/settings/inboxes/").get_data(as_text=True)
+
+        # The second, unconnected mailbox the demo prints connects with exactly what it prints.
+        with app.app_context():
+            assert db.session.scalar(sa.select(sa.func.count(ImapInbox.id))) == 1
+        form = {"name": "Support", "host": demo.server.host, "port": str(demo.server.imaps_port), "security": "ssl",
+                "username": demo.spare_mailbox, "password": demo.spare_password, "ca_file": demo.server.ca_file,
+                "owner_id": str(agent_id(app, demo.agent_email))}
+        response = admin.post("/settings/inboxes/new", data=form)
+        assert response.status_code == 302, response.get_data(as_text=True)
+        with app.app_context():
+            spare = db.session.scalars(sa.select(ImapInbox).where(ImapInbox.username == SPARE_MAILBOX)).one()
+            assert make_worker(app, simple=True).work(burst=True)
+            db.session.refresh(spare)
+            assert (spare.status, spare.error) == ("ok", None)
+            assert spare.message_count > 0
+            db.session.remove()
     finally:
         demo.stop()
     assert not demo.server.running and not demo.base_dir.exists()
+
+
+def agent_id(app, email: str) -> int:
+    from host_app.models import Agent
+
+    with app.app_context():
+        agent_id = db.session.scalar(sa.select(Agent.id).where(Agent.email == email))
+        db.session.remove()
+        return agent_id
 
 
 def test_demo_never_wipes_a_folder_it_did_not_make(tmp_path):
