@@ -12,7 +12,6 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 from .sql import UTCDateTime
 
-
 ADDED_BY_HAND = "added by hand"  # a contact's source when an agent added it (the others are the importers' words)
 
 

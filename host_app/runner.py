@@ -46,7 +46,8 @@ def ensure_port_free(host: str, port: int, how_to_pick: str = "make run PORT=800
             pass
     except OSError as exc:
         reason = "another program is listening there" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise click.ClickException(f"port {port} on {host} is not free ({reason}). Pick another: {how_to_pick}.")
+        raise click.ClickException(
+            f"port {port} on {host} is not free ({reason}). Pick another: {how_to_pick}.") from None
 
 
 def ensure_redis(children: list[subprocess.Popen]) -> None:
