@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
+import pytest
 from playwright.sync_api import expect
 
 from host_app.extensions import db
-from host_app.models import AutomationRule, Contact
+from host_app.models import AutomationRule, AutomationRun, Contact
 
 from .helpers import ADMIN_EMAIL, create_contact, log_in
 
@@ -152,3 +154,21 @@ def test_the_browser_gets_the_security_headers_and_the_delete_confirmation_still
     admin_page.once("dialog", lambda dialog: dialog.accept())
     admin_page.get_by_role("button", name="delete").click()
     expect(admin_page.get_by_text("No automations yet.")).to_be_visible()
+
+
+@pytest.mark.parametrize("context_options", [{"timezone_id": "Asia/Tokyo"}])
+def test_times_show_in_the_readers_time_zone(admin_page, live_server):
+    """A run logged at 12:00 UTC reads 9 PM to a reader in Tokyo (the page's UTC text is only the no-script form)."""
+    page = admin_page
+    with live_server.app.app_context():
+        contact = Contact(email="tz@customer.example", name="Tee Zed")
+        rule = AutomationRule(name="Time zones", trigger="manual", actions=[{"key": "add_tag", "params": {"tag": "t"}}])
+        db.session.add_all([contact, rule])
+        db.session.flush()
+        db.session.add(AutomationRun(rule_id=rule.id, contact_id=contact.id, event_type="manual", event_key="tz",
+                                     status="fired", created_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC)))
+        db.session.commit()
+    page.goto("/automations/runs")
+    when = page.locator("time.local-time").first
+    expect(when).to_have_attribute("datetime", "2026-03-01T12:00:00+00:00")
+    expect(when).to_have_text(re.compile(r"Mar 1, 2026, 09:00\s?PM GMT\+9"))

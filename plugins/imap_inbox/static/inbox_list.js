@@ -43,6 +43,7 @@
 
   function absolute(iso) {
     if (!iso) return "";
+    if (window.crmLocalTime) return window.crmLocalTime(iso);  // the reader's time zone (host's local-time.js)
     var d = new Date(iso);
     function pad(n) { return (n < 10 ? "0" : "") + n; }
     return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
