@@ -26,6 +26,7 @@ from .values import (
     Event,
     EventType,
     Occurrence,
+    PageNotice,
     Person,
     RecurringJob,
     SettingsPage,
@@ -35,8 +36,8 @@ from .values import (
 
 __all__ = [
     # Value types of the hooks
-    "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence", "Person",
-    "RecurringJob", "SettingsPage", "TimelineEntry", "TimelineFilter",
+    "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence",
+    "PageNotice", "Person", "RecurringJob", "SettingsPage", "TimelineEntry", "TimelineFilter",
     # The database
     "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore",
     # The host's models

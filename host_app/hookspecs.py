@@ -115,6 +115,17 @@ def settings_pages(app):
 
 
 @hookspec
+def page_notices(app, agent):
+    """Return notices shown at the top of every page for the signed-in ``agent``: ``list[PageNotice]``.
+
+    Called once per page an agent sees signed in (never for JSON or files), so
+    answer with one small query at most. ``agent`` is a
+    :class:`host_app.models.Agent`; show each agent only what they may see
+    (``agent.is_admin``). Text is plain and escaped by the host.
+    """
+
+
+@hookspec
 def contact_panels(app, contact):
     """Return extra HTML panels for a contact page: ``list[ContactPanel]``.
 

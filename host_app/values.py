@@ -23,6 +23,17 @@ class SettingsPage:
 
 
 @dataclasses.dataclass(frozen=True)
+class PageNotice:
+    """A line shown at the top of every page for one signed-in agent (``page_notices``): plain ``text``, and
+    optionally a link to ``url`` reading ``link_text``. ``level`` is ``"info"`` or ``"warning"``."""
+
+    text: str
+    url: str = ""
+    link_text: str = ""
+    level: str = "info"
+
+
+@dataclasses.dataclass(frozen=True)
 class ContactPanel:
     """An extra block on a contact page; ``html`` must be safe (escaped) markup."""
 

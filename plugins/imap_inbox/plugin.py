@@ -12,20 +12,27 @@ from .cli import inboxes_group
 from .events import EVENT_TYPES
 from .jobs import schedule_due_syncs
 from .message_source import fetch_source, stream_part
+from .notices import page_notices as inbox_notices
 from .oauth_views import bp as oauth_bp
+from .owner_views import bp as owner_bp
 from .views import bp
 from .watcher.command import watch_command
 
 
 @hookimpl
 def register_blueprints(app):
-    return [bp, oauth_bp]
+    return [bp, oauth_bp, owner_bp]
 
 
 @hookimpl
 def settings_pages(app):
     return [SettingsPage("Connected inboxes", "imap_inbox.inbox_list",
                          "Team mailboxes synced read-only over IMAP onto contact timelines.")]
+
+
+@hookimpl
+def page_notices(app, agent):
+    return inbox_notices(agent)
 
 
 @hookimpl

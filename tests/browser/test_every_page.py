@@ -24,13 +24,13 @@ from playwright.sync_api import Page, expect
 
 from host_app import bulk_runs
 from host_app.extensions import db
-from host_app.models import AutomationBulkRun, AutomationRule, AutomationRun, Contact
+from host_app.models import Agent, AutomationBulkRun, AutomationRule, AutomationRun, Contact
 from plugins.mail.models import Message
-from tests.support.imap_helpers import connect_inbox, make_owner, message, sync
+from tests.support.imap_helpers import connect_inbox, message, sync
 from tests.support.mail_samples import CARLA, base_message, html_message, text_message
 from tests.support.reliability_helpers import wait_for
 
-from .helpers import create_contact, log_in
+from .helpers import ADMIN_EMAIL, create_contact, log_in
 
 PHONE = {"width": 375, "height": 812}
 LAPTOP = {"width": 1280, "height": 800}
@@ -95,6 +95,7 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
         "/automations/<int:rule_id>/run": [Visit(f"/automations/{d.manual_rule_id}/run", (("button", "Preview"),))],
         "/automations/bulk-runs/<int:run_id>": [Visit(f"/automations/bulk-runs/{d.bulk_run_id}")],
         "/automations/runs": [Visit("/automations/runs")],
+        "/inboxes/": [Visit("/inboxes/")],
         "/settings/": [Visit("/settings/", (("link", re.compile("^Connected inboxes")),))],
         "/settings/agents": [Visit("/settings/agents", (("button", "Sign out everywhere"),))],
         "/settings/plugins": [Visit("/settings/plugins")],
@@ -207,7 +208,9 @@ def _seed(page: Page, live_server, mailbox) -> Data:
         db.session.add_all([event_rule, manual_rule])
         db.session.commit()
         rule_ids = event_rule.id, manual_rule.id
-    inbox_id = connect_inbox(app, mailbox, make_owner(app), name="Sales desk with a long name for the table")
+        # Owned by the admin who walks the pages, so that Your inboxes shows its row.
+        admin_id = db.session.scalar(db.select(Agent.id).where(Agent.email == ADMIN_EMAIL))
+    inbox_id = connect_inbox(app, mailbox, admin_id, name="Sales desk with a long name for the table")
     assert sync(app, inbox_id)["status"] == "ok"
 
     log_in(page)

@@ -81,7 +81,7 @@ def test_documented_example_runs(hook, crm_app_factory):
                       "inbox_id": 1, "run_id": 1, "status": "ok", "new_messages": 1, "removed_messages": 0,
                       "changed": ["username"], "inbox_ids": [1], "values": {"archive_mail": True},
                       "message": types.SimpleNamespace(id=1, inbox_id=1, folder_id=1, uid=1), "section": "2",
-                      "query": "invoice 4711"}
+                      "query": "invoice 4711", "agent": types.SimpleNamespace(id=1, is_admin=True)}
             impls = [i for i in getattr(manager.hook, hook).get_hookimpls() if i.plugin_name == module.__name__]
             assert impls, f"the {hook} example does not implement {hook}"
             for impl in impls:

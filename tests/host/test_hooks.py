@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -160,6 +161,40 @@ def test_hook_settings_pages(crm_app_factory):
         app = crm_app_factory(plugins=plugins)
         page = _admin(app).get("/settings/").get_data(as_text=True)
         assert "Connected calendars" in page and "/settings/calendars/" in page
+
+
+def test_hook_page_notices(crm_app_factory):
+    source = """
+        from host_app import hookimpl
+        from host_app.api import PageNotice
+        calls = []
+        @hookimpl
+        def page_notices(agent):
+            calls.append(agent.email)
+            if agent.is_admin:
+                return [PageNotice("Backups <failed>", url="/settings/", link_text="Settings", level="warning"),
+                        PageNotice("Read the news", url="/news")]
+            return [PageNotice(f"Hello {agent.name}")]
+    """
+    with throwaway_plugin("notices", source) as plugins:
+        app = crm_app_factory(plugins=plugins)
+        calls = sys.modules["throwaway_notices.plugin"].calls
+        assert "Backups" not in app.test_client().get("/login").get_data(as_text=True)
+        assert calls == []  # nobody signed in: not asked
+
+        admin = _admin(app)
+        for url in ("/contacts/", "/settings/", "/automations/"):
+            page = admin.get(url).get_data(as_text=True)
+            assert re.search(r'<div class="flash page-notice flash-error" role="status">Backups &lt;failed&gt; '
+                             r'<a href="/settings/">Settings</a></div>', page), url
+            assert '<div class="flash page-notice" role="status"><a href="/news">Read the news</a></div>' in page
+        assert calls == ["admin@team.example"] * 3  # once per page
+
+        make_agent(app, "agent@team.example", "agent-password-1", name="Alan")
+        page = log_in(app.test_client(), "agent@team.example", "agent-password-1").get("/contacts/").get_data(
+            as_text=True)
+        assert '<div class="flash page-notice" role="status">Hello Alan</div>' in page
+        assert "Backups" not in page
 
 
 def test_hook_contact_panels(crm_app_factory):

@@ -35,7 +35,7 @@ from host_app.models import AutomationBulkRun, AutomationRule, Contact
 from host_app.testing import ADMIN_PASSWORD, AGENT_PASSWORD, log_in, make_agent
 from plugins.imap_inbox.testing import mailgen
 from plugins.mail.models import Message
-from tests.support.imap_helpers import OWNER_NAME, make_owner
+from tests.support.imap_helpers import OWNER_EMAIL, OWNER_NAME, OWNER_PASSWORD, make_owner
 from tests.support.mail_samples import big_attachment_message
 from tests.support.redis_dump import redis_dump
 
@@ -180,7 +180,8 @@ def audience(rule) -> str:
     if rule.rule.startswith(("/settings", "/automations")):
         return "admin"
     # /mail: an e-mail on a contact's timeline, for every agent as the timeline is (404 for mail off timelines).
-    if rule.rule == "/" or rule.rule.startswith(("/contacts", "/mail")) or rule.rule == "/logout":
+    # /inboxes: the agent's own inboxes, read-only (an agent who owns none sees none).
+    if rule.rule == "/" or rule.rule.startswith(("/contacts", "/mail", "/inboxes")) or rule.rule == "/logout":
         return "agent"
     pytest.fail(f"route {rule.rule} ({rule.endpoint}) is not classified: decide who may open it in audience()")
 
@@ -331,6 +332,11 @@ def test_access_matrix_over_every_route(app, dovecot):
         for secret in (INBOX_NAME, PASSWORD) if where in shows_the_address else (INBOX_NAME, PASSWORD,
                                                                                 world["username"]):
             assert secret not in page, f"agent sees {secret!r} on {where}"
+
+    # The inbox's owner sees its address and status on Your inboxes, still neither its name nor its password.
+    owner_page = log_in(app.test_client(), OWNER_EMAIL, OWNER_PASSWORD).get("/inboxes/").get_data(as_text=True)
+    assert world["username"] in owner_page and ">OK<" in owner_page
+    assert INBOX_NAME not in owner_page and PASSWORD not in owner_page
 
     # Admins open every page, and no POST is refused to them.
     for rule, method, url in routes:
