@@ -122,6 +122,7 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
 # GET routes that are not pages a person looks at, and where they are checked instead.
 NOT_PAGES = {
     "/static/<path:filename>": "files",
+    "/favicon.ico": "the icon, for browsers that ask for it (tests/host/test_favicon.py)",
     "/mail/static/<path:filename>": "files",
     "/settings/inboxes/static/imap_inbox/<path:filename>": "files",
     "/mail/messages/<int:message_id>/body": "the e-mail's frame, checked inside the message page",
