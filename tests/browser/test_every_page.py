@@ -86,7 +86,7 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
             Visit(f"/mail/search?q=invoice&contact={d.contact_id}", (("button", "Search"),)),
         ],
         "/automations/": [Visit("/automations/", (("link", "New automation"), ("link", "Run log"),
-                                                  ("link", "Run now")))],
+                                                  ("link", re.compile("^Run now: "))))],
         "/automations/new": [Visit("/automations/new", (("button", "Add condition"), ("button", "Save automation")))],
         "/automations/<int:rule_id>": [
             Visit(f"/automations/{d.event_rule_id}", (("button", "Remove condition"), ("button", "Save automation"))),
@@ -96,11 +96,12 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
         "/automations/bulk-runs/<int:run_id>": [Visit(f"/automations/bulk-runs/{d.bulk_run_id}")],
         "/automations/runs": [Visit("/automations/runs")],
         "/settings/": [Visit("/settings/", (("link", re.compile("^Connected inboxes")),))],
-        "/settings/agents": [Visit("/settings/agents", (("button", "Sign out everywhere"),))],
+        "/settings/agents": [Visit("/settings/agents", (("button", re.compile("^Sign out everywhere: ")),))],
         "/settings/plugins": [Visit("/settings/plugins")],
         "/settings/contacts-import/": [Visit("/settings/contacts-import/", (("button", "Block"),))],
-        "/settings/inboxes/": [Visit("/settings/inboxes/", (("link", "Connect via IMAP"), ("button", "Sync now"),
-                                                            ("link", "Edit"), ("link", "Delete…")))],
+        "/settings/inboxes/": [Visit("/settings/inboxes/", (
+            ("link", "Connect via IMAP"), ("button", re.compile("^Sync now: ")), ("link", re.compile("^Edit: ")),
+            ("link", re.compile("^Delete: .*…$"))))],
         "/settings/inboxes/new": [Visit("/settings/inboxes/new", (("button", "Create IMAP"),))],
         "/settings/inboxes/<int:inbox_id>/edit": [Visit(f"/settings/inboxes/{d.inbox_id}/edit", (("button", "Save"),))],
         "/settings/inboxes/<int:inbox_id>/delete": [
