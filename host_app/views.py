@@ -13,6 +13,13 @@ def index():
     return redirect(url_for("contacts.contact_list"))
 
 
+@bp.route("/favicon.ico")
+def favicon():
+    # Pages link static/favicon.svg; browsers and tools that ask /favicon.ico on their own get the same icon
+    # instead of a 404 in the log.
+    return current_app.send_static_file("favicon.svg")
+
+
 def settings_pages_for(user) -> list:
     """Settings pages every loaded plugin offers, filtered by what ``user`` may see."""
     pages = []

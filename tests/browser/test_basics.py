@@ -150,7 +150,7 @@ def test_the_browser_gets_the_security_headers_and_the_delete_confirmation_still
     # The question now comes from static/confirm.js (no inline handler): dismissing it keeps the rule.
     admin_page.once("dialog", lambda dialog: dialog.dismiss())
     admin_page.get_by_role("button", name="delete").click()
-    expect(admin_page.get_by_role("cell", name="Keep me")).to_be_visible()
+    expect(admin_page.get_by_role("cell", name="Keep me", exact=True)).to_be_visible()
     admin_page.once("dialog", lambda dialog: dialog.accept())
     admin_page.get_by_role("button", name="delete").click()
     expect(admin_page.get_by_text("No automations yet.")).to_be_visible()

@@ -86,7 +86,7 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
             Visit(f"/mail/search?q=invoice&contact={d.contact_id}", (("button", "Search"),)),
         ],
         "/automations/": [Visit("/automations/", (("link", "New automation"), ("link", "Run log"),
-                                                  ("link", "Run now")))],
+                                                  ("link", re.compile("^Run now: "))))],
         "/automations/new": [Visit("/automations/new", (("button", "Add condition"), ("button", "Save automation")))],
         "/automations/<int:rule_id>": [
             Visit(f"/automations/{d.event_rule_id}", (("button", "Remove condition"), ("button", "Save automation"))),
@@ -97,11 +97,12 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
         "/automations/runs": [Visit("/automations/runs")],
         "/inboxes/": [Visit("/inboxes/")],
         "/settings/": [Visit("/settings/", (("link", re.compile("^Connected inboxes")),))],
-        "/settings/agents": [Visit("/settings/agents", (("button", "Sign out everywhere"),))],
+        "/settings/agents": [Visit("/settings/agents", (("button", re.compile("^Sign out everywhere: ")),))],
         "/settings/plugins": [Visit("/settings/plugins")],
         "/settings/contacts-import/": [Visit("/settings/contacts-import/", (("button", "Block"),))],
-        "/settings/inboxes/": [Visit("/settings/inboxes/", (("link", "Connect via IMAP"), ("button", "Sync now"),
-                                                            ("link", "Edit"), ("link", "Delete…")))],
+        "/settings/inboxes/": [Visit("/settings/inboxes/", (
+            ("link", "Connect via IMAP"), ("button", re.compile("^Sync now: ")), ("link", re.compile("^Edit: ")),
+            ("link", re.compile("^Delete: .*…$"))))],
         "/settings/inboxes/new": [Visit("/settings/inboxes/new", (("button", "Create IMAP"),))],
         "/settings/inboxes/<int:inbox_id>/edit": [Visit(f"/settings/inboxes/{d.inbox_id}/edit", (("button", "Save"),))],
         "/settings/inboxes/<int:inbox_id>/delete": [
@@ -123,6 +124,7 @@ def _pages(d: Data) -> dict[str, list[Visit]]:
 # GET routes that are not pages a person looks at, and where they are checked instead.
 NOT_PAGES = {
     "/static/<path:filename>": "files",
+    "/favicon.ico": "the icon, for browsers that ask for it (tests/host/test_favicon.py)",
     "/mail/static/<path:filename>": "files",
     "/settings/inboxes/static/imap_inbox/<path:filename>": "files",
     "/mail/messages/<int:message_id>/body": "the e-mail's frame, checked inside the message page",

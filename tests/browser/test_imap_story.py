@@ -176,7 +176,7 @@ def test_connect_a_mailbox_read_the_timeline_and_automate_replies(page, live_ser
         assert rule.conditions[0]["params"]["responded"] is True
         assert rule.actions == [{"key": "add_tag", "params": {"tag": "replied"}}]
     # Opened again, the builder shows what was saved.
-    page.get_by_role("link", name="Tag people who reply").click()
+    page.get_by_role("link", name="Tag people who reply", exact=True).click()
     expect(page.get_by_label("When")).to_have_value("contact_replied")
     expect(page.locator("[name='cond-0-responded']")).to_have_value("True")
     expect(page.locator("[name='cond-0-inbox_id'] option:checked")).to_have_text("Any team inbox")

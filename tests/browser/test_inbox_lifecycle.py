@@ -121,7 +121,7 @@ def test_long_timelines_page_back_and_deleting_the_inbox_removes_its_emails(page
 
     # Delete: the confirmation says what goes, and nothing goes without the box ticked.
     page.goto("/settings/inboxes/")
-    inbox_row(page, "Support").get_by_role("link", name="Delete…").click()
+    inbox_row(page, "Support").get_by_role("link", name="Delete: Support…").click()
     expect(page.locator(".warning")).to_contain_text("45 e-mails")
     confirm = page.get_by_label(re.compile("Yes, delete this inbox"))
     page.get_by_role("button", name="Delete inbox and its e-mails").click()

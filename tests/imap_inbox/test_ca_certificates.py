@@ -55,7 +55,7 @@ def form_data(mailbox, owner: int, **overrides) -> dict:
 def field_errors(page: str, field_id: str) -> list[str]:
     match = re.search(rf'<div class="field[^"]*" id="field-{field_id}">(.*?)</div>', page, re.S)
     assert match, f"no field {field_id}"
-    return [html.unescape(e) for e in re.findall(r'<p class="error" role="alert">(.*?)</p>', match.group(1), re.S)]
+    return [html.unescape(e) for e in re.findall(r'<p class="error" role="alert"[^>]*>(.*?)</p>', match.group(1), re.S)]
 
 
 def stored_inboxes(app) -> list[ImapInbox]:

@@ -544,7 +544,7 @@ def test_sync_now_and_disable_enable(app, admin_client, mailbox, owner_id):
     assert "disabled" in response.text
     inbox = one_inbox(app)
     assert inbox.enabled is False and inbox.status == "disabled"
-    assert re.search(r'<button type="submit">Enable</button>', response.text)
+    assert re.search(r'<button type="submit" aria-label="Enable: Sales">Enable</button>', response.text)
 
     response = admin_client.post(f"{BASE}/{inbox_id}/sync", follow_redirects=True)
     assert "enable it to sync" in response.text

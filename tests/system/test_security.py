@@ -175,7 +175,7 @@ def route_urls(app, world: dict, methods=None) -> Iterator[tuple[object, str, st
 
 def audience(rule) -> str:
     """Who may use a route: 'public', 'agent' (any logged-in agent) or 'admin'."""
-    if rule.endpoint == "static" or rule.endpoint.endswith(".static") or rule.rule == "/login":
+    if rule.endpoint == "static" or rule.endpoint.endswith(".static") or rule.rule in ("/login", "/favicon.ico"):
         return "public"
     if rule.rule.startswith(("/settings", "/automations")):
         return "admin"
@@ -286,7 +286,7 @@ def test_access_matrix_over_every_route(app, dovecot):
     assert {audience(rule) for rule, _, _ in routes} == {"public", "agent", "admin"}
     before = database_dump(app)
 
-    # Anonymous visitors: everything but the login page and static files sends them to /login.
+    # Anonymous visitors: everything but the login page, static files and the icon sends them to /login.
     for rule, method, url in routes:
         response = anonymous.open(url, method=method, data={"confirm": "y"})
         if audience(rule) == "public":
