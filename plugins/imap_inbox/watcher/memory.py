@@ -33,11 +33,10 @@ def two_malloc_arenas() -> None:
 def give_back_free_memory() -> None:
     """Return the pages malloc holds free to the system (malloc_trim).
 
-    Under load the watcher's threads and TLS reads churn a few MB (job lookups, lease renewals, the
-    inbox list read every heartbeat), and glibc keeps what they free: at 1,000 inboxes a trim in the
-    middle of the load gave back 3.4 MB of 154.5, which filled up again within 20 s, so it is worth
-    doing every heartbeat rather than once. It only touches free pages (a few milliseconds); at idle it
-    finds little (0.15 MB).
+    Under load glibc keeps a few MB that the watcher freed: at 1,000 inboxes a trim in the middle of the
+    load gave back 3.3 MB of 150.8, and 2.2 MB of it was held again 20 s later, so it is done every
+    heartbeat rather than once. It only releases free pages (well under a millisecond); at idle it finds
+    little (0.15 MB).
     """
     if _libc is not None:
         _libc.malloc_trim(0)
