@@ -7,6 +7,7 @@ import resource
 import click
 from flask import current_app
 
+from .memory import two_malloc_arenas
 from .supervisor import Watcher
 
 
@@ -19,6 +20,7 @@ def watch_command():
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _raise_open_files_limit()
+    two_malloc_arenas()
     Watcher(current_app._get_current_object()).run()
 
 
@@ -31,3 +33,4 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError):
             logging.getLogger(__name__).warning("could not raise the open files limit above %s", soft)
+

@@ -24,7 +24,7 @@ from flask import Flask
 from host_app.api import db, redis_connection
 
 from ..connection import ConnectionSettings, ImapConnectError, _block_private_hosts
-from . import inventory, watch_status
+from . import inventory, memory, watch_status
 from .idle_client import use_small_tls_buffers
 from .inbox_watch import FAILED, InboxWatch, WatchTimings
 from .leases import Leases, new_member_id, rendezvous_owner
@@ -108,6 +108,7 @@ class Watcher:
                     pending = await self.cycle()
                 except Exception:  # noqa: BLE001 - Redis or the database away: keep the watches, try again
                     log.warning("watcher cycle failed; retrying", exc_info=True)
+                await asyncio.to_thread(memory.give_back_free_memory)
                 # Some of our share was still leased by another watcher (it is handing it over, or its leases
                 # are about to be taken): look again in a beat rather than a heartbeat.
                 wait = self.settings.member_beat if pending else self.settings.heartbeat
