@@ -152,6 +152,13 @@ def enqueue_sync(inbox_id: int, show_queued: bool = True) -> str | None:
     return sync_job_id(inbox_id)
 
 
+def sync_waiting(inbox_id: int) -> bool:
+    """Whether the inbox's sync job is in the queue and has not started: it will read the mailbox as it is then."""
+    job = _existing_job(int(inbox_id))
+    return job is not None and job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED,
+                                                                JobStatus.DEFERRED)
+
+
 def _started_job_is_dead(job: Job, inbox_id: int) -> bool:
     if sync_running(inbox_id):
         return False

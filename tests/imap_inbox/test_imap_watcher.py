@@ -259,6 +259,39 @@ def test_a_lease_is_taken_from_a_member_gone_from_the_member_set_and_never_from_
     assert {first.holder(i) for i in (1, 2, 3)} == {"second"}
 
 
+def test_a_change_while_a_sync_is_ending_waits_for_it_and_gets_a_sync_of_its_own(live_app, owner, mailbox):
+    """RQ shows a sync job started until the moment after the job let go of the inbox's lock; that sync may have
+    read INBOX before the change. The change was taken as handled then, and the message waited for the next
+    event or the hourly sync; now it waits for the job to end and is synced by a job of its own."""
+    from rq.job import JobStatus
+
+    from plugins.imap_inbox.jobs import _existing_job, enqueue_sync, sync_running
+    from plugins.imap_inbox.watcher.sync_trigger import SyncTrigger
+
+    app = live_app
+    inbox_id = connect_inbox(app, mailbox, owner)
+    trigger = SyncTrigger(app)  # its thread is not started: each decision is asked for here
+    with app.app_context():
+        job = _existing_job(inbox_id)
+        if job is None:
+            enqueue_sync(inbox_id)
+            job = _existing_job(inbox_id)
+        assert job.get_status() == JobStatus.QUEUED
+        assert trigger._enqueue(inbox_id, "exists", []) is True  # the queued sync will see the change
+
+        job.set_status(JobStatus.STARTED)  # the job ran and let go of the lock; RQ has not marked it ended
+        job.started_at = datetime.now(UTC)
+        job.save()
+        assert not sync_running(inbox_id)
+        enqueued: list[int] = []
+        assert trigger._enqueue(inbox_id, "exists", enqueued) is False and enqueued == []
+
+        job.set_status(JobStatus.FINISHED)  # ended: the change gets its own sync
+        assert trigger._enqueue(inbox_id, "exists", enqueued) is True and enqueued == [inbox_id]
+        assert _existing_job(inbox_id).get_status() == JobStatus.QUEUED
+        db.session.remove()
+
+
 def _member_of(pids: dict[str, int], process: WatcherProcess) -> str:
     return next(member for member, pid in pids.items() if pid == process.process.pid)
 

@@ -4,8 +4,8 @@ The event loop must never wait on the database or Redis, so changes are
 handed to this thread, which enqueues the inbox's usual sync job
 (jobs.enqueue_sync: one job id per inbox, its per-inbox lock). A burst of
 arrivals becomes one or two syncs: while a sync is queued, more changes need
-nothing; while one runs it may already have read INBOX, so the inbox stays
-pending and one more sync is enqueued when it ends. The first change of a
+nothing; while one runs (or is ending) it may already have read INBOX, so the
+inbox stays pending and one more sync is enqueued when it ends. The first change of a
 quiet inbox is enqueued at once; a follow-up waits until the inbox has been
 quiet for ``SETTLE_SECONDS`` (at most ``MAX_DELAY_SECONDS``), so a burst
 longer than one sync does not become a sync per message.
@@ -22,7 +22,7 @@ from flask import Flask
 from host_app.api import db
 from plugins.mail.models import ROLE_INBOX, ROLE_SENT
 
-from ..jobs import enqueue_sync, mark_queued, sync_running
+from ..jobs import enqueue_sync, mark_queued, sync_waiting
 from ..models import ImapFolder
 
 log = logging.getLogger(__name__)
@@ -123,14 +123,19 @@ class SyncTrigger:
         return follow_up and now - last_change < SETTLE_SECONDS and now - since < MAX_DELAY_SECONDS
 
     def _enqueue(self, inbox_id: int, why: str, enqueued: list[int]) -> bool:
-        """True when the change is taken care of: a sync was enqueued, or one waiting will see it."""
+        """True when the change is taken care of: a sync was enqueued, or one waiting in the queue will see it.
+
+        A sync job that has started may have read INBOX before the change, also in the moment after it let go
+        of the inbox's lock while RQ still shows it started: the change stays pending, and gets a sync of its
+        own once that job has ended (a burst is still one or two syncs).
+        """
         if enqueue_sync(inbox_id, show_queued=False):
             self._last_enqueued[inbox_id] = time.monotonic()
             self.enqueued += 1
             enqueued.append(inbox_id)
             log.info("inbox %s: sync enqueued (%s)", inbox_id, why)
             return True
-        return not sync_running(inbox_id)
+        return sync_waiting(inbox_id)
 
     @staticmethod
     def _missed_mail(inbox_id: int, state: dict[str, Any]) -> bool:
