@@ -26,7 +26,7 @@ from host_app import bulk_runs
 from host_app.extensions import db
 from host_app.models import Agent, AutomationBulkRun, AutomationRule, AutomationRun, Contact
 from plugins.mail.models import Message
-from tests.support.imap_helpers import connect_inbox, message, sync
+from tests.support.imap_helpers import connect_inbox, message, sync_when_free
 from tests.support.mail_samples import CARLA, base_message, html_message, text_message
 from tests.support.reliability_helpers import wait_for
 
@@ -213,7 +213,7 @@ def _seed(page: Page, live_server, mailbox) -> Data:
         # Owned by the admin who walks the pages, so that Your inboxes shows its row.
         admin_id = db.session.scalar(db.select(Agent.id).where(Agent.email == ADMIN_EMAIL))
     inbox_id = connect_inbox(app, mailbox, admin_id, name="Sales desk with a long name for the table")
-    assert sync(app, inbox_id)["status"] == "ok"
+    assert sync_when_free(app, inbox_id)["status"] == "ok"
 
     log_in(page)
     create_contact(page, CARLA, name="Carla Customer", tags="customer, berlin")

@@ -14,7 +14,7 @@ from host_app.extensions import db
 from host_app.models import Contact
 from plugins.imap_inbox.testing import mailgen
 from tests.support.attachment_samples import NESTED_ATTACHMENTS, nested_message
-from tests.support.imap_helpers import connect_inbox, make_owner, sync
+from tests.support.imap_helpers import connect_inbox, make_owner, sync_when_free
 from tests.support.mail_samples import CARLA, PIXEL_GIF, html_message, text_message
 
 from .helpers import log_in
@@ -53,7 +53,7 @@ def test_read_an_html_email_without_scripts_or_tracking_until_show_images(page, 
     mailbox.append("INBOX", html_message(tracker_url))
     mailbox.append("INBOX", text_message())
     inbox_id = connect_inbox(app, mailbox, make_owner(app))
-    assert sync(app, inbox_id)["status"] == "ok"
+    assert sync_when_free(app, inbox_id)["status"] == "ok"
     with app.app_context():
         contact = Contact(email=CARLA, name="Carla Customer")
         db.session.add(contact)
@@ -120,7 +120,7 @@ def test_filter_the_timeline_and_open_an_attachment_list(page, live_server, mail
         db.session.add(contact)
         db.session.commit()
         contact_id = contact.id
-    assert sync(app, inbox_id)["status"] == "ok"
+    assert sync_when_free(app, inbox_id)["status"] == "ok"
     live_server.worker.wait_until_idle()  # the follow-up jobs, the attachment listing among them
 
     log_in(page)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import sqlalchemy as sa
 
@@ -36,6 +37,16 @@ def sync(app, inbox_id: int, **kwargs) -> dict:
 
     with app.app_context():
         return sync_inbox(inbox_id, **kwargs)
+
+
+def sync_when_free(app, inbox_id: int, timeout: float = 30) -> dict:
+    """The sync here, once no other process runs one of the inbox (connecting enqueues one at once, which a live
+    worker may be running): its result, never ``already_running``."""
+    deadline = time.monotonic() + timeout
+    while (result := sync(app, inbox_id))["status"] == "already_running":
+        assert time.monotonic() < deadline, f"inbox {inbox_id}: another sync still runs after {timeout:.0f}s"
+        time.sleep(0.2)
+    return result
 
 
 def sync_and_follow_up(app, inbox_id: int, **kwargs) -> dict:
