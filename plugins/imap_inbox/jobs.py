@@ -125,6 +125,9 @@ def _existing_job(inbox_id: int) -> Job | None:
         return None
 
 
+_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)  # a sync job that has not started
+
+
 def enqueue_sync(inbox_id: int, show_queued: bool = True) -> str | None:
     """Enqueue a sync of the inbox; returns the RQ job id, or None when one is already queued or running.
 
@@ -136,7 +139,7 @@ def enqueue_sync(inbox_id: int, show_queued: bool = True) -> str | None:
         job = _existing_job(inbox_id)
         if job is not None:
             status = job.get_status(refresh=True)
-            if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            if status in _WAITING:
                 return None
             if status == JobStatus.STARTED and not _started_job_is_dead(job, inbox_id):
                 return None
@@ -155,8 +158,7 @@ def enqueue_sync(inbox_id: int, show_queued: bool = True) -> str | None:
 def sync_waiting(inbox_id: int) -> bool:
     """Whether the inbox's sync job is in the queue and has not started: it will read the mailbox as it is then."""
     job = _existing_job(int(inbox_id))
-    return job is not None and job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.SCHEDULED,
-                                                                JobStatus.DEFERRED)
+    return job is not None and job.get_status(refresh=True) in _WAITING
 
 
 def _started_job_is_dead(job: Job, inbox_id: int) -> bool:

@@ -33,4 +33,3 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError):
             logging.getLogger(__name__).warning("could not raise the open files limit above %s", soft)
-
