@@ -125,7 +125,11 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
                                        "folder": "mail_folder", "checkpoint": "imap_folder",
                                        "create_users": CREATE_USERS_NOW})
         tables = set(sa.inspect(connection).get_table_names())
+        sources = set(connection.execute(sa.text("SELECT source FROM contact")).scalars())
     assert after == before
+    # The imported contacts' source reads in words now, not as the inbox's id.
+    assert any(source.startswith("from ") for source in sources), sources
+    assert not any(source.startswith("imap_inbox:") for source in sources), sources
     assert {"imap_message", "imap_message_address", "imap_sync_run"}.isdisjoint(tables)
     # Attachments are listed from the next sync on: the mail already stored is looked at from id 0.
     assert "mail_message_attachment" in tables
