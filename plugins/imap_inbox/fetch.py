@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import imaplib
 import re
+import select
 from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -367,6 +368,20 @@ class PendingFetch:
         self.uids = uids
         items = f"({METADATA_ITEMS} {preview})" if preview else f"({METADATA_ITEMS})"
         self.tag = client._imap._command("UID", "FETCH", sequence_set(uids), items)
+
+    def answer_arriving(self) -> bool:
+        """Whether the server has begun to answer: reading the answer now would not wait for the network."""
+        sock = getattr(self.client._imap, "sock", None)
+        if sock is None:
+            return False
+        pending = getattr(sock, "pending", None)  # bytes TLS has decrypted but nobody read yet
+        if pending is not None and pending():
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile: reading will tell
+            return False
+        return bool(readable)
 
     def result(self) -> dict[int, FetchedMessage]:
         status, text, groups = read_fetch_answer(self.client._imap, self.tag)

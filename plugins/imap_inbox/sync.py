@@ -36,6 +36,7 @@ from .crypto import EncryptionKeyError
 from .fetch import FetchFailed, FolderState, examine, folder_status, has_capability, preview_item
 from .folder_sync import (
     DEFAULT_BATCH,
+    DEFAULT_COMMIT_EVERY,
     DEFAULT_LARGE_SYNC_FROM,
     DEFAULT_SQLITE_CACHE_MB,
     FolderSync,
@@ -65,6 +66,7 @@ class InboxSync:
         self.extra_folders = list(inbox.extra_folders or [])
         self.own_addresses = frozenset(a for a in (inbox.email, inbox.username.lower()) if a and "@" in a)
         self.batch_size = max(1, int(config.get("IMAP_FETCH_BATCH", DEFAULT_BATCH)))
+        self.commit_every = max(1, int(config.get("IMAP_COMMIT_EVERY", DEFAULT_COMMIT_EVERY)))
         self.large_from = int(config.get("IMAP_LARGE_SYNC_FROM", DEFAULT_LARGE_SYNC_FROM))
         self.sqlite_cache_mib = int(config.get("IMAP_SQLITE_CACHE_MB", DEFAULT_SQLITE_CACHE_MB))
         self.preview_mode = config.get("IMAP_PREVIEW", "server")
@@ -105,7 +107,8 @@ class InboxSync:
         self.condstore = has_capability(client, "CONDSTORE")
         options = ReadOptions(condstore=self.condstore, preview=preview_item(client, self.preview_mode),
                               own_addresses=self.own_addresses, batch_size=self.batch_size,
-                              large_from=self.large_from, sqlite_cache_mib=self.sqlite_cache_mib)
+                              commit_every=self.commit_every, large_from=self.large_from,
+                              sqlite_cache_mib=self.sqlite_cache_mib)
         folders = db.session.scalars(db.select(ImapFolder).where(ImapFolder.inbox_id == self.inbox_id))
         existing = {f.name: f for f in folders}
         # STATUS before LIST: on Dovecot a STATUS that follows a LIST in the same session costs up to

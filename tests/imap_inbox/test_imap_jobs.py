@@ -124,7 +124,7 @@ def test_a_killed_worker_never_blocks_the_inbox_for_long(app, redis_url):
 
 
 def test_a_lost_lock_stops_the_sync_at_the_next_batch(crm_app_factory, mailbox):
-    app = crm_app_factory(IMAP_FETCH_BATCH=2)
+    app = crm_app_factory(IMAP_FETCH_BATCH=2, IMAP_COMMIT_EVERY=2)  # a commit per batch (folder_sync.py "Commits")
     owner = make_owner(app)
     mailbox.write("INBOX", [message(n) for n in range(1, 7)])
     inbox_id = connect_inbox(app, mailbox, owner)
@@ -143,6 +143,35 @@ def test_a_lost_lock_stops_the_sync_at_the_next_batch(crm_app_factory, mailbox):
             jobs.sync_lock = original
     assert summary["status"] == "failed" and "lock" in summary["error"]
     assert len(stored(app, inbox_id)) == 2  # the committed batch stays; the next run resumes
+
+
+def test_a_lost_lock_rolls_back_the_uncommitted_group_and_counts_only_what_was_committed(crm_app_factory, mailbox):
+    """Batches committed in groups (folder_sync.py "Commits"): a run stopped between two commits keeps the
+    committed groups only, and its report (and the inbox's progress) counts exactly those."""
+    app = crm_app_factory(IMAP_FETCH_BATCH=2, IMAP_COMMIT_EVERY=6)
+    owner = make_owner(app)
+    mailbox.write("INBOX", [message(n) for n in range(1, 41)])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    committed = []
+    with app.app_context():
+        lock = jobs.sync_lock(inbox_id)
+
+        def lose_lock(done, total):
+            if done and not committed:
+                committed.append(done)
+                lock.lost = True
+
+        original = jobs.sync_lock
+        try:
+            jobs.sync_lock = lambda _id: lock
+            summary = jobs.sync_inbox(inbox_id, on_progress=lose_lock)
+        finally:
+            jobs.sync_lock = original
+    assert summary["status"] == "failed" and "lock" in summary["error"]
+    assert committed and committed[0] in (2, 4, 6)
+    assert len(stored(app, inbox_id)) == committed[0] == summary["new_messages"]
+    with app.app_context():
+        assert db.session.get(ImapInbox, inbox_id).progress_done == committed[0]
 
 
 def test_schedule_due_syncs_enqueues_only_due_healthy_inboxes(app, mailbox, owner, dovecot):

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -396,7 +397,8 @@ def test_malformed_corpus_syncs_without_a_crash(app, mailbox, owner):
 
 
 def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory, owner_factory):
-    app = crm_app_factory(IMAP_FETCH_BATCH=100)
+    # A commit per batch (no groups, see folder_sync.py "Commits"), so the server is stopped after the second.
+    app = crm_app_factory(IMAP_FETCH_BATCH=100, IMAP_COMMIT_EVERY=100)
     owner = owner_factory(app)
     with DovecotServer() as server:
         server.add_user("big@team.example", "pw-big-1")
@@ -430,6 +432,67 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         assert [r["uid"] for r in rows] == list(range(1, 451))
         assert_unique(rows)
         assert inbox_row(app, inbox_id).failures == 0
+
+
+def test_a_server_lost_mid_group_keeps_what_was_read_and_counts_it_once(crm_app_factory, owner_factory):
+    """Batches committed in groups (folder_sync.py "Commits"), and the server goes away: what was read is
+    committed before the sync tries to reconnect, the run counts exactly what it stored, the next run the rest."""
+    app = crm_app_factory(IMAP_FETCH_BATCH=100, IMAP_COMMIT_EVERY=300)
+    owner = owner_factory(app)
+    with DovecotServer() as server:
+        server.add_user("big@team.example", "pw-big-1")
+        from tests.support.mailbox import Mailbox
+
+        mailbox = Mailbox(server, "big@team.example", "pw-big-1")
+        mailbox.write("INBOX", [message(n) for n in range(1, 1001)])
+        inbox_id = connect_inbox(app, mailbox, owner)
+        reported = []
+
+        def stop_at_the_first_commit(done, total):
+            reported.append(done)
+            if done and server.running:
+                server.stop()
+
+        first = sync(app, inbox_id, on_progress=stop_at_the_first_commit)
+        assert first["status"] == "failed", first
+        committed = [done for done in reported if done]
+        assert committed and committed[0] in (100, 200, 300), reported  # whole batches, at most one group
+        partial = stored(app, inbox_id, "INBOX")
+        # Read before the server went away: a batch or two more, committed before the sync reconnected.
+        assert len(partial) % 100 == 0 and committed[0] <= len(partial) < 1000
+        assert first["new_messages"] == len(partial)
+        assert inbox_row(app, inbox_id).progress_done == len(partial)
+
+        server.start()
+        second = sync(app, inbox_id)
+        assert second["status"] == "ok" and second["new_messages"] == 1000 - len(partial), second
+        rows = stored(app, inbox_id, "INBOX")
+        assert [r["uid"] for r in rows] == list(range(1, 1001))
+        assert_unique(rows)
+
+
+def test_a_pending_fetch_tells_when_its_answer_is_arriving(app, mailbox, owner):
+    """What decides whether batches wait for one commit: bytes of the next answer already on the socket."""
+    from plugins.imap_inbox.account import settings_for
+    from plugins.imap_inbox.connection import close, connect
+    from plugins.imap_inbox.fetch import PendingFetch
+    from plugins.imap_inbox.models import ImapInbox
+
+    mailbox.write("INBOX", [message(n) for n in range(1, 4)])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    with app.app_context():
+        client = connect(settings_for(db.session.get(ImapInbox, inbox_id)))
+        try:
+            client.select_folder("INBOX", readonly=True)
+            pending = PendingFetch(client, [1, 2, 3])
+            deadline = time.monotonic() + 10
+            while not pending.answer_arriving():
+                assert time.monotonic() < deadline, "the server's answer never showed on the socket"
+                time.sleep(0.01)
+            assert sorted(pending.result()) == [1, 2, 3]
+            assert not pending.answer_arriving()  # all of it read; nothing else was asked
+        finally:
+            close(client)
 
 
 @contextlib.contextmanager

@@ -225,6 +225,33 @@ class Recorder:
         self.synced.clear()
 
 
+def test_batches_committed_together_are_each_announced_after_their_commit(crm_app_factory, mailbox):
+    """While the server keeps up, a sync commits several batches at once (folder_sync.py "Commits"): each batch
+    still has its own event, none before its batch is committed, and progress is reported per commit."""
+    app = crm_app_factory(IMAP_FETCH_BATCH=10, IMAP_COMMIT_EVERY=30)
+    owner = make_owner(app)
+    make_contact(app)
+    recorder = Recorder(app)
+    app.extensions["plugins"].pm.register(recorder, name="test_recorder")
+    mailbox.write("INBOX", [mailgen.make_message(CARLA, [mailbox.username], f"Note {n}", date=when(1 + n % 20),
+                                                 message_id=f"<note{n}@customer.example>") for n in range(95)])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    progress = []
+    summary = sync(app, inbox_id, on_progress=lambda done, total: progress.append(done))
+    assert summary["new_messages"] == 95
+
+    received = [(event, committed) for event, committed in recorder.seen if event.type == "email_received"]
+    lowest_uids = sorted((int(re.search(r":(\d+)-\d+:in$", event.key).group(1)) for event, _ in received),
+                         reverse=True)
+    assert lowest_uids == [86, 76, 66, 56, 46, 36, 26, 16, 6, 1]  # one event per batch, newest batch first
+    for event, committed in received:
+        lowest = int(re.search(r":(\d+)-\d+:in$", event.key).group(1))
+        assert committed >= 95 - lowest + 1, (event.key, committed)  # its batch and those before: committed
+    steps = [after - before for before, after in zip([0, *progress], progress, strict=False)]
+    assert progress[-1] == 95 and all(0 <= step <= 30 for step in steps), progress
+    assert all(done % 10 == 0 for done in progress[:-1]), progress  # whole batches only
+
+
 def test_events_after_commit_and_automations_on_them(app, mailbox):
     owner = make_owner(app)
     carla = make_contact(app)
