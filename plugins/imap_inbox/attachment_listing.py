@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from imapclient import IMAPClient
+from imapclient.response_parser import parse_fetch_response
 
 from host_app.api import app_job, db
 from plugins.mail.attachments import listed_attachment, store_listed
@@ -27,6 +29,7 @@ from plugins.mail.source import MessageGone, SourceUnavailable
 
 from .account import settings_for
 from .crypto import EncryptionKeyError
+from .fetch import sequence_set
 from .message_source import examined_folder
 from .models import ImapFolder, ImapInbox
 
@@ -99,6 +102,28 @@ def attachments_of(structure) -> list[dict]:
     return found
 
 
+def _bodystructures(client: IMAPClient, uids: list[int]) -> Iterator[dict[int, dict]]:
+    """The FETCH BODYSTRUCTURE answers for ``uids``, BATCH at a time, as ``IMAPClient.fetch`` gives them.
+
+    The next batch's FETCH is sent before a batch is handed out, so the server
+    reads those messages while this one is parsed and stored (it has to open
+    each message: BODYSTRUCTURE is not in its cache after a sync). One command
+    in flight at a time, so answers never interleave.
+    """
+    imap = client._imap
+    batches = [uids[start:start + BATCH] for start in range(0, len(uids), BATCH)]
+    tag = imap._command("UID", "FETCH", sequence_set(batches[0]), "(BODYSTRUCTURE)") if batches else None
+    for index, batch in enumerate(batches):
+        typ, data = imap._command_complete("FETCH", tag)
+        client._checkok("fetch", typ, data)
+        typ, data = imap._untagged_response(typ, data, "FETCH")
+        if index + 1 < len(batches):
+            tag = imap._command("UID", "FETCH", sequence_set(batches[index + 1]), "(BODYSTRUCTURE)")
+        answers = parse_fetch_response(data, client.normalise_times, True)
+        wanted = set(batch)
+        yield {uid: items for uid, items in answers.items() if uid in wanted}
+
+
 def _may_carry_files():
     content_type = sa.func.coalesce(Message.content_type, "text/plain")
     return sa.and_(~content_type.like("text/%"), content_type != "multipart/alternative")
@@ -143,10 +168,7 @@ def list_attachments(inbox_id: int, run_id: int, upto: int) -> dict[str, Any]:
             continue
         try:
             with examined_folder(settings, folder.name, folder.uidvalidity) as client:
-                uids = sorted(ids_by_uid)
-                for offset in range(0, len(uids), BATCH):
-                    batch = uids[offset:offset + BATCH]
-                    answers = client.fetch(batch, [b"BODYSTRUCTURE"])
+                for answers in _bodystructures(client, sorted(ids_by_uid)):
                     found: dict[int, list[dict]] = {}
                     for uid, items in answers.items():
                         message_pk = ids_by_uid.get(uid)

@@ -85,14 +85,15 @@ class MailboxProvider(ContactProvider):
         )
         if upto_cursor is not None:
             stmt = stmt.where(m.c.id <= upto_cursor)
-        if after_cursor is not None or since is not None:
+        # After cursor 0 (a first import) every person is new: no second pass over the mailbox to say so.
+        if after_cursor or since is not None:
             m2, a2 = m.alias("newer"), a.alias("newer_address")
             newer = (
                 sa.select(a2.c.email)
                 .select_from(a2.join(m2, m2.c.id == a2.c.message_pk))
                 .where(a2.c.inbox_id == source_id, _relevant(m2, a2))
             )
-            if after_cursor is not None:
+            if after_cursor:
                 newer = newer.where(m2.c.id > after_cursor)
             if since is not None:
                 newer = newer.where(m2.c.date > since)

@@ -3,6 +3,7 @@ follow-up job, shown as a paperclip on the timeline, in the message page and the
 downloaded from the stored list without reading the whole message first."""
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import re
@@ -81,6 +82,41 @@ def test_the_listing_is_a_follow_up_of_the_sync_and_runs_once(app, mailbox, owne
     assert sync_and_follow_up(app, inbox_id)["status"] == "ok"
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(MessageAttachment)) == 3
+
+
+def test_the_listing_reads_many_batches_with_the_next_fetch_already_sent(app, mailbox, owner, monkeypatch):
+    """BODYSTRUCTURE is asked for batch after batch, the next one sent before the last is stored: every
+    message that can carry files is listed once, whatever the batch it falls in, and text mail is never asked."""
+    from plugins.imap_inbox import attachment_listing
+
+    monkeypatch.setattr(attachment_listing, "BATCH", 2)
+    commands = []
+    original = imaplib.IMAP4._command
+
+    def counted(self, name, *args):
+        if name == "UID" and args and args[0] == "FETCH" and "BODYSTRUCTURE" in str(args[-1]):
+            commands.append(args[1])
+        return original(self, name, *args)
+
+    monkeypatch.setattr(imaplib.IMAP4, "_command", counted)
+    store_listed = attachment_listing.store_listed
+    monkeypatch.setattr(attachment_listing, "store_listed",
+                        lambda found: (commands.append(f"store {len(found)}"), store_listed(found))[1])
+    for _ in range(3):
+        mailbox.append("INBOX", nested_message())
+        mailbox.append("INBOX", text_message())
+    mailbox.append("INBOX", big_attachment_message(b"x" * 5000))
+    inbox_id = connect_inbox(app, mailbox, owner)
+    summary = sync(app, inbox_id)
+    with app.app_context():
+        upto = db.session.scalar(sa.select(sa.func.max(Message.id)))
+        result = attachment_listing.list_attachments(inbox_id, summary["sync_run_id"], upto)
+        listed = dict(db.session.execute(
+            sa.select(Message.uid, sa.func.count(MessageAttachment.section))
+            .join(MessageAttachment, MessageAttachment.message_pk == Message.id).group_by(Message.uid)).all())
+    # Text mail (UIDs 2, 4, 6) is never asked about; the second FETCH goes out before the first batch is stored.
+    assert result["messages"] == 4 and commands == ["1,3", "5,7", "store 2", "store 2"]
+    assert listed == {1: len(NESTED_ATTACHMENTS), 3: len(NESTED_ATTACHMENTS), 5: len(NESTED_ATTACHMENTS), 7: 2}
 
 
 def test_the_timeline_shows_a_paperclip_and_the_json_lists_attachments(app, listed, agent_client, runner):
