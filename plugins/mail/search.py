@@ -6,7 +6,9 @@ index, ranked by ``ts_rank`` and highlighted by ``ts_headline``; on SQLite
 the FTS5 table ``mail_message_search`` over ``mail_message``, ranked by
 ``bm25`` and highlighted by ``highlight``. Both are kept in step by the
 database itself (a generated column; triggers), see the migration
-c7d41f2a9e60. Words are stemmed as English on both.
+c7d41f2a9e60; on SQLite the sync's bulk insert indexes each batch with one
+statement instead (``store.insert_messages``, migration e3b9d7f1a5c2).
+Words are stemmed as English on both.
 
 The query is a list of words, all of which must match (stemmed): what a
 search box means to most people, and the same on both databases. Anything
