@@ -490,8 +490,8 @@ def test_connection_lost_mid_incremental_sync_then_as_much_mail_expunged_loses_n
     # A commit per batch (no groups of batches, folder_sync.py "Commits"): the cut comes after the first.
     fault_app.config["IMAP_COMMIT_EVERY"] = BATCH
     trials = Trials(fault_app, mailbox, None, 0)
-    # Six batches of new mail: the sync reads up to three batches ahead of the one it stores (two built
-    # ahead, one FETCH on the wire), so a cut after the first commit still finds FETCH answers there.
+    # Six batches of new mail: the sync reads one batch ahead of the one it stores (and has the next
+    # FETCH on the wire), so a cut after the first commit still finds FETCH answers there.
     count = 6 * BATCH
     old = [mailgen.make_message(f"c{n}@customer.example", mailbox.username, f"old {n}",
                                 message_id=f"<old{n}@customer.example>") for n in range(count)]
