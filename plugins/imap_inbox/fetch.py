@@ -48,12 +48,19 @@ class FolderState:
 class FetchedMessage:
     uid: int
     flags: str = ""
-    internal_date: datetime | None = None
+    # INTERNALDATE as the server wrote it: parsed by whoever builds the row (received_at), which in a large
+    # sync is the helper process; a datetime when made here.
+    internal_date: datetime | bytes | None = None
     size: int = 0
     header: bytes = b""
     preview: str | None = None  # server PREVIEW text
     text: bytes | None = None  # the first bytes of the body, for a preview made here
     complete: bool = True  # False when the server would not give the header
+
+    def received_at(self) -> datetime | None:
+        """INTERNALDATE as a datetime (None when the server's could not be read)."""
+        value = self.internal_date
+        return parse_internaldate(value) if isinstance(value, bytes) else value
 
     def __reduce__(self):
         # Batches are pickled to the row-building helper (rows.py). The default for slotted dataclasses
@@ -262,7 +269,7 @@ def parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dict
         if items is not None:
             uid, flags, internal_date, size = items
             message = FetchedMessage(uid=int(uid), flags=parse_flags(flags) if flags else "",
-                                     internal_date=parse_internaldate(internal_date), size=min(int(size), MAX_SIZE))
+                                     internal_date=internal_date, size=min(int(size), MAX_SIZE))
         else:
             match = _UID_RE.search(meta)
             if match is None:
@@ -273,7 +280,7 @@ def parse_groups(groups: Iterable[tuple[list[bytes], dict[str, bytes]]]) -> dict
                 message.flags = parse_flags(match.group(1))
             match = _INTERNALDATE_RE.search(meta)
             if match is not None:
-                message.internal_date = parse_internaldate(match.group(1))
+                message.internal_date = match.group(1)
             match = _SIZE_RE.search(meta)
             if match is not None:
                 message.size = min(int(match.group(1)), MAX_SIZE)

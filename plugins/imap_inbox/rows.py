@@ -32,7 +32,7 @@ def build_rows(context: RowContext, messages: Iterable[FetchedMessage]) -> Rows:
     """The mail core's rows of fetched ``messages``, newest (highest UID) first."""
     rows, address_rows = [], []
     for message in sorted(messages, key=lambda message: message.uid, reverse=True):
-        row, addresses = message_row(context, message.uid, message.header, message.internal_date, message.size,
+        row, addresses = message_row(context, message.uid, message.header, message.received_at(), message.size,
                                      message.flags, message.preview, message.text, message.complete)
         rows.append(row)
         address_rows.append(addresses)

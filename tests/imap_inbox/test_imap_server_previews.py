@@ -62,7 +62,7 @@ def test_an_answer_in_the_servers_own_item_order_is_read_with_one_match():
     parsed = fetch.parse_groups([([cyrus, b")"], {"header": b"From: a@b.example\r\n\r\n"})])
     message = parsed[42]
     assert (message.flags, message.size) == ("$Label1 \\Seen", 1234)
-    assert message.internal_date == dt.datetime(2024, 2, 1, 9, 0, tzinfo=dt.UTC)
+    assert message.received_at() == dt.datetime(2024, 2, 1, 9, 0, tzinfo=dt.UTC)
     assert message.header.startswith(b"From:")
     # An answer missing an item (a message the server cannot read) is still read item by item.
     partial = fetch.parse_groups([([b"4 FETCH (FLAGS () UID 43)"], {})])
