@@ -78,6 +78,7 @@ def test_sync_import_timeline_and_condition_facts(bench_run):
     assert data["initial_sync"]["stored_messages"] == total
     assert data["initial_sync"]["stored_by_folder"] == {"INBOX": N, "Sent": N // 10}
     assert data["initial_sync"]["peak_rss_mb"] > 0
+    assert 0 < data["initial_sync"]["sync_peak_rss_mb"] <= data["initial_sync"]["peak_rss_mb"]
     assert "sync" in data["initial_sync"]["peak_rss_mb_by_step"]
     # The sync job only enqueued the readers' work; their follow-up jobs ran after it, each timed.
     follow_ups = {"contacts_import.import_after_sync", "reply_condition.match_after_sync",
