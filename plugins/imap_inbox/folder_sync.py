@@ -38,7 +38,6 @@ Events are emitted per batch, once the batch is committed.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import time
@@ -83,7 +82,6 @@ DEFAULT_LARGE_SYNC_FROM = 5000
 DEFAULT_SQLITE_CACHE_MB = 16  # measured at 100k: as fast as 32 MB, and the job stays under 150 MB
 UNREADABLE_AFTER = 3  # syncs in which the server hung up on one message before it is stored as unreadable
 DEFAULT_COMMIT_EVERY = 5000  # messages per commit at most (see "Commits"); 5,000 and 10,000 measured alike at 100k
-BUILT_AHEAD = 2  # batches built or being built while one is stored (see _store_all)
 COMMIT_WITHIN_SECONDS = 1.0  # a group is committed once its first batch is this old: other writers wait no longer
 
 # A new connection after the server dropped the last one, back in the folder (read-only).
@@ -214,14 +212,7 @@ class FolderSync:
     # ------------------------------------------------------------------ batches
 
     def _store_all(self, todo: Sequence[int], rematching: bool, initial: bool) -> None:
-        """Fetch, build and store ``todo`` batch by batch; the rows of the next batches are built while one is stored.
-
-        BUILT_AHEAD batches wait built (or being built) behind the one being
-        stored: with one, the sync waited for the helper for 7% of its time
-        (py-spy, 100k), whenever Dovecot and the sync had both cores for a
-        moment. One more batch in flight costs a few MB while a large folder
-        is read, below the job's peak.
-        """
+        """Fetch, build and store ``todo`` batch by batch; the rows of one batch are built while the last is stored."""
         folder, options = self.folder, self.options
         context = RowContext(inbox_id=self.inbox_id, folder_id=folder.id, folder_role=folder.role,
                              own_addresses=options.own_addresses, now=utcnow())
@@ -229,13 +220,14 @@ class FolderSync:
         with RowBuilder(parallel=large) as builder, store.bulk_writes(options.sqlite_cache_mib if large else 0):
             if builder.parallel:
                 log.debug("inbox %s: building the rows of %r in a helper process", self.inbox_id, folder.name)
-            waiting: collections.deque = collections.deque()
+            previous = None
             for uids, fetched in self._fetch_batches(todo):
-                waiting.append((uids, fetched, builder.submit(context, fetched)))
-                if len(waiting) > BUILT_AHEAD:
-                    self._store_batch(*waiting.popleft(), rematching, initial)
-            while waiting:
-                self._store_batch(*waiting.popleft(), rematching, initial)
+                building = builder.submit(context, fetched)
+                if previous is not None:
+                    self._store_batch(*previous, rematching, initial)
+                previous = (uids, fetched, building)
+            if previous is not None:
+                self._store_batch(*previous, rematching, initial)
 
     def _fetch_batches(self, todo: Sequence[int]):
         """Yield ``(uids, fetched)`` per batch, the next batch's FETCH already on the wire."""

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 
 from host_app.extensions import db
-from plugins.imap_inbox.folder_sync import BUILT_AHEAD
 from plugins.imap_inbox.testing import mailgen
 from plugins.imap_inbox.testing.dovecot import DovecotServer
 from tests.support.imap_helpers import (
@@ -406,7 +405,7 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         from tests.support.mailbox import Mailbox
 
         mailbox = Mailbox(server, "big@team.example", "pw-big-1")
-        mailbox.write("INBOX", [message(n) for n in range(1, 1001)])
+        mailbox.write("INBOX", [message(n) for n in range(1, 451)])
         inbox_id = connect_inbox(app, mailbox, owner)
 
         def stop_after_two_batches(done, total):
@@ -417,11 +416,10 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         assert first["status"] == "failed", first
         assert first["error_kind"] in ("server_error", "connection_refused")
         partial = stored(app, inbox_id, "INBOX")
-        # Whole batches only. The batches built ahead of the one stored, and the FETCH on the wire, may already
-        # have been answered when the server went away.
-        assert len(partial) % 100 == 0 and 200 <= len(partial) <= 200 + 100 * (BUILT_AHEAD + 1), len(partial)
-        low = 1001 - len(partial)
-        assert [r["uid"] for r in partial] == list(range(low, 1001))  # newest first
+        # Whole batches only (the next FETCH may already have been answered when the server went away).
+        assert len(partial) in (200, 300)
+        low = 451 - len(partial)
+        assert [r["uid"] for r in partial] == list(range(low, 451))  # newest first
         assert folder_row(app, inbox_id, "INBOX").low_uid == low
         inbox = inbox_row(app, inbox_id)
         assert inbox.status == "error" and inbox.failures == 1 and inbox.progress_done == len(partial)
@@ -429,9 +427,9 @@ def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory,
         server.start()
         second = sync(app, inbox_id)
         assert second["status"] == "ok", second
-        assert second["new_messages"] == 1000 - len(partial)  # nothing fetched twice
+        assert second["new_messages"] == 450 - len(partial)  # nothing fetched twice
         rows = stored(app, inbox_id, "INBOX")
-        assert [r["uid"] for r in rows] == list(range(1, 1001))
+        assert [r["uid"] for r in rows] == list(range(1, 451))
         assert_unique(rows)
         assert inbox_row(app, inbox_id).failures == 0
 
