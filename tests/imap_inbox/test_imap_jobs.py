@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from redis import Redis
 from rq.job import Job
@@ -123,24 +124,30 @@ def test_a_killed_worker_never_blocks_the_inbox_for_long(app, redis_url):
             holder.kill()
 
 
-def test_a_lost_lock_stops_the_sync_at_the_next_batch(crm_app_factory, mailbox):
-    app = crm_app_factory(IMAP_FETCH_BATCH=2, IMAP_COMMIT_EVERY=2)  # a commit per batch (folder_sync.py "Commits")
-    owner = make_owner(app)
-    mailbox.write("INBOX", [message(n) for n in range(1, 7)])
-    inbox_id = connect_inbox(app, mailbox, owner)
+def sync_losing_the_lock(app, inbox_id: int, lost_after: Callable[[int], bool]) -> dict:
+    """Sync with a lock that is lost from the first progress report (one per commit) for which
+    ``lost_after(messages done)`` holds; returns the sync's summary."""
     with app.app_context():
         lock = jobs.sync_lock(inbox_id)
 
-        def lose_lock(done, total):
-            if done >= 2:
+        def on_progress(done, total):
+            if lost_after(done):
                 lock.lost = True
 
         original = jobs.sync_lock
         try:
             jobs.sync_lock = lambda _id: lock
-            summary = jobs.sync_inbox(inbox_id, on_progress=lose_lock)
+            return jobs.sync_inbox(inbox_id, on_progress=on_progress)
         finally:
             jobs.sync_lock = original
+
+
+def test_a_lost_lock_stops_the_sync_at_the_next_batch(crm_app_factory, mailbox):
+    app = crm_app_factory(IMAP_FETCH_BATCH=2, IMAP_COMMIT_EVERY=2)  # a commit per batch (folder_sync.py "Commits")
+    owner = make_owner(app)
+    mailbox.write("INBOX", [message(n) for n in range(1, 7)])
+    inbox_id = connect_inbox(app, mailbox, owner)
+    summary = sync_losing_the_lock(app, inbox_id, lambda done: done >= 2)
     assert summary["status"] == "failed" and "lock" in summary["error"]
     assert len(stored(app, inbox_id)) == 2  # the committed batch stays; the next run resumes
 
@@ -153,20 +160,13 @@ def test_a_lost_lock_rolls_back_the_uncommitted_group_and_counts_only_what_was_c
     mailbox.write("INBOX", [message(n) for n in range(1, 41)])
     inbox_id = connect_inbox(app, mailbox, owner)
     committed = []
-    with app.app_context():
-        lock = jobs.sync_lock(inbox_id)
 
-        def lose_lock(done, total):
-            if done and not committed:
-                committed.append(done)
-                lock.lost = True
+    def at_the_first_commit(done: int) -> bool:
+        if done and not committed:
+            committed.append(done)
+        return bool(committed)
 
-        original = jobs.sync_lock
-        try:
-            jobs.sync_lock = lambda _id: lock
-            summary = jobs.sync_inbox(inbox_id, on_progress=lose_lock)
-        finally:
-            jobs.sync_lock = original
+    summary = sync_losing_the_lock(app, inbox_id, at_the_first_commit)
     assert summary["status"] == "failed" and "lock" in summary["error"]
     assert committed and committed[0] in (2, 4, 6)
     assert len(stored(app, inbox_id)) == committed[0] == summary["new_messages"]

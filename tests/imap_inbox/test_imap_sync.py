@@ -396,17 +396,24 @@ def test_malformed_corpus_syncs_without_a_crash(app, mailbox, owner):
 # --------------------------------------------------------------------------- failures and resuming
 
 
+@contextlib.contextmanager
+def inbox_on_a_server_of_its_own(app, owner: int, count: int):
+    """A Dovecot that a test may stop and start, its INBOX holding ``count`` messages, connected as an inbox;
+    yields ``(server, inbox_id)``."""
+    from tests.support.mailbox import Mailbox
+
+    with DovecotServer() as server:
+        server.add_user("big@team.example", "pw-big-1")
+        mailbox = Mailbox(server, "big@team.example", "pw-big-1")
+        mailbox.write("INBOX", [message(n) for n in range(1, count + 1)])
+        yield server, connect_inbox(app, mailbox, owner)
+
+
 def test_connection_dropped_mid_sync_resumes_without_duplicates(crm_app_factory, owner_factory):
     # A commit per batch (no groups, see folder_sync.py "Commits"), so the server is stopped after the second.
     app = crm_app_factory(IMAP_FETCH_BATCH=100, IMAP_COMMIT_EVERY=100)
     owner = owner_factory(app)
-    with DovecotServer() as server:
-        server.add_user("big@team.example", "pw-big-1")
-        from tests.support.mailbox import Mailbox
-
-        mailbox = Mailbox(server, "big@team.example", "pw-big-1")
-        mailbox.write("INBOX", [message(n) for n in range(1, 451)])
-        inbox_id = connect_inbox(app, mailbox, owner)
+    with inbox_on_a_server_of_its_own(app, owner, 450) as (server, inbox_id):
 
         def stop_after_two_batches(done, total):
             if done >= 200 and server.running:
@@ -439,13 +446,7 @@ def test_a_server_lost_mid_group_keeps_what_was_read_and_counts_it_once(crm_app_
     committed before the sync tries to reconnect, the run counts exactly what it stored, the next run the rest."""
     app = crm_app_factory(IMAP_FETCH_BATCH=100, IMAP_COMMIT_EVERY=300)
     owner = owner_factory(app)
-    with DovecotServer() as server:
-        server.add_user("big@team.example", "pw-big-1")
-        from tests.support.mailbox import Mailbox
-
-        mailbox = Mailbox(server, "big@team.example", "pw-big-1")
-        mailbox.write("INBOX", [message(n) for n in range(1, 1001)])
-        inbox_id = connect_inbox(app, mailbox, owner)
+    with inbox_on_a_server_of_its_own(app, owner, 1000) as (server, inbox_id):
         reported = []
 
         def stop_at_the_first_commit(done, total):
