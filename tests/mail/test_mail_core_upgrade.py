@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 
 from host_app import create_app, migrating
 from host_app.extensions import db
+from plugins.mail import search
 from tests.support import ROOT
 from tests.support.imap_helpers import message, sync
 
@@ -151,4 +152,14 @@ def test_a_database_from_before_the_mail_core_keeps_its_mail_and_syncs_only_what
     assert final["responses"] == before["responses"]
     assert final["contacts"][:len(before["contacts"])] == before["contacts"]
     with app.app_context():
+        # The full-text index holds the upgraded mail and the newcomer the sync's bulk insert indexed itself
+        # (migration e3b9d7f1a5c2 on SQLite), and nothing else.
+        assert [search.plain(hit.subject) for hit in search.search_messages("newcomer")] == ["Newcomer"]
+        assert sorted(search.plain(hit.subject) for hit in search.search_messages("offer")) == [
+            "Our offer", "Re: Our offer"]
+        if db.engine.dialect.name == "sqlite":
+            assert db.session.execute(sa.text("SELECT count(*) FROM mail_search_bulk_insert")).scalar() == 0
+            db.session.execute(sa.text(
+                "INSERT INTO mail_message_search (mail_message_search, rank) VALUES ('integrity-check', 1)"))
+        db.session.remove()
         db.engine.dispose()
