@@ -111,14 +111,18 @@ def _bodystructures(client: IMAPClient, uids: list[int]) -> Iterator[dict[int, d
     in flight at a time, so answers never interleave.
     """
     imap = client._imap
+
+    def send(batch: list[int]) -> str:
+        return imap._command("UID", "FETCH", sequence_set(batch), "(BODYSTRUCTURE)")
+
     batches = [uids[start:start + BATCH] for start in range(0, len(uids), BATCH)]
-    tag = imap._command("UID", "FETCH", sequence_set(batches[0]), "(BODYSTRUCTURE)") if batches else None
+    tag = send(batches[0]) if batches else None
     for index, batch in enumerate(batches):
         typ, data = imap._command_complete("FETCH", tag)
         client._checkok("fetch", typ, data)
         typ, data = imap._untagged_response(typ, data, "FETCH")
         if index + 1 < len(batches):
-            tag = imap._command("UID", "FETCH", sequence_set(batches[index + 1]), "(BODYSTRUCTURE)")
+            tag = send(batches[index + 1])
         answers = parse_fetch_response(data, client.normalise_times, True)
         wanted = set(batch)
         yield {uid: items for uid, items in answers.items() if uid in wanted}
