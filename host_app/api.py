@@ -16,7 +16,7 @@ from .jobs import app_job, enqueue, queue, redis_connection
 from .migrating import upgrade as upgrade_database
 from .models import Agent, AutomationRule, Contact, normalize_email, utcnow
 from .runner import ensure_port_free, ensure_redis, start_background, stop_children
-from .sql import UTCDateTime, bulk_insert_or_ignore, insert_or_ignore, member_of
+from .sql import NotIndexed, UTCDateTime, bulk_insert_or_ignore, insert_or_ignore, member_of
 from .values import (
     Action,
     Audience,
@@ -39,7 +39,7 @@ __all__ = [
     "Action", "Audience", "Condition", "ContactPanel", "ContactProvider", "Event", "EventType", "Occurrence",
     "PageNotice", "Person", "RecurringJob", "SettingsPage", "TimelineEntry", "TimelineFilter",
     # The database
-    "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore",
+    "db", "UTCDateTime", "utcnow", "member_of", "bulk_insert_or_ignore", "insert_or_ignore", "NotIndexed",
     # The host's models
     "Agent", "AutomationRule", "Contact", "normalize_email", "create_agent",
     # Events and automations

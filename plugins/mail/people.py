@@ -13,7 +13,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from host_app.api import ContactProvider, Person, db
+from host_app.api import ContactProvider, NotIndexed, Person, db
 
 from .models import RECIPIENT_ROLES, Inbox, Message, MessageAddress
 from .names import best_name, clean_name
@@ -81,7 +81,9 @@ class MailboxProvider(ContactProvider):
             )
             .select_from(a.join(m, m.c.id == a.c.message_pk))
             .where(a.c.inbox_id == source_id, _relevant(m, a))
-            .group_by(a.c.email, a.c.name)
+            # Grouped after reading the rows in message order (see NotIndexed); the address index read them
+            # in address order, one message lookup per row at random: twice the time.
+            .group_by(NotIndexed(a.c.email), a.c.name)
         )
         if upto_cursor is not None:
             stmt = stmt.where(m.c.id <= upto_cursor)

@@ -12,14 +12,13 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from host_app.api import bulk_insert_or_ignore, db
+from host_app.api import NotIndexed, bulk_insert_or_ignore, db
 from plugins.mail.automated import sent_by_machine
 from plugins.mail.conversations import referenced_ids
 from plugins.mail.models import Message
 from plugins.mail.subjects import reply_subject_key, subject_key
 
 from .models import OURS, REPLY, ReplyReference, SubjectKey
-from .sql import NotIndexed
 
 INDEX_CHUNK = 2000  # messages read and indexed at a time within a batch (bounds the rows held in Python)
 

@@ -27,14 +27,13 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from host_app.api import db, insert_or_ignore
+from host_app.api import NotIndexed, db, insert_or_ignore
 from plugins.mail.models import Folder, Inbox, Message
 from plugins.mail.statistics import refresh_if_stale
 
 from .candidates import index_messages
 from .models import Cursor, ReplyReference, Response, SubjectKey
 from .responses import NewResponse, store_responses
-from .sql import NotIndexed
 
 log = logging.getLogger(__name__)
 

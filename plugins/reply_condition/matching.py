@@ -12,10 +12,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from host_app.api import NotIndexed
 from plugins.mail.models import RECIPIENT_ROLES, Message, MessageAddress
 
 from .models import BY_HEADER, BY_SUBJECT, OURS, REPLY, ReplyReference, Response, SubjectKey
-from .sql import DelaySeconds, NotIndexed, SentBefore
+from .sql import DelaySeconds, SentBefore
 
 
 def match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa.Select]:

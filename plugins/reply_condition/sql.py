@@ -1,4 +1,4 @@
-"""SQL that SQLite and PostgreSQL spell differently: a delay in whole seconds, "sent before", an index ruled out.
+"""SQL that SQLite and PostgreSQL spell differently: a delay in whole seconds, "sent before".
 
 Dates are compared to the microsecond on both databases, so a response is
 the same whichever one stores it. Other dialects get a plain error.
@@ -62,34 +62,7 @@ def _sent_before_postgresql(element, compiler, **kw):
     return f"({sent} < {replied})"
 
 
-class NotIndexed(sa.sql.functions.FunctionElement):
-    """The column, kept from driving SQLite's plan: ``+column``, SQLite's way to rule an index out.
-
-    SQLite has no statistics, so for ``inbox_id = ? AND id > ?`` it prefers
-    the (inbox_id, date) index and walks every message of the inbox, where the
-    id range alone reads the batch. PostgreSQL plans from statistics.
-    """
-
-    name = "not_indexed"
-    inherit_cache = True
-
-    @property
-    def type(self):
-        return next(iter(self.clauses)).type
-
-
-@compiles(NotIndexed, "sqlite")
-def _not_indexed_sqlite(element, compiler, **kw):
-    return "+" + compiler.process(next(iter(element.clauses)), **kw)
-
-
-@compiles(NotIndexed, "postgresql")
-def _not_indexed_postgresql(element, compiler, **kw):
-    return compiler.process(next(iter(element.clauses)), **kw)
-
-
 @compiles(DelaySeconds)
 @compiles(SentBefore)
-@compiles(NotIndexed)
 def _unsupported(element, compiler, **kw):
     raise CompileError(f"reply_condition supports SQLite and PostgreSQL, not {compiler.dialect.name}")
