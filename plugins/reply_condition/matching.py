@@ -65,10 +65,6 @@ def match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa
         .scalar_subquery()
         .is_not(None)
     )
-    # A pair within this inbox is found once, by the batch holding the later of its two messages: the
-    # earlier one is stored by then (below). Pairs across inboxes are looked for from both sides.
-    earlier_ours = sa.or_(ours.c.id <= high, ours.c.inbox_id != inbox_id)
-    earlier_reply = sa.or_(reply.c.id <= last, reply.c.inbox_id != inbox_id)
     # dedup_key equals the Message-ID whenever there is one, and is the indexed column of the two.
     names_ours = sa.and_(ours.c.dedup_key == reference.c.ref_id, ours.c.message_id.is_not(None),
                          ours.c.direction == "out")
@@ -76,12 +72,12 @@ def match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa
         sa.select(*values(BY_HEADER))
         .select_from(reference.join(reply, reply.c.id == reference.c.message_pk).join(ours, names_ours))
         .where(in_batch(reference.c.message_pk), in_batch(reply.c.id), NotIndexed(reply.c.inbox_id) == inbox_id,
-               earlier_ours, addressed_to_sender)
+               addressed_to_sender)
     )
     by_header_from_ours = (
         sa.select(*values(BY_HEADER))
         .select_from(ours.join(reference, names_ours).join(reply, reply.c.id == reference.c.message_pk))
-        .where(in_batch(ours.c.id), NotIndexed(ours.c.inbox_id) == inbox_id, earlier_reply, addressed_to_sender)
+        .where(in_batch(ours.c.id), NotIndexed(ours.c.inbox_id) == inbox_id, addressed_to_sender)
     )
     same_subject = sa.and_(our_subject.c.subject_key == reply_subject.c.subject_key, our_subject.c.side == OURS)
     subject_pairs = (
@@ -95,12 +91,12 @@ def match_queries(inbox_id: int, last: int, high: int, now: datetime) -> list[sa
         sa.select(*values(BY_SUBJECT))
         .select_from(subject_pairs)
         .where(in_batch(reply_subject.c.message_pk), in_batch(reply.c.id), NotIndexed(reply.c.inbox_id) == inbox_id,
-               earlier_ours, subject_match)
+               subject_match)
     )
     by_subject_from_ours = (
         sa.select(*values(BY_SUBJECT))
         .select_from(subject_pairs)
         .where(in_batch(our_subject.c.message_pk), in_batch(ours.c.id), NotIndexed(ours.c.inbox_id) == inbox_id,
-               earlier_reply, subject_match)
+               subject_match)
     )
     return [by_header_from_reply, by_header_from_ours, by_subject_from_reply, by_subject_from_ours]
