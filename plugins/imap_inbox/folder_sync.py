@@ -48,7 +48,6 @@ from imapclient import IMAPClient
 
 from host_app.api import db
 from plugins.mail import store
-from plugins.mail.models import RECIPIENT_ROLES
 from plugins.mail.rows import RowContext
 from plugins.mail.uids import sorted_difference
 
@@ -69,7 +68,7 @@ from .fetch import (
 )
 from .models import ImapFolder
 from .preview_fallback import fill_missing_previews, server_makes_no_previews
-from .rows import RowBuilder
+from .rows import RowBuilder, StoredMail, batch_of
 from .runs import FolderReport, SyncRecord
 from .schedule import utcnow
 
@@ -217,7 +216,9 @@ class FolderSync:
         context = RowContext(inbox_id=self.inbox_id, folder_id=folder.id, folder_role=folder.role,
                              own_addresses=options.own_addresses, now=utcnow())
         large = len(todo) >= options.large_from
-        with RowBuilder(parallel=large) as builder, store.bulk_writes(options.sqlite_cache_mib if large else 0):
+        # Re-matching edits each batch's rows before storing them (_store_batch): they are built here.
+        builder = RowBuilder(parallel=large and not rematching, dialect=db.session.get_bind().dialect.name)
+        with builder, store.bulk_writes(options.sqlite_cache_mib if large else 0):
             if builder.parallel:
                 log.debug("inbox %s: building the rows of %r in a helper process", self.inbox_id, folder.name)
             previous = None
@@ -313,15 +314,17 @@ class FolderSync:
         folder, record = self.folder, self.record
         record.check_alive()
         already = store.existing_uids(folder.id, fetched)
-        rows, address_rows = building.result()
-        if already:
-            kept = [i for i, row in enumerate(rows) if row["uid"] not in already]
-            rows, address_rows = [rows[i] for i in kept], [address_rows[i] for i in kept]
-
-        if rematching and rows:
-            rows, address_rows = self._rematch(rows, address_rows)
-
-        store.insert_messages(rows, address_rows)
+        if already or rematching:  # rare: the rows themselves are needed, to leave some out or re-match them
+            rows, address_rows = building.rows()
+            if already:
+                kept = [i for i, row in enumerate(rows) if row["uid"] not in already]
+                rows, address_rows = [rows[i] for i in kept], [address_rows[i] for i in kept]
+            if rematching and rows:
+                rows, address_rows = self._rematch(rows, address_rows)
+            batch = batch_of(rows, address_rows, db.session.get_bind().dialect.name)
+        else:
+            batch = building.result()
+        store.insert_prepared(batch.prepared)
         if folder.unreadable:
             stored_now = {str(uid) for uid in fetched}
             if stored_now & set(folder.unreadable):
@@ -337,27 +340,25 @@ class FolderSync:
         folder.message_count = (folder.message_count or 0) + len(fetched) - len(already)
         record.stage_progress()
         uncommitted = self._uncommitted
-        uncommitted.add(len(rows), sum(1 for row in rows if row["parse_error"]),
-                        self._new_mail(rows, address_rows, uids, initial))
+        uncommitted.add(len(batch.mail), batch.parse_errors, self._new_mail(batch.mail, uids, initial))
         if self._commit_now():
             self._commit()
 
-    def _new_mail(self, rows, address_rows, uids: list[int], initial: bool) -> dict[str, Any] | None:
+    def _new_mail(self, mail: list[StoredMail], uids: list[int], initial: bool) -> dict[str, Any] | None:
         """What to announce of a stored batch once it is committed (``events.emit_new_mail``'s arguments)."""
         folder = self.folder
         announced = folder.announced_uid or 0
         # Mail read again after "inboxes resync" was announced the first time it was stored.
-        news = [(row, addrs) for row, addrs in zip(rows, address_rows, strict=True) if row["uid"] > announced]
+        news = [message for message in mail if message.uid > announced]
         if not news:
             return None
-        senders = [row["from_email"] for row, _ in news if row["direction"] == "in" and row["from_email"]]
-        recipients = [a["email"] for row, addrs in news if row["direction"] == "out"
-                      for a in addrs if a["role"] in RECIPIENT_ROLES]
+        senders = [message.from_email for message in news if message.direction == "in" and message.from_email]
+        recipients = [email for message in news for email in message.recipients]
         last_sent: dict = {}  # per recipient, the date of our latest e-mail to them in the batch
-        for row, addrs in news:
-            if row["direction"] == "out" and row["date"]:
-                for email in (a["email"] for a in addrs if a["role"] in RECIPIENT_ROLES):
-                    last_sent[email] = max(row["date"], last_sent.get(email, row["date"]))
+        for message in news:
+            if message.date:
+                for email in message.recipients:
+                    last_sent[email] = max(message.date, last_sent.get(email, message.date))
         return {"inbox_id": self.inbox_id, "folder_id": folder.id,
                 "batch_key": f"{self.inbox_id}:{folder.id}:{folder.uidvalidity}:{min(uids)}-{max(uids)}",
                 "senders": senders, "recipients": recipients, "initial": initial,

@@ -8,24 +8,64 @@ building the rows of batch k+1 while this one writes batch k to the database
 Small syncs (the hourly incremental ones) build in-process: starting a
 helper process would cost more than it saves.
 
+The helper also prepares the rows for the database (``store.prepare_rows``:
+sorted, flat, dates formatted for SQLite), so the sync's process only
+executes the inserts, and hands back the little the sync announces of each
+message instead of the rows themselves (``BuiltBatch``).
+
 The helper only computes: it gets plain values (no session, no connection) and
-returns plain dicts, so it may die at any time without losing anything; the
+returns plain values, so it may die at any time without losing anything; the
 sync then builds the remaining batches itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import multiprocessing
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from typing import NamedTuple
 
+from plugins.mail.models import RECIPIENT_ROLES
 from plugins.mail.rows import RowContext, Rows, message_row
+from plugins.mail.store import PreparedRows, prepare_rows
 
 from .fetch import FetchedMessage
 
 log = logging.getLogger(__name__)
+
+
+class StoredMail(NamedTuple):
+    """What the sync announces of a stored message (``FolderSync._new_mail``)."""
+
+    uid: int
+    direction: str
+    from_email: str | None
+    date: datetime | None
+    recipients: tuple[str, ...]  # To, Cc and Bcc of our outgoing mail; none for incoming
+
+
+@dataclasses.dataclass(slots=True)
+class BuiltBatch:
+    """A FETCH batch ready to store: its rows prepared for the database, and what is announced of each message."""
+
+    prepared: PreparedRows
+    mail: list[StoredMail]
+    parse_errors: int
+
+
+def batch_of(rows: list, address_rows: list, dialect: str) -> BuiltBatch:
+    """The :class:`BuiltBatch` of the mail core's rows, for a database of ``dialect``."""
+    mail = [
+        StoredMail(row["uid"], row["direction"], row["from_email"], row["date"],
+                   tuple(a["email"] for a in addresses if a["role"] in RECIPIENT_ROLES)
+                   if row["direction"] == "out" else ())
+        for row, addresses in zip(rows, address_rows, strict=True)
+    ]
+    return BuiltBatch(prepare_rows(rows, address_rows, dialect), mail, sum(1 for row in rows if row["parse_error"]))
 
 
 def build_rows(context: RowContext, messages: Iterable[FetchedMessage]) -> Rows:
@@ -39,20 +79,31 @@ def build_rows(context: RowContext, messages: Iterable[FetchedMessage]) -> Rows:
     return rows, address_rows
 
 
+def build_batch(context: RowContext, messages: Iterable[FetchedMessage], dialect: str) -> BuiltBatch:
+    """The :class:`BuiltBatch` of fetched ``messages``, newest (highest UID) first."""
+    return batch_of(*build_rows(context, messages), dialect)
+
+
 class _Built:
-    """Rows built in this process, when asked for."""
+    """A batch built in this process, when asked for."""
 
-    def __init__(self, context: RowContext, messages: list[FetchedMessage]):
-        self._context, self._messages = context, messages
+    def __init__(self, context: RowContext, messages: list[FetchedMessage], dialect: str):
+        self._context, self._messages, self._dialect = context, messages, dialect
 
-    def result(self) -> Rows:
+    def result(self) -> BuiltBatch:
+        return build_batch(self._context, self._messages, self._dialect)
+
+    def rows(self) -> Rows:
+        """The batch's rows themselves, built in this process (for a batch the sync must edit first)."""
         return build_rows(self._context, self._messages)
 
 
 class RowBuilder:
-    """Builds the rows of each batch, in a helper process when ``parallel``; use as a context manager."""
+    """Builds each batch for a database of ``dialect``, in a helper process when ``parallel``; use as a context
+    manager."""
 
-    def __init__(self, parallel: bool):
+    def __init__(self, parallel: bool, dialect: str):
+        self._dialect = dialect
         self._pool: ProcessPoolExecutor | None = None
         if parallel and "fork" in multiprocessing.get_all_start_methods():
             # fork: the helper starts in milliseconds with the parser already imported, and only
@@ -66,15 +117,16 @@ class RowBuilder:
     def parallel(self) -> bool:
         return self._pool is not None
 
-    def submit(self, context: RowContext, messages: dict[int, FetchedMessage]) -> Future | _Built:
-        """Start building; ``.result()`` of the answer gives the rows."""
+    def submit(self, context: RowContext, messages: dict[int, FetchedMessage]) -> _Guarded | _Built:
+        """Start building; ``.result()`` of the answer gives the :class:`BuiltBatch`, ``.rows()`` the rows."""
         batch = list(messages.values())
         if self._pool is not None:
             try:
-                return _Guarded(self, self._pool.submit(build_rows, context, batch), context, batch)
+                future = self._pool.submit(build_batch, context, batch, self._dialect)
+                return _Guarded(self, future, context, batch, self._dialect)
             except (BrokenProcessPool, RuntimeError, OSError) as exc:
                 self._give_up(exc)
-        return _Built(context, batch)
+        return _Built(context, batch, self._dialect)
 
     def _give_up(self, exc: BaseException) -> None:
         log.warning("the row-building helper process failed (%s); building rows in the sync's process",
@@ -93,15 +145,17 @@ class RowBuilder:
         self.close()
 
 
-class _Guarded:
-    """A batch sent to the helper; if the helper dies, the rows are built here instead."""
+class _Guarded(_Built):
+    """A batch sent to the helper; if the helper dies, it is built here instead."""
 
-    def __init__(self, builder: RowBuilder, future: Future, context: RowContext, batch: list[FetchedMessage]):
-        self._builder, self._future, self._context, self._batch = builder, future, context, batch
+    def __init__(self, builder: RowBuilder, future: Future, context: RowContext, batch: list[FetchedMessage],
+                 dialect: str):
+        super().__init__(context, batch, dialect)
+        self._builder, self._future = builder, future
 
-    def result(self) -> Rows:
+    def result(self) -> BuiltBatch:
         try:
             return self._future.result()
         except (BrokenProcessPool, OSError) as exc:
             self._builder._give_up(exc)
-            return build_rows(self._context, self._batch)
+            return super().result()

@@ -716,23 +716,23 @@ def test_a_dead_helper_process_costs_no_rows():
     import signal
 
     from plugins.imap_inbox.fetch import FetchedMessage
-    from plugins.imap_inbox.rows import RowBuilder, build_rows
+    from plugins.imap_inbox.rows import RowBuilder, build_batch
     from plugins.mail.rows import RowContext
 
     context = RowContext(inbox_id=1, folder_id=2, folder_role="inbox", own_addresses=frozenset({"team@x.example"}),
                          now=dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
     batch = {uid: FetchedMessage(uid=uid, header=message(uid).split(b"\r\n\r\n")[0] + b"\r\n\r\n", size=100)
              for uid in range(1, 30)}
-    with RowBuilder(parallel=True) as builder:
+    with RowBuilder(parallel=True, dialect="sqlite") as builder:
         assert builder.parallel
-        assert builder.submit(context, batch).result() == build_rows(context, batch.values())
+        assert builder.submit(context, batch).result() == build_batch(context, batch.values(), "sqlite")
         for process in list(builder._pool._processes.values()):
             os.kill(process.pid, signal.SIGKILL)
             process.join(5)
-        rows = builder.submit(context, batch).result()  # the helper is gone: built here instead
+        built = builder.submit(context, batch).result()  # the helper is gone: built here instead
         assert not builder.parallel
-    assert rows == build_rows(context, batch.values())
-    assert [row["uid"] for row in rows[0]] == sorted(batch, reverse=True)
+    assert built == build_batch(context, batch.values(), "sqlite")
+    assert built.prepared.uids == [message.uid for message in built.mail] == sorted(batch, reverse=True)
 
 
 def test_a_fetched_message_crosses_to_the_helper_whole():

@@ -229,15 +229,16 @@ def test_rows_of_a_bulk_insert_indexed_out_of_order_are_indexed_once(app, admin)
         db.session.add(Contact(email=CARLA[1]))
         db.session.commit()
         connection = db.session.connection()
-        rows, addresses = _bulk_rows(box, [1, 2, 3])
+        prepared = store.prepare_rows(*_bulk_rows(box, [1, 2, 3]), connection.dialect.name)
         with store._search_index_filled_per_batch(connection) as index_batch:
-            store._bulk_insert(store.messages, store.MESSAGE_COLUMNS, rows)
+            store._write_values(connection, store.messages, store.MESSAGE_COLUMNS, prepared.messages)
             ids = db.session.scalars(sa.select(store.messages.c.id).order_by("id")).all()
             index_batch([ids[0], ids[2]])
             index_batch([ids[1]])
-        for message_pk, (address,) in zip(ids, addresses, strict=True):
-            address["message_pk"] = message_pk
-        store._bulk_insert(store.addresses, store.ADDRESS_COLUMNS, [a for (a,) in addresses])
+        id_by_uid = dict(db.session.execute(sa.select(store.messages.c.uid, store.messages.c.id)).all())
+        values, width = prepared.addresses, len(store.ADDRESS_COLUMNS)
+        values[0::width] = [id_by_uid[prepared.uids[place]] for place in values[0::width]]
+        store._write_values(connection, store.addresses, store.ADDRESS_COLUMNS, values)
         db.session.commit()
         assert sorted(_subjects(search.search_messages("crate", limit=10))) == ["Crate 1", "Crate 2", "Crate 3"]
         assert _subjects(search.search_messages("d2x")) == ["Crate 2"]
