@@ -159,34 +159,41 @@ class PreparedRows:
 
 def prepare_rows(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence[dict[str, Any]]],
                  dialect: str) -> PreparedRows:
-    """The rows of :func:`insert_messages` prepared for ``dialect`` ("sqlite" or "postgresql"); needs no database."""
+    """The rows of :func:`insert_messages` prepared for ``dialect`` ("sqlite" or "postgresql"); needs no database.
+
+    Sets each address row's ``message_pk`` to its message's place in ``rows`` (a copy of every row would
+    cost more than the preparing).
+    """
     if dialect not in _PREPARED_DIALECTS:
         raise ValueError(f"rows are prepared for SQLite and PostgreSQL, not {dialect}")
+    placed = []
+    for place, message_addresses in enumerate(address_rows):
+        for row in message_addresses:
+            row["message_pk"] = place
+            placed.append(row)
     dates: dict[int, str | None] = {}  # addresses share their message's datetime objects
-    placed = [(row, place) for place, message_addresses in enumerate(address_rows) for row in message_addresses]
     return PreparedRows(
         dialect=dialect,
         folder_id=rows[0]["folder_id"] if rows else 0,
         uids=[row["uid"] for row in rows],
-        messages=_flat_values(messages, MESSAGE_COLUMNS, [(row, None) for row in rows], dialect, dates),
+        messages=_flat_values(messages, MESSAGE_COLUMNS, rows, dialect, dates),
         addresses=_flat_values(addresses, ADDRESS_COLUMNS, placed, dialect, dates),
     )
 
 
-def _flat_values(table: sa.Table, columns: Sequence[str], rows: list[tuple[dict[str, Any], int | None]],
-                 dialect: str, dates: dict[int, str | None]) -> list:
-    """``(row, place)`` pairs as flat values in the table's insert order; ``place`` goes where ``message_pk`` is."""
-    order = _INSERT_ORDER[table.name]
-    rows.sort(key=lambda pair: pair[0][order])
-    pk_position = columns.index("message_pk") if "message_pk" in columns else None
-    getter = operator.itemgetter(*(c for c in columns if c != "message_pk"))
-    positions = ([i for i, c in enumerate(columns) if c in _DATETIME_COLUMNS[table.name]]
-                 if dialect == "sqlite" else [])
+def _flat_values(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], dialect: str,
+                 dates: dict[int, str | None]) -> list:
+    """The rows' values one after the other, in the table's insert order (and dates as SQLite keeps them)."""
+    getter = operator.itemgetter(*columns)
+    rows = sorted(rows, key=operator.itemgetter(_INSERT_ORDER[table.name]))
     values: list = []
-    for row, place in rows:
+    if dialect != "sqlite":
+        for row in rows:
+            values.extend(getter(row))
+        return values
+    positions = [i for i, c in enumerate(columns) if c in _DATETIME_COLUMNS[table.name]]
+    for row in rows:
         row_values = list(getter(row))
-        if pk_position is not None:
-            row_values.insert(pk_position, place)
         for i in positions:
             value = row_values[i]
             if value is not None:
