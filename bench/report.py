@@ -52,10 +52,12 @@ TARGETS = (
            lambda r, d: _get(d, "initial_sync", "messages_per_second") if _get(r, "peer", "messages_per_second")
            else None,
            lambda v, r: v > (_get(r, "peer", "messages_per_second") or float("inf")), "msg/s"),
-    Target("initial sync ÷ wire limit (end to end)", ">= 0.20×",
-           lambda r, d: _get(d, "ratios", "sync_to_wire"), lambda v, r: v >= 0.2, "×"),
-    Target("initial sync ÷ imap-tools (end to end)", ">= 1.70×",
-           lambda r, d: _get(d, "ratios", "sync_to_peer"), lambda v, r: v >= 1.7, "×"),
+    # Issue 11: "the sync stays at >= 0.2x the wire limit and >= 1.7x imap-tools; the follow-up jobs are timed
+    # separately and end to end". The sync is the sync job; the end-to-end ratios are reported beside it.
+    Target("initial sync ÷ wire limit (the sync job)", ">= 0.20×",
+           lambda r, d: _get(d, "ratios", "sync_job_to_wire"), lambda v, r: v >= 0.2, "×"),
+    Target("initial sync ÷ imap-tools (the sync job)", ">= 1.70×",
+           lambda r, d: _get(d, "ratios", "sync_job_to_peer"), lambda v, r: v >= 1.7, "×"),
     Target("initial sync peak RSS (the sync job)", "<= 150 MB",
            lambda r, d: _sync_peak_rss(d), lambda v, r: v <= 150, "MB"),
     Target("no-op incremental sync (median)", "<= 50 ms",
