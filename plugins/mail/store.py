@@ -145,9 +145,11 @@ class PreparedRows:
     Plain values, so a helper process can prepare a batch while the writer
     stores the last one: sorting, flattening and (on SQLite) formatting dates
     were a tenth of a first sync's writer thread. ``messages`` and
-    ``addresses`` are flat, a row every ``len(MESSAGE_COLUMNS)`` /
-    ``len(ADDRESS_COLUMNS)`` values; an address row's ``message_pk`` holds
-    its message's place in ``uids`` until the messages have ids.
+    ``addresses`` hold the values in column order: on SQLite one flat list (a
+    row every ``len(MESSAGE_COLUMNS)`` / ``len(ADDRESS_COLUMNS)`` values, as
+    its multi-row INSERTs take them), on PostgreSQL a tuple per row (as COPY
+    writes them). An address row's ``message_pk`` holds its message's place in
+    ``uids`` until the messages have ids.
     """
 
     dialect: str
@@ -186,11 +188,9 @@ def _flat_values(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[st
     """The rows' values one after the other, in the table's insert order (and dates as SQLite keeps them)."""
     getter = operator.itemgetter(*columns)
     rows = sorted(rows, key=operator.itemgetter(_INSERT_ORDER[table.name]))
-    values: list = []
     if dialect != "sqlite":
-        for row in rows:
-            values.extend(getter(row))
-        return values
+        return [getter(row) for row in rows]
+    values: list = []
     positions = [i for i, c in enumerate(columns) if c in _DATETIME_COLUMNS[table.name]]
     for row in rows:
         row_values = list(getter(row))
@@ -206,7 +206,7 @@ def _flat_values(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[st
 
 
 def _write_values(connection: sa.Connection, table: sa.Table, columns: Sequence[str], values: list) -> None:
-    """Flat values straight to the driver (COPY on PostgreSQL, multi-row INSERTs on SQLite).
+    """Prepared values (see PreparedRows) straight to the driver (COPY on PostgreSQL, multi-row INSERTs on SQLite).
 
     SQLAlchemy's per-row parameter processing was half the insert's CPU.
     """
@@ -215,11 +215,10 @@ def _write_values(connection: sa.Connection, table: sa.Table, columns: Sequence[
     if connection.dialect.name == "sqlite":
         _insert_many_rows(connection, table, columns, values)
         return
-    rows = zip(*[iter(values)] * len(columns), strict=True)
     if connection.dialect.driver == "psycopg":
-        _copy_rows(connection, table, columns, rows)
+        _copy_rows(connection, table, columns, values)
         return
-    connection.exec_driver_sql(_insert_sql(connection.dialect, table, columns, 1), list(rows))
+    connection.exec_driver_sql(_insert_sql(connection.dialect, table, columns, 1), values)
 
 
 def _insert_sql(dialect: sa.Dialect, table: sa.Table, columns: Sequence[str], rows: int) -> str:
@@ -402,11 +401,12 @@ def insert_prepared(prepared: PreparedRows) -> list[int]:
         ).all())
         ids = [id_by_uid[uid] for uid in uids]
         index_batch(ids)
-    values = prepared.addresses
-    if values:
-        width, at = len(ADDRESS_COLUMNS), ADDRESS_COLUMNS.index("message_pk")
-        values[at::width] = [ids[place] for place in values[at::width]]  # each message's place becomes its id
-        _write_values(connection, addresses, ADDRESS_COLUMNS, values)
+    values, at = prepared.addresses, ADDRESS_COLUMNS.index("message_pk")
+    if prepared.dialect == "sqlite":  # each message's place becomes its id
+        values[at::len(ADDRESS_COLUMNS)] = [ids[place] for place in values[at::len(ADDRESS_COLUMNS)]]
+    else:
+        values = [row[:at] + (ids[row[at]],) + row[at + 1:] for row in values]
+    _write_values(connection, addresses, ADDRESS_COLUMNS, values)
     return ids
 
 
