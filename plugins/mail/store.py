@@ -178,14 +178,14 @@ def prepare_rows(rows: Sequence[dict[str, Any]], address_rows: Sequence[Sequence
         dialect=dialect,
         folder_id=rows[0]["folder_id"] if rows else 0,
         uids=[row["uid"] for row in rows],
-        messages=_flat_values(messages, MESSAGE_COLUMNS, rows, dialect, dates),
-        addresses=_flat_values(addresses, ADDRESS_COLUMNS, placed, dialect, dates),
+        messages=_insert_values(messages, MESSAGE_COLUMNS, rows, dialect, dates),
+        addresses=_insert_values(addresses, ADDRESS_COLUMNS, placed, dialect, dates),
     )
 
 
-def _flat_values(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], dialect: str,
+def _insert_values(table: sa.Table, columns: Sequence[str], rows: Sequence[dict[str, Any]], dialect: str,
                  dates: dict[int, str | None]) -> list:
-    """The rows' values one after the other, in the table's insert order (and dates as SQLite keeps them)."""
+    """The rows' values in the table's insert order, as PreparedRows holds them (dates as SQLite keeps them)."""
     getter = operator.itemgetter(*columns)
     rows = sorted(rows, key=operator.itemgetter(_INSERT_ORDER[table.name]))
     if dialect != "sqlite":
@@ -401,13 +401,17 @@ def insert_prepared(prepared: PreparedRows) -> list[int]:
         ).all())
         ids = [id_by_uid[uid] for uid in uids]
         index_batch(ids)
-    values, at = prepared.addresses, ADDRESS_COLUMNS.index("message_pk")
-    if prepared.dialect == "sqlite":  # each message's place becomes its id
-        values[at::len(ADDRESS_COLUMNS)] = [ids[place] for place in values[at::len(ADDRESS_COLUMNS)]]
-    else:
-        values = [row[:at] + (ids[row[at]],) + row[at + 1:] for row in values]
-    _write_values(connection, addresses, ADDRESS_COLUMNS, values)
+    _write_values(connection, addresses, ADDRESS_COLUMNS, _addresses_of(prepared, ids))
     return ids
+
+
+def _addresses_of(prepared: PreparedRows, ids: Sequence[int]) -> list:
+    """The prepared address values with each message's place in the batch replaced by its id (``ids[place]``)."""
+    values, at = prepared.addresses, ADDRESS_COLUMNS.index("message_pk")
+    if prepared.dialect == "sqlite":
+        values[at::len(ADDRESS_COLUMNS)] = [ids[place] for place in values[at::len(ADDRESS_COLUMNS)]]
+        return values
+    return [row[:at] + (ids[row[at]],) + row[at + 1:] for row in values]
 
 
 def delete_message_ids(ids: Sequence[int]) -> int:

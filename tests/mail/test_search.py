@@ -236,21 +236,12 @@ def test_rows_of_a_bulk_insert_indexed_out_of_order_are_indexed_once(app, admin)
             index_batch([ids[0], ids[2]])
             index_batch([ids[1]])
         id_by_uid = dict(db.session.execute(sa.select(store.messages.c.uid, store.messages.c.id)).all())
-        store._write_values(connection, store.addresses, store.ADDRESS_COLUMNS, _with_ids(prepared, id_by_uid))
+        ids = [id_by_uid[uid] for uid in prepared.uids]
+        store._write_values(connection, store.addresses, store.ADDRESS_COLUMNS, store._addresses_of(prepared, ids))
         db.session.commit()
         assert sorted(_subjects(search.search_messages("crate", limit=10))) == ["Crate 1", "Crate 2", "Crate 3"]
         assert _subjects(search.search_messages("d2x")) == ["Crate 2"]
         _assert_index_intact()
-
-
-def _with_ids(prepared, id_by_uid: dict[int, int]) -> list:
-    """The prepared address values with each message's place in the batch replaced by its id."""
-    at, width = store.ADDRESS_COLUMNS.index("message_pk"), len(store.ADDRESS_COLUMNS)
-    values = prepared.addresses
-    sqlite = prepared.dialect == "sqlite"
-    rows = [tuple(values[i:i + width]) for i in range(0, len(values), width)] if sqlite else values
-    rows = [row[:at] + (id_by_uid[prepared.uids[row[at]]],) + row[at + 1:] for row in rows]
-    return [value for row in rows for value in row] if sqlite else rows
 
 
 def _assert_index_intact():
